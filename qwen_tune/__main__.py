@@ -1,0 +1,3 @@
+from qwen_tune.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""Known cards, and `--gpus SPEC`: plan for hardware that is not in this box.
+
+Memory is what NVML reports for the card (MiB), so plans for a named card match
+what `qwen-tune gpus` would read on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from qwen_tune.errors import UserError
+from qwen_tune.gpus import Gpu, Inventory
+
+MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class Card:
+    key: str
+    name: str
+    memory_mib: int
+    compute_capability: tuple[int, int]
+
+
+KNOWN_CARDS: tuple[Card, ...] = (
+    Card("rtx4090d", "NVIDIA GeForce RTX 4090 D", 24564, (8, 9)),
+    Card("rtx4090", "NVIDIA GeForce RTX 4090", 24564, (8, 9)),
+    Card("rtx4080", "NVIDIA GeForce RTX 4080", 16376, (8, 9)),
+    Card("rtx4070ti", "NVIDIA GeForce RTX 4070 Ti", 12282, (8, 9)),
+    Card("rtx3090ti", "NVIDIA GeForce RTX 3090 Ti", 24564, (8, 6)),
+    Card("rtx3090", "NVIDIA GeForce RTX 3090", 24576, (8, 6)),
+    Card("rtx3080ti", "NVIDIA GeForce RTX 3080 Ti", 12288, (8, 6)),
+    Card("rtx3080", "NVIDIA GeForce RTX 3080", 10240, (8, 6)),
+    Card("a6000", "NVIDIA RTX A6000", 49140, (8, 6)),
+    Card("a40", "NVIDIA A40", 46068, (8, 6)),
+    Card("l40s", "NVIDIA L40S", 46068, (8, 9)),
+    Card("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, (8, 0)),
+    Card("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, (8, 0)),
+    Card("h100", "NVIDIA H100 80GB HBM3", 81559, (9, 0)),
+    Card("h200", "NVIDIA H200", 143771, (9, 0)),
+    Card("t4", "Tesla T4", 15360, (7, 5)),
+    Card("v100", "Tesla V100-SXM2-16GB", 16160, (7, 0)),
+    Card("v100-32gb", "Tesla V100-SXM2-32GB", 32510, (7, 0)),
+)
+
+ALIASES = {"a100": "a100-80gb", "a10040g": "a100-40gb", "a10080g": "a100-80gb", "v10032g": "v100-32gb"}
+
+# A bare memory size says nothing about the architecture; assume an Ampere-class card.
+ASSUMED_CC = (8, 0)
+
+_COUNT = re.compile(r"^(?:(\d+)\s*[x×*]\s*)?(.+)$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*gi?b$")
+
+
+def _normalize(text: str) -> str:
+    text = re.sub(r"nvidia|geforce|tesla|rtx\s*a(?=\d)", lambda m: "a" if m.group().startswith("rtx") else "", text)
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+def find_card(text: str) -> Card | None:
+    key = _normalize(text.lower())
+    key = ALIASES.get(key, key)
+    for card in KNOWN_CARDS:
+        plain = card.key.replace("-", "")
+        if key in (card.key, plain, plain.removeprefix("rtx")):
+            return card
+    return None
+
+
+def parse_gpu_spec(spec: str) -> Inventory:
+    """'2xrtx3090', 'a6000', '24GiB', '2x80GiB' → an inventory of that hardware."""
+    match = _COUNT.match(spec.strip().lower())
+    count = int(match.group(1) or 1) if match else 0
+    what = match.group(2).strip() if match else ""
+    if not match or not 1 <= count <= 64:
+        raise UserError(f"--gpus {spec!r}: give a card like rtx4090, 2xrtx3090, 24GiB or 2x80GiB")
+    memory = _MEMORY.match(what)
+    if memory:
+        gib = float(memory.group(1))
+        if not 1 <= gib <= 1024:
+            raise UserError(f"--gpus {spec!r}: memory must be between 1 and 1024 GiB")
+        name = f"{gib:g} GiB GPU (assumed cc {ASSUMED_CC[0]}.{ASSUMED_CC[1]})"
+        card = Card(what, name, int(gib * 1024), ASSUMED_CC)
+    else:
+        card = find_card(what)
+        if card is None:
+            known = ", ".join(c.key for c in KNOWN_CARDS)
+            raise UserError(f"--gpus {spec!r}: unknown card; known: {known}; or give memory, e.g. 24GiB")
+    gpus = tuple(
+        Gpu(index=i, name=card.name, total_bytes=card.memory_mib * MIB, compute_capability=card.compute_capability)
+        for i in range(count)
+    )
+    return Inventory(gpus=gpus, source=f"spec:{spec}")

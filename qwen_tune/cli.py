@@ -1,0 +1,72 @@
+"""The `qwen-tune` command: a thin click layer over jobs, plan, runner and verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+import click
+
+from qwen_tune.errors import UserError
+from qwen_tune.jobs import DEFAULT_RECIPE, JobOptions
+
+
+def job_options(command):
+    """The flags `plan` and `run` share."""
+    options = [
+        click.option("--recipe", default=DEFAULT_RECIPE, show_default=True, help="Shipped recipe name or a recipe .yaml file."),
+        click.option("--model", help="Local model directory or hub id (overrides the recipe)."),
+        click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
+        click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
+        click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
+        click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
+        click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option("--output-dir", default="runs", show_default=True, help="Runs go in a new subdirectory here."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qwen-tune")
+def cli() -> None:
+    """Plan, run and verify LoRA fine-tuning of Qwen models with ms-swift."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def gpus(as_json: bool) -> None:
+    """List this box's NVIDIA GPUs (NVML; honours CUDA_VISIBLE_DEVICES)."""
+    from qwen_tune.gpus import read_inventory
+    from qwen_tune.report import inventory_text
+
+    inventory = read_inventory()
+    click.echo(json.dumps(asdict(inventory), indent=2) if as_json else inventory_text(inventory))
+
+
+@cli.command()
+@job_options
+@click.option("--json", "as_json", is_flag=True, help="Print the Plan as JSON.")
+def plan(as_json: bool, **flags) -> None:
+    """Dry run: choose a profile, estimate memory, print the exact swift command."""
+    from qwen_tune.jobs import prepare
+    from qwen_tune.report import plan_text
+
+    job = prepare(JobOptions(**flags), for_run=False)
+    click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"qwen-tune: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("qwen-tune: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

@@ -1,0 +1,117 @@
+"""From flags and files to a Plan: the reading side of `plan` and `run`.
+
+This is the edge where files, NVML and the clock are read; plan.make_plan stays pure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from qwen_tune.cards import parse_gpu_spec
+from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
+from qwen_tune.errors import UserError
+from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
+from qwen_tune.models import resolve_model
+from qwen_tune.plan import DataSummary, Environment, Plan, make_plan
+from qwen_tune.profiles import shipped_profiles
+from qwen_tune.recipes import Bilingual, load_recipe
+
+DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The flags `plan` and `run` share."""
+
+    recipe: str = DEFAULT_RECIPE
+    model: str | None = None
+    dataset: str | None = None
+    profile: str | None = None
+    gpus: str | None = None
+    name: str | None = None
+    author: str | None = None
+    output_dir: str = "runs"
+
+
+@dataclass(frozen=True)
+class Job:
+    plan: Plan
+    rows: list[dict] | None  # the dataset with the identity filled in
+    run_dir: Path
+
+
+def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
+    """--gpus: nothing (this box's GPUs), 'cpu', indices like '0,1', or a card spec (plan only)."""
+    if spec and spec.strip().lower() == "cpu":
+        return cpu_inventory()
+    if spec and re.fullmatch(r"\d+(,\d+)*", spec.strip()):
+        local = read_inventory()
+        wanted = [int(i) for i in spec.split(",")]
+        by_index = {g.index: g for g in local.gpus}
+        missing = [i for i in wanted if i not in by_index]
+        if missing:
+            raise UserError(f"--gpus {spec}: no GPU {missing[0]} here; `qwen-tune gpus` lists them")
+        return Inventory(
+            gpus=tuple(by_index[i] for i in dict.fromkeys(wanted)),
+            source="nvml",
+            driver_version=local.driver_version,
+            cuda_version=local.cuda_version,
+            host_memory_bytes=local.host_memory_bytes,
+        )
+    if spec:
+        if for_run:
+            raise UserError(f"--gpus {spec}: run trains on this box; give GPU indices like 0,1 or 'cpu' (card names are for plan)")
+        return parse_gpu_spec(spec)
+    return read_inventory()
+
+
+def next_run_dir(output_dir: Path, recipe_name: str, now: datetime) -> Path:
+    """A fresh name under output_dir; never one that exists."""
+    base = output_dir / f"{now:%Y%m%d-%H%M%S}-{recipe_name}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) -> Job:
+    recipe = load_recipe(options.recipe).with_overrides(
+        model=options.model,
+        dataset=options.dataset,
+        identity_name=Bilingual.same(options.name) if options.name else None,
+        identity_author=Bilingual.same(options.author) if options.author else None,
+    )
+    model = resolve_model(recipe.model)
+    inventory = inventory_for(options.gpus, for_run=for_run)
+    run_dir = next_run_dir(Path(options.output_dir), recipe.name, now or datetime.now())
+
+    rows = None
+    if recipe.dataset:
+        dataset = load_dataset(recipe.dataset)
+        rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
+        lengths, how = token_lengths(rows, recipe.system, model.tokenizer_file)
+        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how)
+        dataset_path = str(run_dir / "dataset.jsonl")
+    elif for_run:
+        raise UserError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
+    else:
+        data = DataSummary(n_rows=None, max_tokens=recipe.max_length, how="max_length")
+        dataset_path = "DATASET.jsonl"
+
+    plan = make_plan(
+        recipe=recipe,
+        model=model,
+        inventory=inventory,
+        profiles=shipped_profiles(),
+        data=data,
+        dataset_path=dataset_path,
+        output_dir=str(run_dir / "swift"),
+        forced_profile=options.profile,
+        environment=Environment(flash_attn_installed=importlib.util.find_spec("flash_attn") is not None),
+    )
+    return Job(plan=plan, rows=rows, run_dir=run_dir)

@@ -1,0 +1,112 @@
+"""A pure estimate of peak training memory per device, with its breakdown.
+
+The constants are calibrated on measured runs (docs/hardware-validation.md,
+shared measurements of 2026-11-22): the Qwen2.5-7B shape, 64±7-token samples,
+micro-batch 1 with checkpointing peaks at 14.67 GiB reserved, micro-batch 16
+without at 25.92 GiB; QLoRA at 5.83 GiB; ZeRO-2/3 over two GPUs at 20.35/17.21 per GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qwen_tune.gpus import GIB
+from qwen_tune.models import ModelShape
+
+BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
+# NF4 packs two weights a byte; double quantization adds an 8-bit absmax per 64 weights.
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64
+# LoRA trains in fp32: the weight, its gradient and AdamW's two moments.
+LORA_STATE_BYTES = 16
+# Elements saved per token per decoder layer for backward (LoRA all-linear, sdpa/flash
+# attention, so no seq² term): ~16 of hidden size (norms, dropout copies, q/o, residuals),
+# 4.5 of the MLP width (gate, up, act, product) and 4 of the k/v width.
+ACT_PER_HIDDEN, ACT_PER_FFN, ACT_PER_KV = 16, 4.5, 4
+# Logits are upcast to fp32 for the loss; the fp32 copy and its gradient sit beside the
+# 16-bit logits and their gradient.
+LOGITS_FP32_BYTES = 8
+# Allocated by the CUDA driver outside torch's pool (NVML peak minus torch reserved).
+CUDA_CONTEXT_BYTES = int(0.76 * GIB)
+# Python, torch and swift in the training process, when the "device" is host memory.
+CPU_RUNTIME_BYTES = int(1.5 * GIB)
+# Share of the model that swift's zero3 preset holds gathered at the peak (its
+# stage3_max_live_parameters and stage3_max_reuse_distance are 1e9). Calibrated on the
+# 7B shape over 2 GPUs (17.21 GiB/GPU); it also explains Qwen3-14B's OOM under 22.5 GiB/GPU.
+ZERO3_GATHERED_FRACTION = 0.35
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """Everything about a run that changes its memory."""
+
+    shape: ModelShape
+    lora_rank: int
+    micro_batch_size: int
+    seq_len: int
+    gradient_checkpointing: bool
+    weights: str  # fp32 | bf16 | fp16 | nf4
+    n_gpus: int = 1
+    zero_stage: int = 0  # 0: plain DDP or one device; 2 or 3: DeepSpeed ZeRO
+    on_cpu: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory of one device: what torch reserves, plus what the runtime takes beside it."""
+
+    items: tuple[tuple[str, int], ...]
+    runtime_bytes: int
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(b for _, b in self.items)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.reserved_bytes + self.runtime_bytes
+
+
+def estimate(setup: TrainSetup) -> MemoryEstimate:
+    s = setup.shape
+    compute_bytes = 4 if setup.weights == "fp32" else 2
+    shard = setup.n_gpus if setup.zero_stage else 1
+
+    if setup.weights == "nf4":
+        weights = s.linear_params * NF4_BYTES_PER_PARAM + s.other_params * 2
+        largest = max(i * o for i, o in s.layer_linears())
+        weights_label = "weights (NF4 4-bit, embeddings 16-bit)"
+    else:
+        weights = s.n_params * BYTES_PER_PARAM[setup.weights]
+        largest = 0
+        weights_label = f"weights ({setup.weights})"
+    if setup.zero_stage == 3:
+        weights /= shard
+        weights_label += f", ZeRO-3 shard 1/{shard}"
+    items = [(weights_label, weights)]
+    if setup.zero_stage == 3:
+        items.append(("ZeRO-3 gathered parameters", s.n_params * ZERO3_GATHERED_FRACTION * compute_bytes))
+    if largest:
+        items.append(("4-bit dequantization buffer", largest * compute_bytes))
+
+    lora = s.lora_params(setup.lora_rank)
+    if setup.zero_stage:
+        lora_bytes = lora * 4 + lora * (LORA_STATE_BYTES - 4) / shard
+        lora_label = f"LoRA params + grads + AdamW, ZeRO-{setup.zero_stage} 1/{shard}"
+    else:
+        lora_bytes = lora * LORA_STATE_BYTES
+        lora_label = "LoRA params + grads + AdamW (fp32)"
+    items.append((f"{lora_label} ({lora / 1e6:.1f}M params)", lora_bytes))
+
+    tokens = setup.micro_batch_size * setup.seq_len
+    per_layer = compute_bytes * (ACT_PER_HIDDEN * s.hidden_size + ACT_PER_FFN * s.intermediate_size + ACT_PER_KV * s.kv_dim)
+    if setup.gradient_checkpointing:
+        saved = tokens * s.num_layers * s.hidden_size * compute_bytes
+        items.append((f"activations: checkpoints ({tokens} tokens × {s.num_layers} layers)", saved))
+        items.append(("activations: one layer recomputed", tokens * per_layer))
+    else:
+        items.append((f"activations ({tokens} tokens × {s.num_layers} layers)", tokens * s.num_layers * per_layer))
+    logits = tokens * s.vocab_size * (2 * compute_bytes + LOGITS_FP32_BYTES)
+    items.append((f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", logits))
+
+    runtime = CPU_RUNTIME_BYTES if setup.on_cpu else CUDA_CONTEXT_BYTES
+    return MemoryEstimate(items=tuple((label, int(b)) for label, b in items), runtime_bytes=runtime)

@@ -1,0 +1,371 @@
+"""The planner: inventory + recipe + model + data → a Plan, a value that renders swift's argv.
+
+Pure: everything it needs from the box (GPUs, flash-attn) is passed in, so every card in
+cards.py can be planned and golden-tested anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import asdict, dataclass, replace
+
+from qwen_tune.errors import UserError
+from qwen_tune.gpus import GIB, Inventory
+from qwen_tune.memory import MemoryEstimate, TrainSetup, estimate
+from qwen_tune.models import ModelRef
+from qwen_tune.profiles import Profile
+from qwen_tune.recipes import Recipe
+
+# Headroom kept free on every GPU: estimator error and allocator fragmentation.
+MARGIN_FRACTION = 0.03
+CPU_USABLE_FRACTION = 0.8
+TIGHT_BYTES = int(0.5 * GIB)
+# zero3_offload is not offered: under 22.5 GiB/GPU it ran out of memory in the first forward
+# exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
+ZERO_STAGES = ("zero2", "zero3")
+SHORTER_LENGTHS = (1024, 512, 256, 128)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Facts about this box that change the command, gathered at the edge (jobs.py)."""
+
+    flash_attn_installed: bool = False
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """How long the samples are after the chat template; n_rows None means 'no dataset'."""
+
+    n_rows: int | None
+    max_tokens: int
+    how: str  # tokenized | estimated | max_length
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way to run the job: the knobs a profile leaves free, filled in."""
+
+    micro_batch_size: int
+    gradient_checkpointing: bool
+    zero: str = ""  # "" | zero2 | zero3
+
+    def describe(self, profile: Profile) -> str:
+        parts = [f"micro-batch {self.micro_batch_size}", f"checkpointing {'on' if self.gradient_checkpointing else 'off'}"]
+        parts += [self.zero] if self.zero else []
+        parts += ["4-bit"] if profile.quantization == "nf4" else []
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    model: ModelRef
+    inventory: Inventory
+    profile: Profile
+    setup: Setup
+    dtype: str
+    attention: str
+    data: DataSummary
+    seq_len: int
+    estimate: MemoryEstimate
+    budget_bytes: int
+    dataset_path: str
+    output_dir: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def n_devices(self) -> int:
+        return max(1, len(self.inventory.gpus))
+
+    @property
+    def grad_accum(self) -> int:
+        return math.ceil(self.recipe.effective_batch_size / (self.setup.micro_batch_size * self.n_devices))
+
+    @property
+    def effective_batch(self) -> int:
+        return self.setup.micro_batch_size * self.grad_accum * self.n_devices
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """As the HF Trainer counts: batches per epoch over grad-accum, rounded up."""
+        if self.data.n_rows is None:
+            return None
+        batches = math.ceil(self.data.n_rows / (self.setup.micro_batch_size * self.n_devices))
+        return math.ceil(batches / self.grad_accum)
+
+    @property
+    def total_steps(self) -> int | None:
+        per_epoch = self.steps_per_epoch
+        return None if per_epoch is None else math.ceil(per_epoch * self.recipe.epochs)
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.peak_bytes <= self.budget_bytes
+
+    @property
+    def argv(self) -> list[str]:
+        return swift_argv(self)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return swift_env(self)
+
+    def shell_command(self) -> str:
+        """The exact command, shell-quoted, to read or paste."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return f"{env} {shlex.join(self.argv)}".strip()
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["model"]["local_dir"] = str(self.model.local_dir) if self.model.local_dir else None
+        data["estimate"].update(reserved_bytes=self.estimate.reserved_bytes, peak_bytes=self.estimate.peak_bytes)
+        data.update(
+            grad_accum=self.grad_accum,
+            effective_batch=self.effective_batch,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            fits=self.fits,
+            env=self.env,
+            argv=self.argv,
+            shell_command=self.shell_command(),
+        )
+        return data
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def budget_bytes(inventory: Inventory) -> int:
+    """What one device may use: the smallest card less a safety margin, or most of the RAM."""
+    if inventory.is_cpu:
+        return int(inventory.host_memory_bytes * CPU_USABLE_FRACTION)
+    return int(min(g.total_bytes for g in inventory.gpus) * (1 - MARGIN_FRACTION))
+
+
+def training_dtype(inventory: Inventory) -> str:
+    if inventory.is_cpu:
+        return "float32"
+    return "bfloat16" if all(g.bf16 for g in inventory.gpus) else "float16"
+
+
+def unusable_because(profile: Profile, inventory: Inventory) -> str | None:
+    """Why the profile cannot serve these devices, or None when it can."""
+    n = len(inventory.gpus)
+    if (profile.devices == "cpu") != (n == 0):
+        return "is for the CPU only" if n else "needs a GPU"
+    if profile.devices == "single" and n > 1:
+        return "is for one GPU"
+    if profile.devices == "multi" and n < 2:
+        return "needs two or more GPUs"
+    if n and min(g.total_bytes for g in inventory.gpus) / GIB < profile.min_memory_gib:
+        return f"is for cards of {profile.min_memory_gib:g} GiB or more"
+    return None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What stays fixed while the chooser tries profiles and setups."""
+
+    recipe: Recipe
+    model: ModelRef
+    inventory: Inventory
+    dtype: str
+    budget: int
+
+    @property
+    def n_devices(self) -> int:
+        return max(1, len(self.inventory.gpus))
+
+    def setups(self, profile: Profile) -> list[Setup]:
+        """Every way the profile allows, fastest first: less sharding, no recomputation, bigger micro-batches."""
+        per_device = math.ceil(self.recipe.effective_batch_size / self.n_devices)
+        if profile.micro_batch_size == "max":
+            micro_batches = [m for m in range(per_device, 0, -1) if per_device % m == 0]
+        else:
+            micro_batches = [min(profile.micro_batch_size, per_device)]
+        checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
+        zeros = ZERO_STAGES if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
+        return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
+
+    def estimate(self, profile: Profile, setup: Setup, seq_len: int) -> MemoryEstimate:
+        weights = "nf4" if profile.quantization == "nf4" else {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
+        return estimate(
+            TrainSetup(
+                shape=self.model.shape,
+                lora_rank=self.recipe.lora_rank,
+                micro_batch_size=setup.micro_batch_size,
+                seq_len=seq_len,
+                gradient_checkpointing=setup.gradient_checkpointing,
+                weights=weights,
+                n_gpus=self.n_devices,
+                zero_stage={"": 0, "zero2": 2, "zero3": 3}[setup.zero],
+                on_cpu=self.inventory.is_cpu,
+            )
+        )
+
+
+def make_plan(
+    *,
+    recipe: Recipe,
+    model: ModelRef,
+    inventory: Inventory,
+    profiles: list[Profile],
+    data: DataSummary,
+    dataset_path: str,
+    output_dir: str,
+    forced_profile: str | None = None,
+    environment: Environment = Environment(),
+) -> Plan:
+    """Try the profiles in order of preference; keep the first setup whose estimate fits every device."""
+    job = _Job(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory))
+    seq_len = min(data.max_tokens, recipe.max_length)
+    reasons = [_describe_devices(inventory, job.budget)]
+    if job.dtype == "float16":
+        reasons.append("float16: a card has no bfloat16 (compute capability below 8.0)")
+
+    if forced_profile is not None:
+        candidates = [p for p in profiles if p.name == forced_profile]
+        if not candidates:
+            raise UserError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
+        why_not = unusable_because(candidates[0], inventory)
+        if why_not and "GiB" not in why_not:
+            raise UserError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
+        reasons.append(f"profile {forced_profile} forced with --profile")
+    else:
+        candidates = []
+        for profile in profiles:
+            why_not = unusable_because(profile, inventory)
+            if why_not is None:
+                candidates.append(profile)
+            elif (profile.devices == "cpu") == inventory.is_cpu:
+                reasons.append(f"skipped {profile.name}: {why_not}")
+
+    tried = None
+    for profile in candidates:
+        for setup in job.setups(profile):
+            tried = (profile, setup, job.estimate(profile, setup, seq_len))
+            if tried[2].peak_bytes <= job.budget:
+                reasons.append(f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable")
+                return _finish(job, *tried, data, seq_len, dataset_path, output_dir, reasons, environment)
+        if forced_profile is None:
+            reasons.append(f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}")
+    if forced_profile is not None and tried is not None:
+        return _finish(job, *tried, data, seq_len, dataset_path, output_dir, reasons, environment)
+    raise UserError(_refusal(job, candidates or profiles, seq_len))
+
+
+def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
+    """Nothing fits: what the leanest option needs, and the nearest thing that would work."""
+    where = "the CPU" if job.inventory.is_cpu else f"{len(job.inventory.gpus)}× {job.inventory.gpus[0].name}"
+    leanest = candidates[-1]
+    setup = job.setups(leanest)[-1]
+    needed = job.estimate(leanest, setup, seq_len).peak_bytes
+    message = f"{job.model.source} does not fit {where}: even {leanest.name} needs {gib(needed)} per device, {gib(job.budget)} usable"
+    nearest = []
+    shorter = [n for n in SHORTER_LENGTHS if n < seq_len and job.estimate(leanest, setup, n).peak_bytes <= job.budget]
+    if shorter:
+        nearest.append(f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)")
+    if not job.inventory.is_cpu:
+        nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
+    return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
+
+
+def _describe_devices(inventory: Inventory, budget: int) -> str:
+    if inventory.is_cpu:
+        return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM, {gib(budget)} usable"
+    names = " + ".join(sorted({g.name for g in inventory.gpus}))
+    return f"devices: {len(inventory.gpus)}× {names}, {gib(budget)} usable per device"
+
+
+def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, environment) -> Plan:
+    flash_ok = environment.flash_attn_installed and not job.inventory.is_cpu and all(g.bf16 for g in job.inventory.gpus)
+    attention = "flash_attn" if profile.attention == "flash_attn" and flash_ok else "sdpa"
+    plan = Plan(
+        recipe=job.recipe,
+        model=job.model,
+        inventory=job.inventory,
+        profile=profile,
+        setup=setup,
+        dtype=job.dtype,
+        attention=attention,
+        data=data,
+        seq_len=seq_len,
+        estimate=est,
+        budget_bytes=job.budget,
+        dataset_path=dataset_path,
+        output_dir=output_dir,
+        reasons=tuple(reasons),
+    )
+    warnings = []
+    if not plan.fits:
+        warnings.append(f"the estimate does not fit: needs {gib(est.peak_bytes)} > {gib(job.budget)} usable; expect out-of-memory")
+    elif job.budget - est.peak_bytes < TIGHT_BYTES and not job.inventory.is_cpu:
+        warnings.append(f"tight fit, {gib(job.budget - est.peak_bytes)} to spare: close other programs on the GPU (a desktop's display too)")
+    if data.how == "max_length":
+        warnings.append(f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths")
+    if data.max_tokens > job.recipe.max_length:
+        warnings.append(f"the longest sample has {data.max_tokens} tokens, over max_length {job.recipe.max_length}")
+    if plan.effective_batch != job.recipe.effective_batch_size:
+        warnings.append(f"effective batch {plan.effective_batch}, not {job.recipe.effective_batch_size}: it does not divide over {plan.n_devices} devices")
+    return replace(plan, warnings=tuple(warnings))
+
+
+def swift_argv(plan: Plan) -> list[str]:
+    """The `swift sft` command line; CI checks every flag against swift's own parser."""
+    r, s = plan.recipe, plan.setup
+    argv = ["swift", "sft", "--model", plan.model.source]
+    if plan.model.local_dir:
+        argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template, "--check_model", "false"]
+    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", "lora", "--torch_dtype", plan.dtype]
+    if plan.profile.quantization == "nf4":
+        argv += [
+            "--quant_method", "bnb",
+            "--quant_bits", "4",
+            "--bnb_4bit_quant_type", "nf4",
+            "--bnb_4bit_use_double_quant", "true",
+            "--bnb_4bit_compute_dtype", plan.dtype,
+        ]  # fmt: skip
+    argv += [
+        "--num_train_epochs", f"{r.epochs:g}",
+        "--per_device_train_batch_size", str(s.micro_batch_size),
+        "--gradient_accumulation_steps", str(plan.grad_accum),
+        "--learning_rate", f"{r.learning_rate:g}",
+        "--lora_rank", str(r.lora_rank),
+        "--lora_alpha", str(r.lora_alpha),
+        "--lora_dropout", f"{r.lora_dropout:g}",
+        "--target_modules", r.target_modules,
+        "--max_length", str(r.max_length),
+        "--warmup_ratio", f"{r.warmup_ratio:g}",
+        "--gradient_checkpointing", "true" if s.gradient_checkpointing else "false",
+        "--attn_impl", plan.attention,
+    ]  # fmt: skip
+    if s.zero:
+        argv += ["--deepspeed", s.zero]
+    argv += [
+        "--split_dataset_ratio", "0",
+        "--eval_strategy", "no",
+        "--save_strategy", "epoch",
+        "--save_total_limit", "2",
+        "--logging_steps", "1",
+        "--dataloader_num_workers", "0",
+        "--report_to", "none",
+        "--output_dir", plan.output_dir,
+    ]  # fmt: skip
+    return argv
+
+
+def swift_env(plan: Plan) -> dict[str, str]:
+    if plan.inventory.is_cpu:
+        env = {"CUDA_VISIBLE_DEVICES": ""}
+    else:
+        # NVML and nvidia-smi number GPUs in PCI bus order; CUDA must too, or indices drift.
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.inventory.gpus)}
+        if len(plan.inventory.gpus) > 1:
+            env["NPROC_PER_NODE"] = str(len(plan.inventory.gpus))
+    if plan.model.local_dir:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env

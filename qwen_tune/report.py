@@ -1,0 +1,80 @@
+"""Human-readable text for inventories and plans (the --json forms are the dataclasses)."""
+
+from __future__ import annotations
+
+import shlex
+
+from qwen_tune.gpus import GIB, Inventory
+from qwen_tune.plan import Plan
+
+
+def inventory_text(inventory: Inventory) -> str:
+    lines = [f"driver {inventory.driver_version}, CUDA {inventory.cuda_version}, {len(inventory.gpus)} GPU(s)"]
+    for g in inventory.gpus:
+        free = f"{g.free_bytes / GIB:6.1f}" if g.free_bytes is not None else "     ?"
+        cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
+        lines.append(
+            f"  [{g.index}] {g.name:<28} {g.total_gib:6.1f} GiB total {free} GiB free  cc {cc}  "
+            f"bf16 {'yes' if g.bf16 else 'no '}  {g.uuid}"
+        )
+    return "\n".join(lines)
+
+
+def command_text(plan: Plan, indent: str = "  ") -> str:
+    """The command, one flag and its value a line, ready to paste into a shell."""
+    head = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
+    argv = list(plan.argv)
+    lines = [f"{head} {shlex.join(argv[:2])}".strip()]
+    i = 2
+    while i < len(argv):
+        take = 2 if i + 1 < len(argv) and not argv[i + 1].startswith("--") else 1
+        lines.append(indent * 2 + shlex.join(argv[i : i + take]))
+        i += take
+    return indent + (" \\\n").join(lines)
+
+
+def plan_text(plan: Plan) -> str:
+    r, s = plan.recipe, plan.setup
+    out = [f"Recipe:    {r.name} ({r.source})"]
+    shape = plan.model.shape
+    out.append(f"Model:     {plan.model.source} ({shape.n_params / 1e9:.2f}B params, {shape.family}, {shape.num_layers} layers)")
+    rows = "no dataset" if plan.data.n_rows is None else f"{plan.data.n_rows} rows"
+    out.append(f"Data:      {rows}, longest {plan.data.max_tokens} tokens ({plan.data.how}); source {plan.dataset_path}")
+    out.append(f"Profile:   {plan.profile.name}: {plan.profile.summary}")
+    out.append("Why:")
+    out += [f"  - {reason}" for reason in plan.reasons]
+    if plan.warnings:
+        out.append("Warnings:")
+        out += [f"  ! {warning}" for warning in plan.warnings]
+    steps = ""
+    if plan.total_steps is not None:
+        steps = f"; {plan.steps_per_epoch} optimizer steps/epoch, {plan.total_steps} in {r.epochs:g} epochs"
+    out.append(
+        f"Batch:     micro-batch {s.micro_batch_size} × grad-accum {plan.grad_accum} × {plan.n_devices} device(s)"
+        f" = effective {plan.effective_batch}{steps}"
+    )
+    extra = f", DeepSpeed {s.zero}" if s.zero else ""
+    out.append(
+        f"Precision: {plan.dtype}, attention {plan.attention}, gradient checkpointing "
+        f"{'on' if s.gradient_checkpointing else 'off'}{extra}"
+    )
+    out.append("")
+    out.append(memory_table(plan))
+    out.append("")
+    out.append("Command:")
+    out.append(command_text(plan))
+    return "\n".join(out)
+
+
+def memory_table(plan: Plan) -> str:
+    device = "CPU RAM" if plan.inventory.is_cpu else "per GPU"
+    width = max(len(label) for label, _ in plan.estimate.items) + 2
+    lines = [f"Memory estimate {device} (sequence {plan.seq_len} tokens):"]
+    for label, size in plan.estimate.items:
+        lines.append(f"  {label:<{width}}{size / GIB:8.2f} GiB")
+    runtime = "Python + torch + swift" if plan.inventory.is_cpu else "CUDA context"
+    lines.append(f"  {runtime:<{width}}{plan.estimate.runtime_bytes / GIB:8.2f} GiB")
+    total = plan.estimate.peak_bytes
+    status = "fits" if plan.fits else "DOES NOT FIT"
+    lines.append(f"  {'peak':<{width}}{total / GIB:8.2f} GiB  of {plan.budget_bytes / GIB:.2f} GiB usable: {status}")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+import os
+from datetime import datetime
+
+import pytest
+
+from qwen_tune.gpus import GIB, Gpu, Inventory
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
+
+
+def gpu_inventory(*memories_gib: float, cc=(8, 9), name="Test GPU") -> Inventory:
+    gpus = tuple(Gpu(index=i, name=name, total_bytes=int(m * GIB), compute_capability=cc) for i, m in enumerate(memories_gib))
+    return Inventory(gpus=gpus, source="test")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA; skip them cleanly elsewhere (CI has no GPU)."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `make test-gpu` on a GPU box)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

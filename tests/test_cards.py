@@ -1,0 +1,70 @@
+import pytest
+
+from qwen_tune.cards import KNOWN_CARDS, find_card, parse_gpu_spec
+from qwen_tune.errors import UserError
+from qwen_tune.gpus import GIB, Gpu, _visible_filter
+
+
+@pytest.mark.parametrize(
+    "spec, count, key",
+    [
+        ("rtx4080", 1, "rtx4080"),
+        ("2xrtx3090", 2, "rtx3090"),
+        ("2x RTX 3090", 2, "rtx3090"),
+        ("a6000", 1, "a6000"),
+        ("RTX A6000", 1, "a6000"),
+        ("h100", 1, "h100"),
+        ("t4", 1, "t4"),
+        ("4090D", 1, "rtx4090d"),
+        ("4090", 1, "rtx4090"),
+        ("3090ti", 1, "rtx3090ti"),
+        ("A100", 1, "a100-80gb"),
+        ("a100-40gb", 1, "a100-40gb"),
+        ("8xh200", 8, "h200"),
+    ],
+)
+def test_named_cards(spec, count, key):
+    inventory = parse_gpu_spec(spec)
+    card = next(c for c in KNOWN_CARDS if c.key == key)
+    assert len(inventory.gpus) == count
+    assert inventory.gpus[0].name == card.name
+    assert inventory.gpus[0].compute_capability == card.compute_capability
+    assert [g.index for g in inventory.gpus] == list(range(count))
+
+
+def test_memory_specs_assume_ampere():
+    inventory = parse_gpu_spec("2x80GiB")
+    assert len(inventory.gpus) == 2
+    assert inventory.gpus[0].total_bytes == 80 * GIB
+    assert inventory.gpus[0].bf16
+    assert parse_gpu_spec("24GB").gpus[0].total_bytes == 24 * GIB
+
+
+def test_every_seed_card_is_known():
+    for name in ["4090D", "4090", "3090", "3090Ti", "A6000", "A40", "4080", "4070Ti", "3080", "3080Ti",
+                 "A100-40GB", "A100-80GB", "H100", "H200", "L40S", "T4", "V100"]:  # fmt: skip
+        assert find_card(name), name
+
+
+def test_old_cards_have_no_bf16():
+    assert not parse_gpu_spec("t4").gpus[0].bf16
+    assert not parse_gpu_spec("v100").gpus[0].bf16
+    assert parse_gpu_spec("rtx3090").gpus[0].bf16
+
+
+@pytest.mark.parametrize("spec", ["rtx9999", "0xh100", "2x", "", "5000GiB", "banana"])
+def test_bad_specs_are_user_errors(spec):
+    with pytest.raises(UserError):
+        parse_gpu_spec(spec)
+
+
+def test_cuda_visible_devices_filters_like_cuda():
+    gpus = [Gpu(i, f"g{i}", GIB, (9, 0), uuid=f"GPU-{i}aaa") for i in range(4)]
+    assert [g.index for g in _visible_filter(gpus, None)] == [0, 1, 2, 3]
+    assert [g.index for g in _visible_filter(gpus, "2,0")] == [2, 0]
+    assert [g.index for g in _visible_filter(gpus, "GPU-3")] == [3]
+    assert [g.index for g in _visible_filter(gpus, "1,7,2")] == [1]  # CUDA stops at the first bad entry
+    with pytest.raises(UserError):
+        _visible_filter(gpus, "9")
+    with pytest.raises(UserError):
+        _visible_filter(gpus, "")
