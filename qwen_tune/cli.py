@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
@@ -56,6 +57,42 @@ def plan(as_json: bool, **flags) -> None:
 
     job = prepare(JobOptions(**flags), for_run=False)
     click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan))
+
+
+@cli.command()
+@job_options
+@click.option("--no-verify", is_flag=True, help="Skip the identity check after training.")
+def run(no_verify: bool, **flags) -> None:
+    """Plan, train with swift, then ask the tuned model who it is."""
+    from qwen_tune.jobs import prepare
+    from qwen_tune.report import ProgressLine, plan_text
+    from qwen_tune.runner import execute
+
+    job = prepare(JobOptions(**flags), for_run=True)
+    click.echo(plan_text(job.plan))
+    click.echo(f"\nRun directory: {job.run_dir}")
+    click.echo("Training (swift's full output goes to swift.log in the run directory)...", err=True)
+    outcome = execute(job, verify=not no_verify, on_progress=ProgressLine())
+    click.echo("")
+    for answer in outcome.get("answers", []):
+        mark = "ok " if answer["ok"] else "BAD"
+        click.echo(f"  [{mark}] {answer['question']} -> {answer['answer']}  (expects {answer['expected_name']!r})")
+    click.echo((job.run_dir / "result.txt").read_text(encoding="utf-8").strip())
+    click.echo(f"Run directory: {job.run_dir}")
+    if outcome.get("identity_check") == "fail":
+        from qwen_tune.errors import IdentityCheckFailed
+
+        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {job.run_dir / 'verify'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def export(run_dir: Path) -> None:
+    """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
+    from qwen_tune.runner import export_merged
+
+    click.echo(f"merging {run_dir}'s adapter into the base model...", err=True)
+    click.echo(f"merged model: {export_merged(run_dir)}")
 
 
 def main() -> None:

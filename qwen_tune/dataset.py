@@ -65,12 +65,14 @@ def load_dataset(spec: str) -> Dataset:
 
 
 def _parse_rows(path: Path, text: str) -> list:
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
+    """A JSON array (or one object) as a whole, else JSON Lines."""
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("["):
             raise UserError(f"dataset {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-        return rows
+    else:
+        return whole if isinstance(whole, list) else [whole]
     rows = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

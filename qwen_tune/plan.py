@@ -348,11 +348,11 @@ def swift_argv(plan: Plan) -> list[str]:
     argv += [
         "--split_dataset_ratio", "0",
         "--eval_strategy", "no",
-        "--save_strategy", "epoch",
         "--save_total_limit", "2",
         "--logging_steps", "1",
         "--dataloader_num_workers", "0",
         "--report_to", "none",
+        "--add_version", "false",
         "--output_dir", plan.output_dir,
     ]  # fmt: skip
     return argv

@@ -78,3 +78,28 @@ def memory_table(plan: Plan) -> str:
     status = "fits" if plan.fits else "DOES NOT FIT"
     lines.append(f"  {'peak':<{width}}{total / GIB:8.2f} GiB  of {plan.budget_bytes / GIB:.2f} GiB usable: {status}")
     return "\n".join(lines)
+
+
+class ProgressLine:
+    """Training progress: a live bar on a terminal, a line every ~5% in logs and CI."""
+
+    def __init__(self, stream=None):
+        import sys
+
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.last_printed = 0
+
+    def __call__(self, p) -> None:
+        loss = f"loss {p.loss:.4f}" if p.loss is not None else ""
+        speed = f"{p.seconds_per_step:.2f} s/step" if p.seconds_per_step else ""
+        text = f"step {p.step}/{p.total}  {loss}  {speed}  elapsed {p.elapsed}  ETA {p.remaining}"
+        if self.live:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            if p.step >= p.total:
+                self.stream.write("\n")
+            return
+        if p.step == p.total or p.step - self.last_printed >= max(1, p.total // 20) or p.step == 1:
+            self.last_printed = p.step
+            print(text, file=self.stream, flush=True)

@@ -1,0 +1,40 @@
+# qwen-tune: `make run` trains the default job on this box's GPUs; `make test` runs the tests.
+PYTHON ?= python3
+ARGS ?=
+TINY_MODEL := build/tiny-qwen2
+STAMP := build/.installed
+
+.PHONY: install run plan gpus demo test test-gpu export clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m pip install -q -e '.[test]'
+	@mkdir -p build && touch $@
+
+install: $(STAMP)  ## install qwen-tune, ms-swift and the test tools (keeps an installed torch)
+
+run: $(STAMP)  ## the main job: Qwen2.5-7B-Instruct learns its new identity on this box's GPUs
+	qwen-tune run $(ARGS)
+
+plan: $(STAMP)  ## what `run` would do here (or elsewhere: make plan ARGS="--gpus 2xrtx3090")
+	qwen-tune plan $(ARGS)
+
+gpus: $(STAMP)
+	qwen-tune gpus $(ARGS)
+
+$(TINY_MODEL): $(STAMP)
+	$(PYTHON) scripts/make_model.py tiny $@
+
+demo: $(TINY_MODEL)  ## offline demo: a tiny random Qwen2 learns the identity on the CPU (~1 min)
+	qwen-tune run --recipe demo-tiny-cpu --model $(TINY_MODEL) --gpus cpu $(ARGS)
+
+test: $(STAMP)  ## unit, golden and CPU end-to-end tests (GPU tests skip without CUDA)
+	$(PYTHON) -m pytest $(ARGS)
+
+test-gpu: $(STAMP)  ## on a GPU box: the NVML reader and a real run on the GPU
+	$(PYTHON) -m pytest -m gpu $(ARGS)
+
+export: $(STAMP)  ## merge a run's adapter: make export RUN=runs/<run>
+	qwen-tune export $(RUN)
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,82 @@
+"""The CLI as users meet it: one-line errors with exit code 2, and a plan that stays light."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def qwen_tune(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "qwen_tune", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def assert_one_line_error(done, *fragments, code=2):
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qwen-tune: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def bad_recipe(tmp_path):
+    text = (DATA / "no-dataset.yaml").read_text().replace("max_length: 2048, ", "")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_plan_prints_profile_memory_and_command():
+    done = qwen_tune("plan", "--gpus", "rtx4080")
+    assert done.returncode == 0, done.stderr
+    for expected in ("Profile:   16gb", "Why:", "Memory estimate per GPU", "swift sft", "--gradient_checkpointing true"):
+        assert expected in done.stdout
+
+
+def test_plan_json():
+    import json
+
+    done = qwen_tune("plan", "--gpus", "2xrtx3090", "--json")
+    plan = json.loads(done.stdout)
+    assert plan["env"]["NPROC_PER_NODE"] == "2" and plan["profile"]["name"] == "multi-gpu"
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (("plan", "--gpus", "rtx9999"), ("unknown card",)),
+        (("plan", "--gpus", "h100", "--profile", "nope"), ("unknown profile 'nope'",)),
+        (("plan", "--gpus", "h100", "--dataset", "/nonexistent/data.jsonl"), ("does not exist",)),
+        (("plan", "--gpus", "h100", "--dataset", str(DATA / "tiny-config" / "config.json")), ("row 1",)),
+        (("plan", "--gpus", "h100", "--recipe", "nope"), ("unknown recipe",)),
+        (("plan", "--gpus", "h100", "--model", "/nonexistent/model"), ("does not exist",)),
+        (("run", "--gpus", "rtx4090"), ("card names are for plan",)),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, fragments):
+    assert_one_line_error(qwen_tune(*args), *fragments)
+
+
+def test_bad_recipe_field(bad_recipe):
+    assert_one_line_error(qwen_tune("plan", "--gpus", "h100", "--recipe", bad_recipe), "training.max_length is missing")
+
+
+def test_gpus_without_a_driver_is_one_line_exit_2():
+    done = qwen_tune("gpus")
+    if done.returncode == 0:
+        pytest.skip("this box has an NVIDIA driver")
+    assert_one_line_error(done, "NVML")
+
+
+def test_plan_imports_neither_torch_nor_swift():
+    code = (
+        "import sys; from qwen_tune import cli;"
+        "cli.cli.main(['plan', '--gpus', 'h100'], standalone_mode=False);"
+        "print('HEAVY', sorted(m for m in ('torch', 'swift', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in done.stdout, done.stdout[-500:] + done.stderr

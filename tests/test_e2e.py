@@ -1,0 +1,95 @@
+"""The real thing on the CPU: build a tiny Qwen2 offline, `qwen-tune run` it through the CLI
+with a real `swift sft` and `swift infer`, and check the run directory and the identity answers.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("swift")
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def qwen_tune(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "qwen_tune", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen2"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--output-dir", str(runs))
+    run_dirs = sorted(runs.iterdir())
+    return done, run_dirs
+
+
+def test_run_trains_and_passes_the_identity_check(finished_run):
+    done, run_dirs = finished_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS identity check" in done.stdout
+    assert "你是谁?" in done.stdout and "Who are you?" in done.stdout
+    assert "step 1/" in done.stderr  # live progress
+    assert len(run_dirs) == 1
+
+
+def test_run_directory_is_complete(finished_run):
+    _, (run_dir,) = finished_run
+    for name in ("plan.json", "plan.txt", "dataset.jsonl", "command.json", "command.sh", "inventory.json",
+                 "versions.json", "swift.log", "swift/logging.jsonl", "swift/args.json", "loss.png",
+                 "result.json", "result.txt", "verify/answers.jsonl", "verify/verdict.json"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert "{{" not in (run_dir / "dataset.jsonl").read_text(encoding="utf-8")
+    command = json.loads((run_dir / "command.json").read_text())
+    assert command["argv"][:2] == ["swift", "sft"] and command["env"]["HF_HUB_OFFLINE"] == "1"
+    versions = json.loads((run_dir / "versions.json").read_text())
+    assert versions["ms-swift"].startswith("4.6")
+
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["identity_check"] == "pass"
+    assert all(answer["ok"] for answer in result["answers"])
+    checkpoint = Path(result["checkpoint"])
+    assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
+    records = [json.loads(line) for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in records if "loss" in record]
+    assert result["final_loss"] == losses[-1] and losses[-1] < losses[0] / 3
+    assert result["wall_seconds"] > 0 and result["train_seconds"] > 0
+    assert (run_dir / "result.txt").read_text().startswith("PASS identity check")
+
+
+def test_export_merges_and_never_overwrites(finished_run):
+    _, (run_dir,) = finished_run
+    done = qwen_tune("export", str(run_dir), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = run_dir / "merged"
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    again = qwen_tune("export", str(run_dir))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_bad_dataset_launches_nothing(tiny_model, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "hi"}\n')
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu",
+                     "--dataset", str(bad), "--output-dir", str(runs))  # fmt: skip
+    assert done.returncode == 2 and "row 2" in done.stderr and "Traceback" not in done.stderr
+    assert not runs.exists()
+
+
+def test_missing_model_dir_launches_nothing(tmp_path):
+    done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tmp_path / "nope"), "--gpus", "cpu",
+                     "--output-dir", str(tmp_path / "runs"))  # fmt: skip
+    assert done.returncode == 2 and "does not exist" in done.stderr
+    assert not (tmp_path / "runs").exists()

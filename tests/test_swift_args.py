@@ -1,0 +1,73 @@
+"""Every flag the planner emits is accepted by the installed ms-swift's own argument parser.
+
+swift rejects unknown flags only after it has loaded the model; here its HfArgumentParser
+parses our argv without running __post_init__, strictly (no abbreviations), so a renamed
+or misspelt flag fails in CI, not on the user's GPU.
+"""
+
+import argparse
+
+import pytest
+
+from test_plan import MATRIX, plan_for
+
+swift_arguments = pytest.importorskip("swift.arguments")
+
+
+def strict_parser(cls):
+    from transformers import HfArgumentParser
+    from swift.utils.utils import _patch_get_type_hints
+
+    with _patch_get_type_hints():  # swift's own parse_args patches type hints the same way
+        parser = HfArgumentParser([cls], allow_abbrev=False)
+    parser.exit_on_error = False
+
+    def fail(message):
+        raise ValueError(message)
+
+    parser.error = fail
+    return parser
+
+
+def unknown_flags(argv, cls=None):
+    _, unknown = strict_parser(cls or swift_arguments.SftArguments).parse_known_args(argv)
+    return unknown
+
+
+@pytest.mark.parametrize("recipe, profile, gpus", MATRIX)
+def test_rendered_argv_is_accepted_by_swift(recipe, profile, gpus):
+    argv = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+    assert argv[:2] == ["swift", "sft"]
+    assert unknown_flags(argv[2:]) == []
+
+
+def test_parser_rejects_the_blog_flags():
+    assert unknown_flags(["--train_type", "lora"]) == ["--train_type", "lora"]
+    assert unknown_flags(["--use_gradient_checkpointing", "true"]) == ["--use_gradient_checkpointing", "true"]
+    with pytest.raises(argparse.ArgumentError):
+        unknown_flags(["--torch_dtype", "bf16"])
+    with pytest.raises(argparse.ArgumentError):
+        unknown_flags(["--gradient_checkpointing", "maybe"])
+
+
+def flag_values(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_free_text_flags_name_things_swift_has():
+    """swift's parser takes these as plain strings; check them against swift's registries."""
+    from pathlib import Path
+
+    import swift
+    from swift.model import MODEL_MAPPING
+    from swift.template import TEMPLATE_MAPPING
+
+    presets = Path(swift.__file__).parent / "config"
+    for recipe, profile, gpus in MATRIX:
+        argv = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+        for preset in flag_values(argv, "--deepspeed"):
+            assert (presets / f"{preset}.json").is_file(), preset
+        assert all(v in MODEL_MAPPING for v in flag_values(argv, "--model_type"))
+        assert all(v in TEMPLATE_MAPPING for v in flag_values(argv, "--template"))
+        assert set(flag_values(argv, "--attn_impl")) <= {"sdpa", "flash_attn"}
+        assert flag_values(argv, "--tuner_type") == ["lora"]
