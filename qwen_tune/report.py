@@ -38,8 +38,10 @@ def plan_text(plan: Plan) -> str:
     out = [f"Recipe:    {r.name} ({r.source})"]
     shape = plan.model.shape
     out.append(f"Model:     {plan.model.source} ({shape.n_params / 1e9:.2f}B params, {shape.family}, {shape.num_layers} layers)")
-    rows = "no dataset" if plan.data.n_rows is None else f"{plan.data.n_rows} rows"
-    out.append(f"Data:      {rows}, longest {plan.data.max_tokens} tokens ({plan.data.how}); source {plan.dataset_path}")
+    if plan.data.n_rows is None:
+        out.append(f"Data:      none given; sequences assumed {plan.data.max_tokens} tokens long (max_length)")
+    else:
+        out.append(f"Data:      {r.dataset}: {plan.data.n_rows} rows, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})")
     out.append(f"Profile:   {plan.profile.name}: {plan.profile.summary}")
     out.append("Why:")
     out += [f"  - {reason}" for reason in plan.reasons]
