@@ -54,12 +54,12 @@ _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*gi?b$")
 
 
 def _normalize(text: str) -> str:
-    text = re.sub(r"nvidia|geforce|tesla|rtx\s*a(?=\d)", lambda m: "a" if m.group().startswith("rtx") else "", text)
-    return re.sub(r"[^a-z0-9]", "", text)
+    """'NVIDIA GeForce RTX 4090 D' → 'rtx4090d'; 'RTX A6000' → 'a6000'."""
+    return re.sub(r"nvidia|geforce|tesla|[^a-z0-9]", "", text.lower()).replace("rtxa", "a")
 
 
 def find_card(text: str) -> Card | None:
-    key = _normalize(text.lower())
+    key = _normalize(text)
     key = ALIASES.get(key, key)
     for card in KNOWN_CARDS:
         plain = card.key.replace("-", "")

@@ -101,7 +101,7 @@ def main() -> None:
     except UserError as exc:
         click.echo(f"qwen-tune: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("qwen-tune: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:

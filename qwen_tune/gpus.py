@@ -7,7 +7,7 @@ tested with inventories built in tests; only `read_inventory` touches the driver
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from qwen_tune.errors import NoGpuError, UserError
 
@@ -42,16 +42,10 @@ class Inventory:
     driver_version: str = ""
     cuda_version: str = ""
     host_memory_bytes: int = 0
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def is_cpu(self) -> bool:
         return not self.gpus
-
-    @property
-    def local(self) -> bool:
-        """True when the devices are this box's, so the plan can pin them."""
-        return self.source in ("nvml", "cpu")
 
 
 def host_memory_bytes() -> int:

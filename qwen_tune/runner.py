@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -60,6 +59,8 @@ def parse_progress(line: str) -> Progress | None:
     text = line[line.rfind("{") :].strip()  # tqdm's bar can share the line
     try:
         record = ast.literal_eval(text)
+        if "loss" not in record:
+            return None  # the closing summary repeats the last step
         step, total = (int(x) for x in str(record["global_step/max_steps"]).split("/"))
     except (ValueError, SyntaxError, KeyError, TypeError):
         return None
@@ -202,10 +203,6 @@ def write_result(run_dir: Path, data: dict, line: str) -> None:
     (run_dir / "result.txt").write_text(line + "\n", encoding="utf-8")
 
 
-def print_err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def execute(job: Job, *, verify: bool, on_progress: Callable[[Progress], None]) -> dict:
     """The whole run: record, train, plot, check identity, write the outcome. Returns result.json's data."""
     from qwen_tune.verify import check_identity
@@ -228,7 +225,11 @@ def execute(job: Job, *, verify: bool, on_progress: Callable[[Progress], None]) 
         raise TrainingFailed(f"swift finished but reported no checkpoint; see {run_dir / 'swift.log'}")
     line = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
     if verify:
-        check = check_identity(job.plan, result.checkpoint, run_dir / "verify")
+        try:
+            check = check_identity(job.plan, result.checkpoint, run_dir / "verify")
+        except UserError as failure:
+            write_result(run_dir, {**outcome, "status": "verify-failed", "error": str(failure)}, f"FAIL: {failure}")
+            raise
         outcome.update(identity_check="pass" if check.passed else "fail", answers=[asdict(a) for a in check.answers])
         line = f"{'PASS' if check.passed else 'FAIL'} identity check; {line}"
     else:

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qwen_tune.errors import UserError
@@ -76,11 +76,5 @@ def check_identity(plan: Plan, checkpoint: str, out_dir: Path) -> IdentityCheck:
         responses[question] = row["response"]
     answers = [judge(lang, q, responses.get(q, ""), plan) for lang, q in QUESTIONS]
     check = IdentityCheck(passed=all(a.ok for a in answers), answers=answers)
-    (out_dir / "verdict.json").write_text(json.dumps(_as_dict(check), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "verdict.json").write_text(json.dumps(asdict(check), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return check
-
-
-def _as_dict(check: IdentityCheck) -> dict:
-    from dataclasses import asdict
-
-    return asdict(check)

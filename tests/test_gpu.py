@@ -1,7 +1,6 @@
 """On a GPU box (`make test-gpu`): the NVML reader against the real card, and a real run on it."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +47,6 @@ def test_gpus_command_json():
     assert json.loads(done.stdout)["gpus"][0]["compute_capability"][0] >= 7
 
 
-@pytest.mark.skipif(not os.environ.get("QWEN_TUNE_GPU_RUN"), reason="set QWEN_TUNE_GPU_RUN=1 for a real training run")
 def test_real_run_on_the_gpu(tmp_path):
     model = tmp_path / "tiny-qwen2"
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(model)], check=True)
