@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from qwen_tune.models import ModelShape
+
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -196,35 +198,34 @@ def _tokenizer_config(tok: Any) -> dict:
     }
 
 
-def build_tiny_qwen2(
-    out_dir: Path,
-    texts: Iterable[str],
-    *,
-    hidden_size: int = 128,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    intermediate_size: int = 512,
-    vocab_size: int = 8192,
-    seed: int = 0,
-) -> Path:
-    """Write a loadable Qwen2ForCausalLM dir (random weights + corpus-trained tokenizer).
+TINY_SHAPE = ModelShape("qwen2", 128, 2, 4, 2, 32, 512, 8192, True)  # vocab: the tokenizer's cap
 
-    Deterministic for a given seed and multiset of texts, so test fixtures
-    can be cached by content. ``vocab_size`` only caps the BPE vocabulary;
-    the embedding gets len(tokenizer) rounded up to a multiple of 64, since
-    8192 mostly-unused rows would double CPU step time and dilute the
-    softmax of a 64-dim model.
+
+def build_tiny_qwen2(out_dir: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
+    """A 2-layer, 128-wide Qwen2 that memorises the identity data on a CPU in seconds.
+
+    ``vocab_size`` only caps the BPE vocabulary; the embedding gets len(tokenizer) rounded up
+    to a multiple of 64, since thousands of unused rows would slow a CPU step and dilute the
+    softmax of a tiny model. Deterministic for a given seed and multiset of texts.
+    """
+    return build_model(out_dir, texts, TINY_SHAPE, seed=seed, tiny=True)
+
+
+def build_model(
+    out_dir: Path, texts: Iterable[str], shape: ModelShape, *, seed: int = 0, tiny: bool = False, device: str = "cpu"
+) -> Path:
+    """A loadable Qwen2/Qwen3 model dir of the given shape: random weights, corpus-trained tokenizer.
+
+    Real shapes (tiny=False) keep the published vocabulary size and dtype (bf16), so memory and
+    speed are those of the real model; random weights say nothing about quality.
     """
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tok = _train_tokenizer(texts, vocab_size)
-    if tok.get_vocab_size(with_added_tokens=True) > vocab_size:
-        raise ValueError("tokenizer outgrew vocab_size")
+    tok = _train_tokenizer(texts, TINY_SHAPE.vocab_size)
     tok.save(str(out_dir / "tokenizer.json"))
     (out_dir / "tokenizer_config.json").write_text(
         json.dumps(_tokenizer_config(tok), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
@@ -232,21 +233,24 @@ def build_tiny_qwen2(
 
     eot, im_end = tok.token_to_id(ENDOFTEXT), tok.token_to_id(IM_END)
     n_tokens = tok.get_vocab_size(with_added_tokens=True)
-    padded = -(-n_tokens // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE
-    config = Qwen2Config(
-        vocab_size=max(n_tokens, min(padded, vocab_size)),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096,
-        max_window_layers=num_layers,
+    vocab = -(-n_tokens // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE if tiny else shape.vocab_size
+    config_class, model_class = (Qwen3Config, Qwen3ForCausalLM) if shape.family == "qwen3" else (Qwen2Config, Qwen2ForCausalLM)
+    dtype = torch.float32 if tiny else torch.bfloat16
+    config = config_class(
+        vocab_size=vocab,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim,
+        max_position_embeddings=4096 if tiny else 32768,
+        max_window_layers=shape.num_layers,
         rope_theta=1000000.0,
         rms_norm_eps=1e-6,
         hidden_act="silu",
         initializer_range=0.02,
-        tie_word_embeddings=True,
+        tie_word_embeddings=shape.tie_word_embeddings,
         use_sliding_window=False,
         use_cache=True,
         attention_dropout=0.0,
@@ -254,13 +258,19 @@ def build_tiny_qwen2(
         eos_token_id=im_end,
         pad_token_id=eot,
     )
-    config.architectures = ["Qwen2ForCausalLM"]
+    config.architectures = [model_class.__name__]
 
     # Fork the RNG so building a model does not perturb the caller's seed.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config).to(torch.float32)
-        with torch.no_grad():
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # allocate in the final dtype: a 14B model in fp32 would not fit an 80GB card
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(seed)
+            model = model_class(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    with torch.no_grad():
+        if tiny:
             model.get_input_embeddings().weight.normal_(0.0, EMBED_INIT_STD)
             model.model.norm.weight.fill_(FINAL_NORM_GAIN)
     model.generation_config.update(
@@ -275,8 +285,7 @@ def build_tiny_qwen2(
     # for "torch_dtype" and a top-level "rope_theta", so record both forms.
     cfg_path = out_dir / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["torch_dtype"] = "float32"
-    cfg["dtype"] = "float32"
+    cfg["torch_dtype"] = cfg["dtype"] = "float32" if tiny else "bfloat16"
     cfg.setdefault("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1000000.0))
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir

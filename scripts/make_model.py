@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Build a random-weight Qwen model directory offline, for demos and tests.
+"""Build a random-weight Qwen model directory offline, for demos, tests and benchmarks.
 
-    python scripts/make_model.py tiny build/tiny-qwen2 [--recipe demo-tiny-cpu]
+    python scripts/make_model.py tiny build/tiny-qwen2
+    python scripts/make_model.py qwen2.5-7b /dev/shm/qwen2.5-7b      # exact published shape, bf16
 
-`tiny` is a 2-layer, 128-wide Qwen2 whose tokenizer is trained on the recipe's dataset
-(identity filled in), so it trains in seconds on a CPU. Random weights: good for
-checking the pipeline, memory and speed, not for quality.
+`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. The others have the exact
+shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
+real; their weights are random, so they say nothing about quality. Every tokenizer is trained
+on the recipe's dataset (identity filled in): the chat template's special tokens are real, the
+sequence lengths close to Qwen's (one token per Chinese character, about one per English word).
 """
 
 from __future__ import annotations
@@ -18,8 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qwen_tune.dataset import fill_identity, load_dataset  # noqa: E402
 from qwen_tune.errors import UserError  # noqa: E402
-from qwen_tune.modelgen import build_tiny_qwen2  # noqa: E402
+from qwen_tune.modelgen import TINY_SHAPE, build_model  # noqa: E402
+from qwen_tune.models import BUILTIN_SHAPES  # noqa: E402
 from qwen_tune.recipes import load_recipe  # noqa: E402
+
+SHAPES = {
+    "tiny": TINY_SHAPE,
+    "qwen2.5-7b": BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"],
+    "qwen3-14b": BUILTIN_SHAPES["qwen/qwen3-14b"],
+    "qwen2.5-0.5b": BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"],
+}
 
 
 def corpus(recipe_name: str) -> list[str]:
@@ -33,7 +44,7 @@ def corpus(recipe_name: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("shape", choices=["tiny"])
+    parser.add_argument("shape", choices=sorted(SHAPES))
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--recipe", default="demo-tiny-cpu", help="whose dataset trains the tokenizer")
     args = parser.parse_args()
@@ -45,7 +56,13 @@ def main() -> int:
     except UserError as exc:
         print(f"make_model: {exc}", file=sys.stderr)
         return 2
-    print(build_tiny_qwen2(args.out_dir, texts))
+    tiny = args.shape == "tiny"
+    device = "cpu"
+    if not tiny:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # random init of billions of weights: GPU is faster
+    print(build_model(args.out_dir, texts, SHAPES[args.shape], tiny=tiny, device=device))
     return 0
 
 
