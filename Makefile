@@ -2,9 +2,13 @@
 PYTHON ?= python3
 ARGS ?=
 TINY_MODEL := build/tiny-qwen2
+BOX_FREEZE ?= box-freeze.txt
+WHEELHOUSE ?= wheelhouse
+EXTRAS ?= deepspeed,bitsandbytes
+SITE ?= $(CURDIR)/site
 STAMP := build/.installed
 
-.PHONY: install run plan gpus demo test test-gpu export clean
+.PHONY: install run plan gpus demo test test-gpu export bench wheelhouse install-offline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -35,6 +39,17 @@ test-gpu: $(STAMP)  ## on a GPU box: the NVML reader and a real run on the GPU
 
 export: $(STAMP)  ## merge a run's adapter: make export RUN=runs/<run>
 	qwen-tune export $(RUN)
+
+bench: $(STAMP)  ## on a GPU box: every profile under its card's memory cap (scripts/bench.py); results in runs/bench
+	$(PYTHON) scripts/bench.py run $(ARGS)
+	$(PYTHON) scripts/bench.py report --results runs/bench/results.jsonl
+
+wheelhouse:  ## with network: wheels for an air-gapped GPU box (BOX_FREEZE=its pip freeze)
+	$(PYTHON) scripts/wheelhouse.py --freeze $(BOX_FREEZE) --out $(WHEELHOUSE) --extras $(EXTRAS)
+
+install-offline:  ## on the air-gapped box, PYTHON=its torch python: install the wheelhouse into $(SITE)
+	$(PYTHON) -m pip install --no-index --no-deps --upgrade --target $(SITE) $(WHEELHOUSE)/*.whl
+	@echo "now: export PYTHONPATH=$(SITE) PATH=$(SITE)/bin:\$$PATH HF_HUB_OFFLINE=1"
 
 clean:
 	rm -rf build .pytest_cache
