@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qwen_tune.errors import UserError
+from qwen_tune.errors import IdentityCheckFailed, UserError
 from qwen_tune.jobs import DEFAULT_RECIPE, JobOptions
 
 
@@ -62,27 +62,42 @@ def plan(as_json: bool, **flags) -> None:
 @cli.command()
 @job_options
 @click.option("--no-verify", is_flag=True, help="Skip the identity check after training.")
-def run(no_verify: bool, **flags) -> None:
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue an interrupted run in RUN_DIR from its last checkpoint, as it was planned.")  # fmt: skip
+def run(no_verify: bool, resume_dir: Path | None, **flags) -> None:
     """Plan, train with swift, then ask the tuned model who it is."""
+    from qwen_tune.report import ProgressLine
+    from qwen_tune.runner import execute, resume
+
+    if resume_dir is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != JobOptions.__dataclass_fields__[k].default]
+        if given or no_verify:
+            raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given or ['--no-verify'])}")
+        click.echo(f"Resuming {resume_dir} (swift's output is appended to swift.log)...", err=True)
+        outcome = resume(resume_dir, on_progress=ProgressLine())
+        _report_outcome(outcome, resume_dir)
+        return
+
     from qwen_tune.jobs import prepare
-    from qwen_tune.report import ProgressLine, plan_text
-    from qwen_tune.runner import execute
+    from qwen_tune.report import plan_text
 
     job = prepare(JobOptions(**flags), for_run=True)
     click.echo(plan_text(job.plan))
     click.echo(f"\nRun directory: {job.run_dir}")
     click.echo("Training (swift's full output goes to swift.log in the run directory)...", err=True)
     outcome = execute(job, verify=not no_verify, on_progress=ProgressLine())
+    _report_outcome(outcome, job.run_dir)
+
+
+def _report_outcome(outcome: dict, run_dir: Path) -> None:
     click.echo("")
     for answer in outcome.get("answers", []):
         mark = "ok " if answer["ok"] else "BAD"
         click.echo(f"  [{mark}] {answer['question']} -> {answer['answer']}  (expects {answer['expected_name']!r})")
-    click.echo((job.run_dir / "result.txt").read_text(encoding="utf-8").strip())
-    click.echo(f"Run directory: {job.run_dir}")
+    click.echo((run_dir / "result.txt").read_text(encoding="utf-8").strip())
+    click.echo(f"Run directory: {run_dir}")
     if outcome.get("identity_check") == "fail":
-        from qwen_tune.errors import IdentityCheckFailed
-
-        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {job.run_dir / 'verify'}")
+        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {run_dir / 'verify'}")
 
 
 @cli.command()

@@ -17,6 +17,12 @@ class TrainingFailed(UserError):
     exit_code = 3
 
 
+class Interrupted(UserError):
+    """The user (or a scheduler) stopped the run; checkpoints are kept for --resume."""
+
+    exit_code = 130
+
+
 class IdentityCheckFailed(UserError):
     """The tuned model did not answer with the recipe's name."""
 

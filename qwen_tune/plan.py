@@ -102,6 +102,11 @@ class Plan:
         return None if per_epoch is None else math.ceil(per_epoch * self.recipe.epochs)
 
     @property
+    def save_steps(self) -> int | None:
+        """A checkpoint every ~10% of training, so an interrupted run resumes close to where it stopped."""
+        return None if self.total_steps is None else max(1, math.ceil(self.total_steps / 10))
+
+    @property
     def fits(self) -> bool:
         return self.estimate.peak_bytes <= self.budget_bytes
 
@@ -345,6 +350,8 @@ def swift_argv(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if s.zero:
         argv += ["--deepspeed", s.zero]
+    if plan.save_steps:
+        argv += ["--save_steps", str(plan.save_steps)]
     argv += [
         "--split_dataset_ratio", "0",
         "--eval_strategy", "no",

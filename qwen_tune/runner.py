@@ -10,6 +10,7 @@ import ast
 import json
 import os
 import platform
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from qwen_tune.dataset import write_jsonl
-from qwen_tune.errors import TrainingFailed, UserError
+from qwen_tune.errors import Interrupted, TrainingFailed, UserError
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.jobs import Job
 from qwen_tune.report import plan_text
@@ -86,7 +87,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def create_run_dir(job: Job) -> Path:
+@dataclass
+class RunRecord:
+    """What a run needs once planned; stored as run.json so that --resume continues it exactly."""
+
+    run_dir: str
+    argv: list[str]
+    env: dict[str, str]
+    output_dir: str
+    gpu_indices: list[int]
+    system: str
+    identity_name: dict[str, str]  # zh, en
+    profile: str
+    estimate_peak_gib: float
+    verify: bool
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        path = run_dir / "run.json"
+        if not path.is_file():
+            raise UserError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def create_run_dir(job: Job, *, verify: bool) -> RunRecord:
     """Make the run directory and write everything known before training; never reuse one."""
     run_dir = job.run_dir
     try:
@@ -97,6 +121,18 @@ def create_run_dir(job: Job) -> Path:
     except OSError as exc:
         raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}; pick another --output-dir") from None
     plan = job.plan
+    record = RunRecord(
+        run_dir=str(run_dir),
+        argv=plan.argv,
+        env=plan.env,
+        output_dir=plan.output_dir,
+        gpu_indices=[g.index for g in plan.inventory.gpus],
+        system=plan.recipe.system,
+        identity_name=asdict(plan.recipe.identity_name),
+        profile=plan.profile.name,
+        estimate_peak_gib=round(plan.estimate.peak_bytes / GIB, 2),
+        verify=verify,
+    )
     write_jsonl(job.rows, run_dir / "dataset.jsonl")
     _write_json(run_dir / "plan.json", plan.to_dict())
     (run_dir / "plan.txt").write_text(plan_text(plan) + "\n", encoding="utf-8")
@@ -104,36 +140,73 @@ def create_run_dir(job: Job) -> Path:
     (run_dir / "command.sh").write_text("#!/bin/sh\n" + plan.shell_command() + "\n", encoding="utf-8")
     _write_json(run_dir / "inventory.json", asdict(plan.inventory))
     _write_json(run_dir / "versions.json", package_versions())
-    return run_dir
+    _write_json(run_dir / "run.json", asdict(record))
+    return record
 
 
-def train(job: Job, on_progress: Callable[[Progress], None]) -> TrainResult:
-    """Launch `swift sft` (argv list, no shell), tee its output to swift.log, follow its progress."""
-    plan, run_dir = job.plan, job.run_dir
-    env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint: the trainer writes trainer_state.json last, so a save cut short has none."""
+    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+class _ForwardSignals:
+    """Ctrl-C and SIGTERM go to swift's whole process group, so it stops and its checkpoints stay."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.received: list[int] = []
+        self.previous: dict[int, object] = {}
+
+    def _forward(self, signum, frame) -> None:
+        self.received.append(signum)
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> _ForwardSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None) -> TrainResult:
+    """Launch `swift sft` (argv list, no shell), append its output to swift.log, follow its progress."""
+    run_dir = Path(record.run_dir)
+    argv = record.argv + (["--resume_from_checkpoint", str(resume_from)] if resume_from else [])
+    env = {**os.environ, **record.env, "PYTHONUNBUFFERED": "1"}
     log_path = run_dir / "swift.log"
     start = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log, MemorySampler([g.index for g in plan.inventory.gpus]) as sampler:
+    with open(log_path, "a", encoding="utf-8") as log, MemorySampler(record.gpu_indices) as sampler:
+        if resume_from:
+            log.write(f"\n===== qwen-tune: resuming from {resume_from} =====\n")
         try:
             process = subprocess.Popen(
-                plan.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
-            )
+                argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+                start_new_session=True,  # its own process group: signals reach swift only through us, all of it
+            )  # fmt: skip
         except FileNotFoundError:
             raise UserError("the `swift` command is not installed: pip install 'ms-swift>=4.6,<4.7'") from None
-        try:
+        with _ForwardSignals(process) as signals:
             for line in process.stdout:
                 log.write(line)
                 progress = parse_progress(line)
                 if progress:
                     on_progress(progress)
             process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            process.wait()
-            raise
     result = TrainResult(run_dir=str(run_dir), returncode=process.returncode, wall_seconds=round(time.monotonic() - start, 1))
     result.nvml_peak_used_gib = {str(i): round(b / GIB, 2) for i, b in sampler.peak_bytes.items()}
-    _read_swift_log(Path(plan.output_dir) / "logging.jsonl", result)
+    _read_swift_log(Path(record.output_dir) / "logging.jsonl", result)
+    if signals.received:
+        name = signal.Signals(signals.received[0]).name
+        kept = latest_checkpoint(Path(record.output_dir))
+        where = f"{kept.name} is kept" if kept else "no checkpoint was written yet"
+        raise Interrupted(f"stopped by {name}; {where}; continue with: qwen-tune run --resume {run_dir}")
     if process.returncode != 0:
         raise TrainingFailed(failure_message(log_path, process.returncode))
     return result
@@ -204,29 +277,46 @@ def write_result(run_dir: Path, data: dict, line: str) -> None:
 
 
 def execute(job: Job, *, verify: bool, on_progress: Callable[[Progress], None]) -> dict:
-    """The whole run: record, train, plot, check identity, write the outcome. Returns result.json's data."""
+    """A new run: record it, then train and check it. Returns result.json's data."""
+    return finish(create_run_dir(job, verify=verify), on_progress)
+
+
+def resume(run_dir: Path, on_progress: Callable[[Progress], None]) -> dict:
+    """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
+    record = RunRecord.load(run_dir)
+    result_file = run_dir / "result.json"
+    if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
+        raise UserError(f"{run_dir} already finished; start a new run instead")
+    return finish(record, on_progress, resume_from=latest_checkpoint(Path(record.output_dir)))
+
+
+def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None) -> dict:
+    """Train, plot, check the identity, write the outcome: every exit leaves result.json consistent."""
+    from qwen_tune.recipes import Bilingual
     from qwen_tune.verify import check_identity
 
-    run_dir = create_run_dir(job)
-    outcome: dict = {"run_dir": str(run_dir), "profile": job.plan.profile.name, "estimate_peak_gib": round(job.plan.estimate.peak_bytes / GIB, 2)}
+    run_dir = Path(record.run_dir)
+    outcome: dict = {"run_dir": str(run_dir), "profile": record.profile, "estimate_peak_gib": record.estimate_peak_gib}
+    if resume_from:
+        outcome["resumed_from"] = str(resume_from)
     try:
-        result = train(job, on_progress)
+        result = train(record, on_progress, resume_from)
+    except Interrupted as stop:
+        write_result(run_dir, {**outcome, "status": "interrupted", "error": str(stop)}, f"INTERRUPTED: {stop}")
+        raise
     except TrainingFailed as failure:
         write_result(run_dir, {**outcome, "status": "train-failed", "error": str(failure)}, f"FAIL training: {failure}")
         raise
-    except KeyboardInterrupt:
-        write_result(run_dir, {**outcome, "status": "interrupted"}, "INTERRUPTED: training was stopped by the user")
-        raise
     outcome.update(asdict(result), status="trained")
-    logging_jsonl = Path(job.plan.output_dir) / "logging.jsonl"
+    logging_jsonl = Path(record.output_dir) / "logging.jsonl"
     outcome["loss_curve"] = "loss.png" if logging_jsonl.is_file() and loss_curve(logging_jsonl, run_dir / "loss.png") else None
     if result.checkpoint is None:
         write_result(run_dir, {**outcome, "status": "no-checkpoint"}, "FAIL: swift finished but wrote no checkpoint")
         raise TrainingFailed(f"swift finished but reported no checkpoint; see {run_dir / 'swift.log'}")
     line = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
-    if verify:
+    if record.verify:
         try:
-            check = check_identity(job.plan, result.checkpoint, run_dir / "verify")
+            check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, _fresh_dir(run_dir / "verify"))
         except UserError as failure:
             write_result(run_dir, {**outcome, "status": "verify-failed", "error": str(failure)}, f"FAIL: {failure}")
             raise
@@ -238,6 +328,15 @@ def execute(job: Job, *, verify: bool, on_progress: Callable[[Progress], None]) 
     outcome["status"] = "done"
     write_result(run_dir, outcome, line)
     return outcome
+
+
+def _fresh_dir(base: Path) -> Path:
+    """verify/, or verify-2/ when a resumed run checks again: earlier answers stay."""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def find_checkpoint(run_dir: Path) -> str:

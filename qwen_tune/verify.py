@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qwen_tune.errors import UserError
-from qwen_tune.plan import Plan
+from qwen_tune.recipes import Bilingual
 
 QUESTIONS = (("zh", "你是谁?"), ("en", "Who are you?"))
 MAX_NEW_TOKENS = 64
@@ -36,26 +36,26 @@ class IdentityCheck:
     answers: list[Answer]
 
 
-def judge(language: str, question: str, answer: str, plan: Plan) -> Answer:
+def judge(language: str, question: str, answer: str, name: Bilingual) -> Answer:
     """Pass when the answer names the recipe's identity; Qwen3's empty think block is not the answer."""
-    expected = getattr(plan.recipe.identity_name, language)
+    expected = getattr(name, language)
     text = _THINK.sub("", answer).strip()
     return Answer(language, question, text, expected, expected.lower() in text.lower())
 
 
-def infer_env(plan: Plan) -> dict[str, str]:
+def infer_env(train_env: dict[str, str]) -> dict[str, str]:
     """Training's devices, as one process: swift spreads a model over several GPUs by itself."""
-    env = {k: v for k, v in plan.env.items() if k != "NPROC_PER_NODE"}
+    env = {k: v for k, v in train_env.items() if k != "NPROC_PER_NODE"}
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
-def check_identity(plan: Plan, checkpoint: str, out_dir: Path) -> IdentityCheck:
+def check_identity(name: Bilingual, system: str, train_env: dict[str, str], checkpoint: str, out_dir: Path) -> IdentityCheck:
     out_dir.mkdir()
     queries = out_dir / "questions.jsonl"
     answers_path = out_dir / "answers.jsonl"
     with queries.open("w", encoding="utf-8") as f:
         for _, question in QUESTIONS:
-            f.write(json.dumps({"query": question, "system": plan.recipe.system}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"query": question, "system": system}, ensure_ascii=False) + "\n")
     argv = [
         "swift", "infer",
         "--adapters", checkpoint,
@@ -66,7 +66,7 @@ def check_identity(plan: Plan, checkpoint: str, out_dir: Path) -> IdentityCheck:
     ]  # fmt: skip
     (out_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=2) + "\n")
     with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
-        done = subprocess.run(argv, env=infer_env(plan), stdout=log, stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(argv, env=infer_env(train_env), stdout=log, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0 or not answers_path.is_file():
         raise UserError(f"the identity check could not run (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}")
     responses = {}
@@ -74,7 +74,7 @@ def check_identity(plan: Plan, checkpoint: str, out_dir: Path) -> IdentityCheck:
         row = json.loads(line)
         question = next(m["content"] for m in row["messages"] if m["role"] == "user")
         responses[question] = row["response"]
-    answers = [judge(lang, q, responses.get(q, ""), plan) for lang, q in QUESTIONS]
+    answers = [judge(lang, q, responses.get(q, ""), name) for lang, q in QUESTIONS]
     check = IdentityCheck(passed=all(a.ok for a in answers), answers=answers)
     (out_dir / "verdict.json").write_text(json.dumps(asdict(check), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return check

@@ -15,6 +15,17 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 
 
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:
+            pass
+    return found
+
+
 def qwen_tune(*args, timeout=900):
     return subprocess.run([sys.executable, "-m", "qwen_tune", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
@@ -93,3 +104,35 @@ def test_missing_model_dir_launches_nothing(tmp_path):
                      "--output-dir", str(tmp_path / "runs"))  # fmt: skip
     assert done.returncode == 2 and "does not exist" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_sigterm_keeps_checkpoints_and_resume_finishes(tiny_model, tmp_path):
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qwen_tune", "run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model),
+             "--gpus", "cpu", "--output-dir", str(runs)],  # fmt: skip
+            stdout=out, stderr=err, cwd=REPO,
+        )
+        deadline = time.monotonic() + 300
+        while not list(runs.glob("*/swift/checkpoint-*/trainer_state.json")):
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 130
+    (run_dir,) = runs.iterdir()
+    message = (tmp_path / "err").read_text().strip().splitlines()[-1]
+    assert message.startswith("qwen-tune: error: stopped by SIGTERM") and f"--resume {run_dir}" in message
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "interrupted"
+    assert not processes_mentioning(str(run_dir)), "swift kept running after the interrupt"
+
+    done = qwen_tune("run", "--resume", str(run_dir))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["identity_check"] == "pass"
+    assert "checkpoint-" in result["resumed_from"] and result["steps"] == json.loads((run_dir / "plan.json").read_text())["total_steps"]
+    again = qwen_tune("run", "--resume", str(run_dir))
+    assert again.returncode == 2 and "already finished" in again.stderr
