@@ -64,7 +64,8 @@ def plan(as_json: bool, **flags) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the identity check after training.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Continue an interrupted run in RUN_DIR from its last checkpoint, as it was planned.")  # fmt: skip
-def run(no_verify: bool, resume_dir: Path | None, **flags) -> None:
+@click.option("--force", is_flag=True, help="Start even if the GPUs' free memory is short or another qwen-tune run holds them.")
+def run(no_verify: bool, resume_dir: Path | None, force: bool, **flags) -> None:
     """Plan, train with swift, then ask the tuned model who it is."""
     from qwen_tune.report import ProgressLine
     from qwen_tune.runner import execute, resume
@@ -74,7 +75,7 @@ def run(no_verify: bool, resume_dir: Path | None, **flags) -> None:
         if given or no_verify:
             raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given or ['--no-verify'])}")
         click.echo(f"Resuming {resume_dir} (swift's output is appended to swift.log)...", err=True)
-        outcome = resume(resume_dir, on_progress=ProgressLine())
+        outcome = resume(resume_dir, on_progress=ProgressLine(), force=force)
         _report_outcome(outcome, resume_dir)
         return
 
@@ -85,7 +86,7 @@ def run(no_verify: bool, resume_dir: Path | None, **flags) -> None:
     click.echo(plan_text(job.plan))
     click.echo(f"\nRun directory: {job.run_dir}")
     click.echo("Training (swift's full output goes to swift.log in the run directory)...", err=True)
-    outcome = execute(job, verify=not no_verify, on_progress=ProgressLine())
+    outcome = execute(job, verify=not no_verify, force=force, on_progress=ProgressLine())
     _report_outcome(outcome, job.run_dir)
 
 

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from qwen_tune.errors import NoGpuError, UserError
 
 GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    name: str
+    used_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,7 @@ class Gpu:
     compute_capability: tuple[int, int]
     free_bytes: int | None = None
     uuid: str = ""
+    processes: tuple[GpuProcess, ...] = ()
 
     @property
     def bf16(self) -> bool:
@@ -112,6 +121,7 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
                     total_bytes=int(memory.total),
                     free_bytes=int(memory.free),
                     compute_capability=tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),
+                    processes=_processes(pynvml, handle),
                 )
             )
     finally:
@@ -125,6 +135,23 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
         cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
         host_memory_bytes=host_memory_bytes(),
     )
+
+
+def _processes(pynvml, handle) -> tuple[GpuProcess, ...]:
+    """Who else holds memory on the card, so a refusal can name them."""
+    try:
+        running = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except pynvml.NVMLError:
+        return ()
+    found = []
+    for p in running:
+        try:
+            name = Path(f"/proc/{p.pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"  # another container's process, or gone
+        used = p.usedGpuMemory if isinstance(p.usedGpuMemory, int) else None
+        found.append(GpuProcess(pid=int(p.pid), name=name, used_bytes=used))
+    return tuple(found)
 
 
 def _text(value: str | bytes) -> str:

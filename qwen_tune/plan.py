@@ -110,6 +110,18 @@ class Plan:
     def fits(self) -> bool:
         return self.estimate.peak_bytes <= self.budget_bytes
 
+    def busy_gpus(self) -> list[str]:
+        """GPUs whose free memory (read now) is below the estimate: another program holds it."""
+        busy = []
+        for g in self.inventory.gpus:
+            if g.free_bytes is not None and g.free_bytes < self.estimate.peak_bytes:
+                holders = ", ".join(
+                    f"pid {p.pid} {p.name}" + (f" {gib(p.used_bytes)}" if p.used_bytes else "") for p in g.processes
+                )
+                busy.append(f"GPU {g.index} has {gib(g.free_bytes)} free, the plan needs {gib(self.estimate.peak_bytes)}"
+                            + (f" (in use by {holders})" if holders else ""))  # fmt: skip
+        return busy
+
     @property
     def argv(self) -> list[str]:
         return swift_argv(self)
@@ -310,6 +322,7 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
         warnings.append(f"the estimate does not fit: needs {gib(est.peak_bytes)} > {gib(job.budget)} usable; expect out-of-memory")
     elif job.budget - est.peak_bytes < TIGHT_BYTES and not job.inventory.is_cpu:
         warnings.append(f"tight fit, {gib(job.budget - est.peak_bytes)} to spare: close other programs on the GPU (a desktop's display too)")
+    warnings += [f"{busy}: the run would run out of memory" for busy in plan.busy_gpus()]
     if data.how == "max_length":
         warnings.append(f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths")
     if data.max_tokens > job.recipe.max_length:

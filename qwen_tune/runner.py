@@ -276,18 +276,31 @@ def write_result(run_dir: Path, data: dict, line: str) -> None:
     (run_dir / "result.txt").write_text(line + "\n", encoding="utf-8")
 
 
-def execute(job: Job, *, verify: bool, on_progress: Callable[[Progress], None]) -> dict:
-    """A new run: record it, then train and check it. Returns result.json's data."""
-    return finish(create_run_dir(job, verify=verify), on_progress)
+def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None]) -> dict:
+    """A new run: check the GPUs are free, record it, then train and check it. Returns result.json's data."""
+    busy = job.plan.busy_gpus()
+    if busy and not force:
+        raise UserError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
+    with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):
+        return finish(create_run_dir(job, verify=verify), on_progress)
 
 
-def resume(run_dir: Path, on_progress: Callable[[Progress], None]) -> dict:
+def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False) -> dict:
     """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
     record = RunRecord.load(run_dir)
     result_file = run_dir / "result.json"
     if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
         raise UserError(f"{run_dir} already finished; start a new run instead")
-    return finish(record, on_progress, resume_from=latest_checkpoint(Path(record.output_dir)))
+    with _exclusive(record.gpu_indices, record.run_dir, force):
+        return finish(record, on_progress, resume_from=latest_checkpoint(Path(record.output_dir)))
+
+
+def _exclusive(indices: list[int], run_dir: str, force: bool):
+    from contextlib import nullcontext
+
+    from qwen_tune.locks import gpu_locks
+
+    return nullcontext() if force or not indices else gpu_locks(indices, run_dir)
 
 
 def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None) -> dict:

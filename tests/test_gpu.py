@@ -62,3 +62,25 @@ def test_real_run_on_the_gpu(tmp_path):
     assert result["nvml_peak_used_gib"]["0"] > 0 and result["swift_peak_reserved_gib"] > 0
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["dtype"] == "bfloat16" and plan["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_busy_gpu_is_refused_naming_the_process(tmp_path):
+    """Another process holds most of the card: plan warns, run refuses before writing anything."""
+    hog = subprocess.Popen(
+        [sys.executable, "-c",
+         "import torch, time; free, _ = torch.cuda.mem_get_info(0);"
+         "x = torch.empty(int(free - 8 * 2**30), dtype=torch.uint8, device='cuda:0'); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert hog.stdout.readline().strip() == "held"
+        plan = subprocess.run([sys.executable, "-m", "qwen_tune", "plan", "--gpus", "0"], capture_output=True, text=True, cwd=REPO)
+        assert f"pid {hog.pid}" in plan.stdout and "run out of memory" in plan.stdout
+        runs = tmp_path / "runs"
+        run = subprocess.run([sys.executable, "-m", "qwen_tune", "run", "--gpus", "0", "--output-dir", str(runs)],
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+        assert run.returncode == 2 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr
+        assert not runs.exists()
+    finally:
+        hog.kill()
+        hog.wait()
