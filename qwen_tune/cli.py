@@ -71,7 +71,8 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, **flags) -> None:
     from qwen_tune.runner import execute, resume
 
     if resume_dir is not None:
-        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != JobOptions.__dataclass_fields__[k].default]
+        defaults = JobOptions()
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != getattr(defaults, k)]
         if given or no_verify:
             raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given or ['--no-verify'])}")
         click.echo(f"Resuming {resume_dir} (swift's output is appended to swift.log)...", err=True)

@@ -13,6 +13,7 @@ import platform
 import signal
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +23,10 @@ from qwen_tune.dataset import write_jsonl
 from qwen_tune.errors import Interrupted, TrainingFailed, UserError
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.jobs import Job
+from qwen_tune.locks import gpu_locks
+from qwen_tune.recipes import Bilingual
 from qwen_tune.report import plan_text
+from qwen_tune.verify import check_identity, infer_env
 
 PACKAGES = ("qwen-tune", "ms-swift", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "flash-attn")
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
@@ -296,18 +300,11 @@ def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: boo
 
 
 def _exclusive(indices: list[int], run_dir: str, force: bool):
-    from contextlib import nullcontext
-
-    from qwen_tune.locks import gpu_locks
-
     return nullcontext() if force or not indices else gpu_locks(indices, run_dir)
 
 
 def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None) -> dict:
     """Train, plot, check the identity, write the outcome: every exit leaves result.json consistent."""
-    from qwen_tune.recipes import Bilingual
-    from qwen_tune.verify import check_identity
-
     run_dir = Path(record.run_dir)
     outcome: dict = {"run_dir": str(run_dir), "profile": record.profile, "estimate_peak_gib": record.estimate_peak_gib}
     if resume_from:
@@ -369,11 +366,9 @@ def export_merged(run_dir: Path) -> Path:
     target = run_dir / "merged"
     if target.exists():
         raise UserError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
-    command = json.loads((run_dir / "command.json").read_text(encoding="utf-8"))
-    env = {k: v for k, v in command["env"].items() if k != "NPROC_PER_NODE"}
     argv = ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]
     with open(run_dir / "export.log", "w", encoding="utf-8") as log:
-        done = subprocess.run(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(argv, env=infer_env(RunRecord.load(run_dir).env), stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise TrainingFailed(f"swift export failed with exit code {done.returncode}; see {run_dir / 'export.log'}")
     return target

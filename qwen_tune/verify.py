@@ -44,7 +44,7 @@ def judge(language: str, question: str, answer: str, name: Bilingual) -> Answer:
 
 
 def infer_env(train_env: dict[str, str]) -> dict[str, str]:
-    """Training's devices, as one process: swift spreads a model over several GPUs by itself."""
+    """Training's devices, as one process (infer, export): swift spreads a model over several GPUs by itself."""
     env = {k: v for k, v in train_env.items() if k != "NPROC_PER_NODE"}
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
