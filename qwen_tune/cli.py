@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -24,6 +24,10 @@ def job_options(command):
         click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
         click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
         click.option("--output-dir", default="runs", show_default=True, help="Runs go in a new subdirectory here."),
+        click.option("--nnodes", type=click.IntRange(1), default=1, show_default=True, help="Machines in a multi-node run."),
+        click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True, help="This machine's rank (0 is the master)."),
+        click.option("--master-addr", help="The rank-0 machine's address, the same on every node."),
+        click.option("--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -50,13 +54,23 @@ def gpus(as_json: bool) -> None:
 @cli.command()
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print the Plan as JSON.")
-def plan(as_json: bool, **flags) -> None:
+@click.option("--slurm", is_flag=True, help="Print an sbatch script that runs this plan on --nnodes nodes.")
+def plan(as_json: bool, slurm: bool, **flags) -> None:
     """Dry run: choose a profile, estimate memory, print the exact swift command."""
     from qwen_tune.jobs import prepare
     from qwen_tune.report import plan_text
 
-    job = prepare(JobOptions(**flags), for_run=False)
-    click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan))
+    options = JobOptions(**flags)
+    if slurm:
+        from qwen_tune.slurm import sbatch_script
+
+        # Every node plans for itself at run time; plan here as rank 0 to size the job.
+        options = replace(options, node_rank=0, master_addr=options.master_addr or "MASTER")
+    job = prepare(options, for_run=False)
+    if slurm:
+        click.echo(sbatch_script(job.plan, options), nl=False)
+    else:
+        click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan))
 
 
 @cli.command()
@@ -87,7 +101,8 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, **flags) -> None:
     click.echo(plan_text(job.plan))
     click.echo(f"\nRun directory: {job.run_dir}")
     click.echo("Training (swift's full output goes to swift.log in the run directory)...", err=True)
-    outcome = execute(job, verify=not no_verify, force=force, on_progress=ProgressLine())
+    verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
+    outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine())
     _report_outcome(outcome, job.run_dir)
 
 

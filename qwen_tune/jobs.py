@@ -16,7 +16,7 @@ from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
 from qwen_tune.errors import UserError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
 from qwen_tune.models import resolve_model
-from qwen_tune.plan import DataSummary, Environment, Plan, make_plan
+from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import Bilingual, load_recipe
 
@@ -35,6 +35,10 @@ class JobOptions:
     name: str | None = None
     author: str | None = None
     output_dir: str = "runs"
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
     )
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
-    run_dir = next_run_dir(Path(options.output_dir), recipe.name, now or datetime.now())
+    name = recipe.name if options.node_rank == 0 else f"{recipe.name}-node{options.node_rank}"
+    run_dir = next_run_dir(Path(options.output_dir), name, now or datetime.now())
 
     rows = None
     if recipe.dataset:
@@ -113,5 +118,6 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         output_dir=str(run_dir / "swift"),
         forced_profile=options.profile,
         environment=Environment(flash_attn_installed=importlib.util.find_spec("flash_attn") is not None),
+        nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
     return Job(plan=plan, rows=rows, run_dir=run_dir)

@@ -35,6 +35,24 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Nodes:
+    """Several machines through torchrun (swift's NNODES/NODE_RANK/MASTER_ADDR): each runs the same command."""
+
+    count: int = 1
+    rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    def check(self, inventory: Inventory) -> None:
+        if self.count < 1 or not 0 <= self.rank < self.count:
+            raise UserError(f"--node-rank {self.rank} must be between 0 and --nnodes {self.count} - 1")
+        if self.count > 1 and inventory.is_cpu:
+            raise UserError("several nodes need GPUs; drop --nnodes or --gpus cpu")
+        if self.count > 1 and not self.master_addr:
+            raise UserError("--nnodes > 1 needs --master-addr: the first node's address, the same on every node")
+
+
+@dataclass(frozen=True)
 class DataSummary:
     """How long the samples are after the chat template; n_rows None means 'no dataset'."""
 
@@ -75,10 +93,12 @@ class Plan:
     output_dir: str
     reasons: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    nodes: Nodes = Nodes()
 
     @property
     def n_devices(self) -> int:
-        return max(1, len(self.inventory.gpus))
+        """Data-parallel ranks: GPUs on this node times nodes."""
+        return max(1, len(self.inventory.gpus)) * self.nodes.count
 
     @property
     def grad_accum(self) -> int:
@@ -169,9 +189,9 @@ def training_dtype(inventory: Inventory) -> str:
     return "bfloat16" if all(g.bf16 for g in inventory.gpus) else "float16"
 
 
-def unusable_because(profile: Profile, inventory: Inventory) -> str | None:
+def unusable_because(profile: Profile, inventory: Inventory, nodes: Nodes = Nodes()) -> str | None:
     """Why the profile cannot serve these devices, or None when it can."""
-    n = len(inventory.gpus)
+    n = len(inventory.gpus) * nodes.count
     if (profile.devices == "cpu") != (n == 0):
         return "is for the CPU only" if n else "needs a GPU"
     if profile.devices == "single" and n > 1:
@@ -192,10 +212,11 @@ class _Job:
     inventory: Inventory
     dtype: str
     budget: int
+    nodes: Nodes
 
     @property
     def n_devices(self) -> int:
-        return max(1, len(self.inventory.gpus))
+        return max(1, len(self.inventory.gpus)) * self.nodes.count
 
     def setups(self, profile: Profile) -> list[Setup]:
         """Every way the profile allows, fastest first: less sharding, no recomputation, bigger micro-batches."""
@@ -236,11 +257,13 @@ def make_plan(
     output_dir: str,
     forced_profile: str | None = None,
     environment: Environment = Environment(),
+    nodes: Nodes = Nodes(),
 ) -> Plan:
     """Try the profiles in order of preference; keep the first setup whose estimate fits every device."""
-    job = _Job(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory))
+    nodes.check(inventory)
+    job = _Job(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
     seq_len = min(data.max_tokens, recipe.max_length)
-    reasons = [_describe_devices(inventory, job.budget)]
+    reasons = [_describe_devices(inventory, job.budget, nodes)]
     if job.dtype == "float16":
         reasons.append("float16: a card has no bfloat16 (compute capability below 8.0)")
 
@@ -248,14 +271,14 @@ def make_plan(
         candidates = [p for p in profiles if p.name == forced_profile]
         if not candidates:
             raise UserError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
-        why_not = unusable_because(candidates[0], inventory)
+        why_not = unusable_because(candidates[0], inventory, nodes)
         if why_not and "GiB" not in why_not:
             raise UserError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
         reasons.append(f"profile {forced_profile} forced with --profile")
     else:
         candidates = []
         for profile in profiles:
-            why_not = unusable_because(profile, inventory)
+            why_not = unusable_because(profile, inventory, nodes)
             if why_not is None:
                 candidates.append(profile)
             elif (profile.devices == "cpu") == inventory.is_cpu:
@@ -291,11 +314,12 @@ def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
     return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
 
 
-def _describe_devices(inventory: Inventory, budget: int) -> str:
+def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
     if inventory.is_cpu:
         return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM, {gib(budget)} usable"
     names = " + ".join(sorted({g.name for g in inventory.gpus}))
-    return f"devices: {len(inventory.gpus)}× {names}, {gib(budget)} usable per device"
+    where = f" on each of {nodes.count} nodes (this is node {nodes.rank})" if nodes.count > 1 else ""
+    return f"devices: {len(inventory.gpus)}× {names}{where}, {gib(budget)} usable per device"
 
 
 def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, environment) -> Plan:
@@ -316,6 +340,7 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
         dataset_path=dataset_path,
         output_dir=output_dir,
         reasons=tuple(reasons),
+        nodes=job.nodes,
     )
     warnings = []
     if not plan.fits:
@@ -384,8 +409,12 @@ def swift_env(plan: Plan) -> dict[str, str]:
     else:
         # NVML and nvidia-smi number GPUs in PCI bus order; CUDA must too, or indices drift.
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.inventory.gpus)}
-        if len(plan.inventory.gpus) > 1:
+        if plan.n_devices > 1:
             env["NPROC_PER_NODE"] = str(len(plan.inventory.gpus))
+        if plan.nodes.count > 1:
+            env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
+            if plan.nodes.master_port:
+                env["MASTER_PORT"] = str(plan.nodes.master_port)
     if plan.model.local_dir:
         env["HF_HUB_OFFLINE"] = "1"
     return env

@@ -16,6 +16,7 @@ from pathlib import Path
 from qwen_tune.errors import UserError
 from qwen_tune.recipes import Bilingual
 
+TORCHRUN_ENV = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 QUESTIONS = (("zh", "你是谁?"), ("en", "Who are you?"))
 MAX_NEW_TOKENS = 64
 _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
@@ -45,7 +46,7 @@ def judge(language: str, question: str, answer: str, name: Bilingual) -> Answer:
 
 def infer_env(train_env: dict[str, str]) -> dict[str, str]:
     """Training's devices, as one process (infer, export): swift spreads a model over several GPUs by itself."""
-    env = {k: v for k, v in train_env.items() if k != "NPROC_PER_NODE"}
+    env = {k: v for k, v in train_env.items() if k not in TORCHRUN_ENV}
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
