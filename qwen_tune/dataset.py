@@ -108,14 +108,15 @@ def _check_row(path: Path, number: int, row: object) -> None:
     raise fail("has neither query/response nor messages; see README 'Your own data'")
 
 
-def _texts(row: dict) -> list[str]:
+def row_texts(row: dict) -> list[str]:
+    """Every text of a row (system, query, response, or each message)."""
     if "messages" in row:
         return [m["content"] for m in row["messages"]]
     return [row[k] for k in ("system", "query", "response") if isinstance(row.get(k), str)]
 
 
 def is_chinese(row: dict) -> bool:
-    return any(_CJK.search(text) for text in _texts(row))
+    return any(_CJK.search(text) for text in row_texts(row))
 
 
 def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[dict]:

@@ -73,14 +73,18 @@ def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
     return read_inventory()
 
 
-def next_run_dir(output_dir: Path, recipe_name: str, now: datetime) -> Path:
-    """A fresh name under output_dir; never one that exists."""
-    base = output_dir / f"{now:%Y%m%d-%H%M%S}-{recipe_name}"
+def unused_path(base: Path) -> Path:
+    """base, or base-2, base-3...: the first name that does not exist, so nothing is overwritten."""
     candidate, n = base, 1
     while candidate.exists():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def next_run_dir(output_dir: Path, recipe_name: str, now: datetime) -> Path:
+    """A fresh name under output_dir; never one that exists."""
+    return unused_path(output_dir / f"{now:%Y%m%d-%H%M%S}-{recipe_name}")
 
 
 def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) -> Job:

@@ -204,9 +204,9 @@ TINY_SHAPE = ModelShape("qwen2", 128, 2, 4, 2, 32, 512, 8192, True)  # vocab: th
 def build_tiny_qwen2(out_dir: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
     """A 2-layer, 128-wide Qwen2 that memorises the identity data on a CPU in seconds.
 
-    ``vocab_size`` only caps the BPE vocabulary; the embedding gets len(tokenizer) rounded up
-    to a multiple of 64, since thousands of unused rows would slow a CPU step and dilute the
-    softmax of a tiny model. Deterministic for a given seed and multiset of texts.
+    TINY_SHAPE's vocabulary only caps the BPE vocabulary; the embedding gets len(tokenizer)
+    rounded up to a multiple of 64, since thousands of unused rows would slow a CPU step and
+    dilute the softmax of a tiny model. Deterministic for a given seed and multiset of texts.
     """
     return build_model(out_dir, texts, TINY_SHAPE, seed=seed, tiny=True)
 

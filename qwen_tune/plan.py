@@ -189,8 +189,11 @@ def training_dtype(inventory: Inventory) -> str:
     return "bfloat16" if all(g.bf16 for g in inventory.gpus) else "float16"
 
 
-def unusable_because(profile: Profile, inventory: Inventory, nodes: Nodes = Nodes()) -> str | None:
-    """Why the profile cannot serve these devices, or None when it can."""
+def unusable_because(profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True) -> str | None:
+    """Why the profile cannot serve these devices, or None when it can.
+
+    A forced profile skips the card-size rule: there the memory estimate decides, with a warning.
+    """
     n = len(inventory.gpus) * nodes.count
     if (profile.devices == "cpu") != (n == 0):
         return "is for the CPU only" if n else "needs a GPU"
@@ -198,7 +201,7 @@ def unusable_because(profile: Profile, inventory: Inventory, nodes: Nodes = Node
         return "is for one GPU"
     if profile.devices == "multi" and n < 2:
         return "needs two or more GPUs"
-    if n and min(g.total_bytes for g in inventory.gpus) / GIB < profile.min_memory_gib:
+    if check_card_size and n and min(g.total_bytes for g in inventory.gpus) / GIB < profile.min_memory_gib:
         return f"is for cards of {profile.min_memory_gib:g} GiB or more"
     return None
 
@@ -271,8 +274,8 @@ def make_plan(
         candidates = [p for p in profiles if p.name == forced_profile]
         if not candidates:
             raise UserError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
-        why_not = unusable_because(candidates[0], inventory, nodes)
-        if why_not and "GiB" not in why_not:
+        why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False)
+        if why_not:
             raise UserError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
         reasons.append(f"profile {forced_profile} forced with --profile")
     else:

@@ -22,7 +22,7 @@ from typing import Callable
 from qwen_tune.dataset import write_jsonl
 from qwen_tune.errors import Interrupted, TrainingFailed, UserError
 from qwen_tune.gpus import GIB, MemorySampler
-from qwen_tune.jobs import Job
+from qwen_tune.jobs import Job, unused_path
 from qwen_tune.locks import gpu_locks
 from qwen_tune.recipes import Bilingual
 from qwen_tune.report import plan_text
@@ -326,7 +326,7 @@ def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_fr
     line = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
     if record.verify:
         try:
-            check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, _fresh_dir(run_dir / "verify"))
+            check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"))
         except UserError as failure:
             write_result(run_dir, {**outcome, "status": "verify-failed", "error": str(failure)}, f"FAIL: {failure}")
             raise
@@ -338,15 +338,6 @@ def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_fr
     outcome["status"] = "done"
     write_result(run_dir, outcome, line)
     return outcome
-
-
-def _fresh_dir(base: Path) -> Path:
-    """verify/, or verify-2/ when a resumed run checks again: earlier answers stay."""
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
 
 
 def find_checkpoint(run_dir: Path) -> str:

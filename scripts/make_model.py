@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen_tune.dataset import fill_identity, load_dataset  # noqa: E402
+from qwen_tune.dataset import fill_identity, load_dataset, row_texts  # noqa: E402
 from qwen_tune.errors import UserError  # noqa: E402
 from qwen_tune.modelgen import TINY_SHAPE, build_model  # noqa: E402
 from qwen_tune.models import BUILTIN_SHAPES  # noqa: E402
@@ -36,10 +36,7 @@ SHAPES = {
 def corpus(recipe_name: str) -> list[str]:
     recipe = load_recipe(recipe_name)
     rows = fill_identity(load_dataset(recipe.dataset), recipe.identity_name, recipe.identity_author)
-    texts = [recipe.system]
-    for row in rows:
-        texts += [m["content"] for m in row["messages"]] if "messages" in row else [row["query"], row["response"]]
-    return texts
+    return [recipe.system] + [text for row in rows for text in row_texts(row)]
 
 
 def main() -> int:
