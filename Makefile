@@ -25,10 +25,10 @@ plan: $(STAMP)  ## what `run` would do here (or elsewhere: make plan ARGS="--gpu
 gpus: $(STAMP)
 	qwen-tune gpus $(ARGS)
 
-$(TINY_MODEL): $(STAMP)
-	$(PYTHON) scripts/make_model.py tiny $@
+$(TINY_MODEL)/config.json: | $(STAMP)  # order-only: reinstalling must not rebuild the model
+	$(PYTHON) scripts/make_model.py tiny $(TINY_MODEL)
 
-demo: $(TINY_MODEL)  ## offline demo: a tiny random Qwen2 learns the identity on the CPU (~1 min)
+demo: $(TINY_MODEL)/config.json  ## offline demo: a tiny random Qwen2 learns the identity on the CPU (~1 min)
 	qwen-tune run --recipe demo-tiny-cpu --model $(TINY_MODEL) --gpus cpu $(ARGS)
 
 test: $(STAMP)  ## unit, golden and CPU end-to-end tests (GPU tests skip without CUDA)

@@ -79,7 +79,9 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Continue an interrupted run in RUN_DIR from its last checkpoint, as it was planned.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Start even if the GPUs' free memory is short or another qwen-tune run holds them.")
-def run(no_verify: bool, resume_dir: Path | None, force: bool, **flags) -> None:
+@click.option("--auto-retry/--no-auto-retry", default=True, show_default=True,
+              help="On GPU out-of-memory, step down (smaller micro-batch, checkpointing, QLoRA) and train again.")  # fmt: skip
+def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool, **flags) -> None:
     """Plan, train with swift, then ask the tuned model who it is."""
     from qwen_tune.report import ProgressLine
     from qwen_tune.runner import execute, resume
@@ -87,8 +89,9 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, **flags) -> None:
     if resume_dir is not None:
         defaults = JobOptions()
         given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != getattr(defaults, k)]
-        if given or no_verify:
-            raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given or ['--no-verify'])}")
+        given += ["--no-verify"] * no_verify + ["--no-auto-retry"] * (not auto_retry)
+        if given:
+            raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
         click.echo(f"Resuming {resume_dir} (swift's output is appended to swift.log)...", err=True)
         outcome = resume(resume_dir, on_progress=ProgressLine(), force=force)
         _report_outcome(outcome, resume_dir)
@@ -102,7 +105,11 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, **flags) -> None:
     click.echo(f"\nRun directory: {job.run_dir}")
     click.echo("Training (swift's full output goes to swift.log in the run directory)...", err=True)
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
-    outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine())
+    from qwen_tune.profiles import shipped_profiles
+
+    retry_with = shipped_profiles() if auto_retry else None
+    outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine(), retry_with=retry_with,
+                      on_notice=lambda text: click.echo(text, err=True))  # fmt: skip
     _report_outcome(outcome, job.run_dir)
 
 

@@ -17,6 +17,12 @@ class TrainingFailed(UserError):
     exit_code = 3
 
 
+class OutOfMemory(TrainingFailed):
+    """swift ran out of GPU memory, and no rung of the retry ladder was left (or --no-auto-retry)."""
+
+    exit_code = 5
+
+
 class Interrupted(UserError):
     """The user (or a scheduler) stopped the run; checkpoints are kept for --resume."""
 

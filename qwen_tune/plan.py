@@ -301,6 +301,38 @@ def make_plan(
     raise UserError(_refusal(job, candidates or profiles, seq_len))
 
 
+def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
+    """The next rung of the out-of-memory ladder and what it changes; None when no rung is left.
+
+    Cheapest first: halve the micro-batch (more grad-accum, the same effective batch), turn gradient
+    checkpointing on, shard with zero3 instead of zero2, then 4-bit QLoRA at micro-batch 1.
+    max_length is no rung: swift pads each batch to its longest sample, so lowering it saves
+    nothing unless it cuts samples, which would change what is learned.
+    """
+    job = _Job(plan.recipe, plan.model, plan.inventory, plan.dtype, plan.budget_bytes, plan.nodes)
+    s, profile = plan.setup, plan.profile
+    per_device = math.ceil(plan.recipe.effective_batch_size / plan.n_devices)
+    smaller = [m for m in range(s.micro_batch_size // 2, 0, -1) if per_device % m == 0]
+    if smaller:
+        setup, change = replace(s, micro_batch_size=smaller[0]), f"micro-batch {s.micro_batch_size} → {smaller[0]}"
+    elif not s.gradient_checkpointing:
+        setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
+    elif s.zero == "zero2":
+        setup, change = replace(s, zero="zero3"), "DeepSpeed zero2 → zero3"
+    elif profile.quantization != "nf4" and not plan.inventory.is_cpu:
+        qlora = [p for p in profiles if p.quantization == "nf4"]
+        if not qlora:
+            return None
+        # bitsandbytes' 4-bit weights do not shard under ZeRO-3: QLoRA on several GPUs is plain data parallel.
+        profile, setup, change = qlora[0], Setup(1, True), "4-bit QLoRA, micro-batch 1, checkpointing on"
+    else:
+        return None
+    est = job.estimate(profile, setup, plan.seq_len)
+    reasons = (*plan.reasons, f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})")
+    environment = Environment(flash_attn_installed=plan.attention == "flash_attn")
+    return _finish(job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), environment), change
+
+
 def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
     """Nothing fits: what the leanest option needs, and the nearest thing that would work."""
     where = "the CPU" if job.inventory.is_cpu else f"{len(job.inventory.gpus)}× {job.inventory.gpus[0].name}"
@@ -418,6 +450,9 @@ def swift_env(plan: Plan) -> dict[str, str]:
             env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
             if plan.nodes.master_port:
                 env["MASTER_PORT"] = str(plan.nodes.master_port)
+        # Many short, differently padded batches fragment the caching allocator; growable segments
+        # keep the reserved pool near what is allocated, which is what the estimate predicts.
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     if plan.model.local_dir:
         env["HF_HUB_OFFLINE"] = "1"
     return env

@@ -10,26 +10,45 @@ import ast
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 from qwen_tune.dataset import write_jsonl
-from qwen_tune.errors import Interrupted, TrainingFailed, UserError
+from qwen_tune.errors import Interrupted, OutOfMemory, TrainingFailed, UserError
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.jobs import Job, unused_path
 from qwen_tune.locks import gpu_locks
+from qwen_tune.plan import Plan, fallback
+from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Bilingual
 from qwen_tune.report import plan_text
 from qwen_tune.verify import check_identity, infer_env
 
 PACKAGES = ("qwen-tune", "ms-swift", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "flash-attn")
+LAUNCH_HEADER = "===== qwen-tune:"
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
+# Lines of swift's output that end a phase of its start-up or shut-down: (text in the line, phase).
+TIMELINE_MARKERS = (
+    ("[INFO:swift] rank:", "swift imported"),
+    ("[INFO:swift] model_info:", "model loaded"),
+    ("[INFO:swift] train_dataset:", "dataset tokenized"),
+    ("[INFO:swift] model_parameter_info:", "LoRA attached"),
+    ("[INFO:swift] last_model_checkpoint:", "final checkpoint saved"),
+    ("[INFO:swift] End time of running main:", "swift finished"),
+)
+_SIZE = r"([\d.]+ [GMK]iB)"
+OOM_DETAILS = (  # torch's out-of-memory message, piece by piece: (pattern, how we say it)
+    (re.compile(r"Tried to allocate " + _SIZE), "asked for {} more"),
+    (re.compile(_SIZE + r" is allocated by PyTorch"), "with {} already allocated"),
+    (re.compile(r"of which " + _SIZE + r" is free"), "{} free on the card"),
+)
 
 
 @dataclass
@@ -42,6 +61,27 @@ class Progress:
     elapsed: str = ""
     remaining: str = ""
     seconds_per_step: float | None = None
+
+
+class Timeline:
+    """Seconds since the run started at which each phase ended: where a run's wall time goes."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.attempt = 1  # the OOM ladder's retries get their own marks
+
+    def mark(self, phase: str) -> None:
+        name = phase if self.attempt == 1 else f"{phase} (attempt {self.attempt})"
+        self.marks.setdefault(name, round(time.monotonic() - self.start, 1))
+
+    def see(self, line: str) -> None:
+        for text, phase in TIMELINE_MARKERS:
+            if text in line:
+                self.mark(phase)
+
+    def write(self, path: Path) -> None:
+        _write_json(path, self.marks)
 
 
 @dataclass
@@ -179,16 +219,20 @@ class _ForwardSignals:
             signal.signal(signum, handler)
 
 
-def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None) -> TrainResult:
+def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None,
+          timeline: Timeline | None = None) -> TrainResult:  # fmt: skip
     """Launch `swift sft` (argv list, no shell), append its output to swift.log, follow its progress."""
+    timeline = timeline or Timeline()
     run_dir = Path(record.run_dir)
     argv = record.argv + (["--resume_from_checkpoint", str(resume_from)] if resume_from else [])
     env = {**os.environ, **record.env, "PYTHONUNBUFFERED": "1"}
     log_path = run_dir / "swift.log"
     start = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log, MemorySampler(record.gpu_indices) as sampler:
-        if resume_from:
-            log.write(f"\n===== qwen-tune: resuming from {resume_from} =====\n")
+        # One header per launch: failure() reads only the newest launch's lines.
+        log.write(f"{LAUNCH_HEADER} swift sft{f', resuming from {resume_from}' if resume_from else ''} =====\n")
+        last_step = 0
+        timeline.mark("swift started")
         try:
             process = subprocess.Popen(
                 argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
@@ -199,10 +243,16 @@ def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_fro
         with _ForwardSignals(process) as signals:
             for line in process.stdout:
                 log.write(line)
+                timeline.see(line)
                 progress = parse_progress(line)
                 if progress:
+                    last_step = progress.step
+                    timeline.mark("first step")
+                    if progress.step == progress.total:
+                        timeline.mark("last step")
                     on_progress(progress)
             process.wait()
+            timeline.mark("swift exited")
     result = TrainResult(run_dir=str(run_dir), returncode=process.returncode, wall_seconds=round(time.monotonic() - start, 1))
     result.nvml_peak_used_gib = {str(i): round(b / GIB, 2) for i, b in sampler.peak_bytes.items()}
     _read_swift_log(Path(record.output_dir) / "logging.jsonl", result)
@@ -212,17 +262,29 @@ def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_fro
         where = f"{kept.name} is kept" if kept else "no checkpoint was written yet"
         raise Interrupted(f"stopped by {name}; {where}; continue with: qwen-tune run --resume {run_dir}")
     if process.returncode != 0:
-        raise TrainingFailed(failure_message(log_path, process.returncode))
+        raise failure(log_path, process.returncode, last_step, record.estimate_peak_gib)
     return result
 
 
-def failure_message(log_path: Path, returncode: int) -> str:
-    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if any(marker in line for line in lines for marker in OOM_MARKERS):
-        return f"swift ran out of GPU memory; try --profile qlora or a shorter max_length (log: {log_path})"
+def failure(log_path: Path, returncode: int, last_step: int, estimate_gib: float) -> TrainingFailed:
+    """What went wrong, from the end of swift's log: out of memory (with what ran out), or its last error."""
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    tail = text[text.rfind(LAUNCH_HEADER) :]
+    oom = [line for line in tail.splitlines() if any(marker in line for marker in OOM_MARKERS)]
+    if oom:
+        return OutOfMemory(oom_message(oom[-1], last_step, estimate_gib) + f" (log: {log_path})")
+    lines = tail.splitlines()
     errors = [line.strip() for line in lines if "Error" in line or "error:" in line]
     last = errors[-1] if errors else (lines[-1].strip() if lines else "no output")
-    return f"swift sft failed with exit code {returncode}: {last[:300]} (log: {log_path})"
+    return TrainingFailed(f"swift sft failed with exit code {returncode}: {last[:300]} (log: {log_path})")
+
+
+def oom_message(line: str, last_step: int, estimate_gib: float) -> str:
+    """torch's out-of-memory line, shortened to what ran out, when, and against what the plan expected."""
+    when = f"after step {last_step}" if last_step else "before the first step finished"
+    parts = [say.format(m.group(1)) for pattern, say in OOM_DETAILS if (m := pattern.search(line))]
+    detail = f": {', '.join(parts)}" if parts else ""
+    return f"the GPU ran out of memory {when}{detail}; the plan estimated {estimate_gib:.2f} GiB"
 
 
 def _read_swift_log(path: Path, result: TrainResult) -> None:
@@ -280,13 +342,49 @@ def write_result(run_dir: Path, data: dict, line: str) -> None:
     (run_dir / "result.txt").write_text(line + "\n", encoding="utf-8")
 
 
-def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None]) -> dict:
-    """A new run: check the GPUs are free, record it, then train and check it. Returns result.json's data."""
+def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None],
+            retry_with: list[Profile] | None = None, on_notice: Callable[[str], None] = print) -> dict:  # fmt: skip
+    """A new run: check the GPUs are free, record it, then train and check it. Returns result.json's data.
+
+    With retry_with (the profiles the ladder may switch to), an out-of-memory failure steps down
+    plan.fallback's ladder and trains again in the same run directory, from the last checkpoint.
+    """
     busy = job.plan.busy_gpus()
     if busy and not force:
         raise UserError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
     with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):
-        return finish(create_run_dir(job, verify=verify), on_progress)
+        record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
+        timeline = Timeline()
+        while True:
+            attempts.append(_attempt(plan, len(attempts) + 1))
+            timeline.attempt = len(attempts)
+            try:
+                resume_from = latest_checkpoint(Path(record.output_dir)) if len(attempts) > 1 else None
+                outcome = finish(record, on_progress, resume_from=resume_from, timeline=timeline)
+                attempts[-1]["outcome"] = "done"
+                return outcome
+            except OutOfMemory as oom:
+                attempts[-1].update(outcome="out-of-memory", error=str(oom))
+                step = fallback(plan, retry_with) if retry_with is not None else None
+                if step is None:
+                    raise
+                plan, change = step
+                record = replace(record, argv=plan.argv, env=plan.env, profile=plan.profile.name,
+                                 estimate_peak_gib=round(plan.estimate.peak_bytes / GIB, 2))  # fmt: skip
+                _write_json(Path(record.run_dir) / "run.json", asdict(record))
+                on_notice(f"{oom}\nretrying with {change} (attempt {len(attempts) + 1}; --no-auto-retry stops here instead)")
+            except UserError as failure:
+                attempts[-1].update(outcome="failed", error=str(failure))
+                raise
+            finally:
+                _write_json(Path(record.run_dir) / "attempts.json", attempts)
+
+
+def _attempt(plan: Plan, number: int) -> dict:
+    s = plan.setup
+    return {"attempt": number, "profile": plan.profile.name, "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
+            "gradient_checkpointing": s.gradient_checkpointing, "zero": s.zero or None, "quantization": plan.profile.quantization,
+            "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2), "argv": plan.argv}  # fmt: skip
 
 
 def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False) -> dict:
@@ -303,14 +401,24 @@ def _exclusive(indices: list[int], run_dir: str, force: bool):
     return nullcontext() if force or not indices else gpu_locks(indices, run_dir)
 
 
-def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None) -> dict:
+def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None = None,
+           timeline: Timeline | None = None) -> dict:  # fmt: skip
     """Train, plot, check the identity, write the outcome: every exit leaves result.json consistent."""
+    run_dir = Path(record.run_dir)
+    timeline = timeline or Timeline()
+    try:
+        return _finish(record, on_progress, resume_from, timeline)
+    finally:
+        timeline.write(run_dir / "timeline.json")
+
+
+def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None, timeline: Timeline) -> dict:
     run_dir = Path(record.run_dir)
     outcome: dict = {"run_dir": str(run_dir), "profile": record.profile, "estimate_peak_gib": record.estimate_peak_gib}
     if resume_from:
         outcome["resumed_from"] = str(resume_from)
     try:
-        result = train(record, on_progress, resume_from)
+        result = train(record, on_progress, resume_from, timeline)
     except Interrupted as stop:
         write_result(run_dir, {**outcome, "status": "interrupted", "error": str(stop)}, f"INTERRUPTED: {stop}")
         raise
@@ -327,6 +435,7 @@ def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_fr
     if record.verify:
         try:
             check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"))
+            timeline.mark("identity checked")
         except UserError as failure:
             write_result(run_dir, {**outcome, "status": "verify-failed", "error": str(failure)}, f"FAIL: {failure}")
             raise
@@ -336,6 +445,8 @@ def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_fr
         outcome["identity_check"] = "skipped"
         line = f"identity check skipped; {line}"
     outcome["status"] = "done"
+    timeline.mark("done")
+    outcome["timeline"] = timeline.marks
     write_result(run_dir, outcome, line)
     return outcome
 

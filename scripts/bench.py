@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,10 @@ class Case:
     profile: str | None  # None: let qwen-tune choose
     cap_gib: float | None  # torch's pool on the emulated card: its memory less the CUDA context
     card: str
+    plan_for_cap: bool = True  # NVML reports the capped card; False plans for the big one (forced OOM)
+    compute_capability: str | None = None  # e.g. 7.5: NVML reports a card without bf16
+    interrupt_at: float | None = None  # SIGTERM at this fraction of the steps, then --resume
+    rows: int | None = None  # train on the first N rows of the shipped data (half zh, half en)
 
 
 CASES = {
@@ -44,6 +49,12 @@ CASES = {
     "7b-qlora": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", "qlora", 11, "12 GB card"),
     "14b-auto": Case("self-cognition-qwen3-14b", "qwen3-14b", None, None, "H100 80GB (uncapped)"),
     "14b-qlora": Case("self-cognition-qwen3-14b", "qwen3-14b", "qlora", 23, "24 GB card"),
+    # Reliability (issue 7): fp16 on a card without bf16; the OOM ladder; kill and resume.
+    "7b-fp16": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 seen as cc 7.5 (no bf16)", compute_capability="7.5"),
+    "7b-ladder": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 20, "H100 planned as 80 GB, run under 20 GiB", plan_for_cap=False),
+    "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5),
+    # Speed (issue 5): the seed's job size, 50 rows.
+    "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
 }
 
 
@@ -60,51 +71,135 @@ def ensure_model(shape: str, models_dir: Path) -> Path:
     return model
 
 
+def subset(rows: int, out: Path) -> Path:
+    """The first rows/2 Chinese and rows/2 English rows of the shipped data, placeholders kept."""
+    shipped = [json.loads(line) for line in (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()]
+    zh = [r for r in shipped if any("\u4e00" <= ch <= "\u9fff" for ch in r["query"])]
+    en = [r for r in shipped if r not in zh]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in zh[: rows // 2] + en[: rows - rows // 2]), encoding="utf-8")
+    return out
+
+
+def case_env(case: Case, memory_dir: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "scripts" / "card_emulator"), env.get("PYTHONPATH", "")])
+    env["QWEN_TUNE_MEMORY_REPORT"] = str(memory_dir)
+    if case.cap_gib:
+        env["QWEN_TUNE_MEMORY_CAP_GIB"] = str(case.cap_gib)
+        if case.plan_for_cap:
+            env["QWEN_TUNE_EMULATE_NVML"] = "1"
+    if case.compute_capability:
+        env["QWEN_TUNE_EMULATE_CC"] = case.compute_capability
+    return env
+
+
+def interrupt_then_resume(argv: list[str], env: dict, case_dir: Path, fraction: float) -> subprocess.CompletedProcess:
+    """Start the run, SIGTERM qwen-tune once swift logged `fraction` of its steps, then --resume it."""
+    process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while process.poll() is None:
+        logs = list(case_dir.glob("*/swift/logging.jsonl"))
+        steps = [l for l in logs[0].read_text().splitlines() if '"global_step/max_steps"' in l] if logs else []
+        if steps:
+            done, total = (int(x) for x in json.loads(steps[-1])["global_step/max_steps"].split("/"))
+            if done >= fraction * total:
+                process.send_signal(signal.SIGTERM)
+                break
+        time.sleep(0.5)
+    first = process.communicate()[0]
+    run_dir = sorted(case_dir.glob("*"))[-1]
+    second = subprocess.run([sys.executable, "-m", "qwen_tune", "run", "--resume", str(run_dir)], env=env, cwd=REPO,
+                            capture_output=True, text=True)  # fmt: skip
+    (run_dir / "bench-interrupted.log").write_text(first)
+    return second
+
+
+def torch_peaks(memory_dir: Path) -> dict:
+    """Peak allocated and reserved bytes of the training process(es), from the emulator's reports."""
+    reports = [json.loads(p.read_text()) for p in memory_dir.glob("memory-*.json")]
+    train = [r for r in reports if any("sft" in str(a) for a in r["argv"])]
+    if not train:
+        return {}
+    return {"torch_peak_allocated_gib": round(max(r["max_allocated_bytes"] for r in train) / GIB, 2),
+            "torch_peak_reserved_gib": round(max(r["max_reserved_bytes"] for r in train) / GIB, 2)}  # fmt: skip
+
+
+def last_epoch_loss(logging_jsonl: Path, steps_per_epoch: int) -> float | None:
+    """Mean training loss over the last epoch's steps: one step's loss is one batch's, too noisy to compare."""
+    by_step = {}
+    for line in logging_jsonl.read_text().splitlines():
+        r = json.loads(line)
+        if "loss" in r and "global_step/max_steps" in r:
+            by_step[int(r["global_step/max_steps"].split("/")[0])] = float(r["loss"])
+    last = sorted(by_step)[-steps_per_epoch:]
+    return round(sum(by_step[s] for s in last) / len(last), 4) if last else None
+
+
 def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     model = ensure_model(case.shape, models_dir)
+    case_dir = runs_dir / name
+    memory_dir = runs_dir / f"{name}-memory"
+    memory_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "qwen_tune", "run", "--recipe", case.recipe, "--model", str(model),
-            "--gpus", "0", "--output-dir", str(runs_dir / name)]  # fmt: skip
+            "--gpus", "0", "--output-dir", str(case_dir)]  # fmt: skip
     if case.profile:
         argv += ["--profile", case.profile]
-    env = dict(os.environ)
-    if case.cap_gib:
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "scripts" / "card_emulator"), env.get("PYTHONPATH", "")])
-        env["QWEN_TUNE_MEMORY_CAP_GIB"] = str(case.cap_gib)
+    if case.rows:
+        argv += ["--dataset", str(subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl"))]
+    env = case_env(case, memory_dir)
     start = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
+    if case.interrupt_at:
+        done = interrupt_then_resume(argv, env, case_dir, case.interrupt_at)
+    else:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
     record = {"case": name, "date": date.today().isoformat(), "gpu": gpu_name(), "card": case.card,
               "cap_gib": case.cap_gib, "command": argv[1:], "returncode": done.returncode,
               "process_seconds": round(time.monotonic() - start, 1)}  # fmt: skip
-    run_dirs = sorted((runs_dir / name).glob("*"))
+    run_dirs = sorted(case_dir.glob("*"))
     if not run_dirs:
-        return {**record, "status": "error", "error": done.stderr.strip()[-500:]}
+        return {**record, "status": "error", "error": (done.stderr or done.stdout).strip()[-500:]}
     run_dir = run_dirs[-1]
+    (run_dir / "bench-output.log").write_text((done.stdout or "") + (done.stderr or ""))
     plan = json.loads((run_dir / "plan.json").read_text())
     result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else {}
+    attempts = json.loads((run_dir / "attempts.json").read_text()) if (run_dir / "attempts.json").exists() else []
+    final = attempts[-1] if attempts else None
     versions = json.loads((run_dir / "versions.json").read_text())
     log = (run_dir / "swift.log").read_text(errors="replace")
     measured = result.get("swift_peak_reserved_gib")
-    estimate = plan["estimate"]["reserved_bytes"] / GIB
+    estimate = (final["estimate_peak_gib"] if final else plan["estimate"]["peak_bytes"] / GIB)
+    estimate_reserved = plan["estimate"]["reserved_bytes"] / GIB if len(attempts) <= 1 else None
+    logging_jsonl = run_dir / "swift" / "logging.jsonl"
+    setup = {**plan["setup"], "seq_len": plan["seq_len"], "dtype": plan["dtype"],
+             "quantization": plan["profile"]["quantization"], "lora_rank": plan["recipe"]["lora_rank"],
+             "shape": plan["model"]["shape"], "n_gpus": len(plan["inventory"]["gpus"])}  # fmt: skip
+    if final:
+        setup.update(micro_batch_size=final["micro_batch_size"], gradient_checkpointing=final["gradient_checkpointing"],
+                     quantization=final["quantization"])  # fmt: skip
     return {
         **record,
-        "status": "oom" if "OutOfMemoryError" in log else result.get("status", "error"),
+        "status": result.get("status", "error") if result.get("status") != "train-failed" or "OutOfMemoryError" not in log else "oom",
         "versions": {k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "ms-swift", "bitsandbytes")},
-        "profile": plan["profile"]["name"],
-        "setup": {**plan["setup"], "seq_len": plan["seq_len"], "dtype": plan["dtype"],
-                  "quantization": plan["profile"]["quantization"], "lora_rank": plan["recipe"]["lora_rank"],
-                  "shape": plan["model"]["shape"], "n_gpus": len(plan["inventory"]["gpus"])},  # fmt: skip
-        "grad_accum": plan["grad_accum"],
+        "profile": final["profile"] if final else plan["profile"]["name"],
+        "setup": setup,
+        "grad_accum": final["grad_accum"] if final else plan["grad_accum"],
         "total_steps": plan["total_steps"],
-        "estimate_reserved_gib": round(estimate, 2),
-        "estimate_peak_gib": round(plan["estimate"]["peak_bytes"] / GIB, 2),
+        "estimate_reserved_gib": round(estimate_reserved, 2) if estimate_reserved else None,
+        "estimate_peak_gib": round(estimate, 2),
         "swift_peak_reserved_gib": measured,
+        **torch_peaks(memory_dir),
         "nvml_peak_used_gib": (result.get("nvml_peak_used_gib") or {}).get("0"),
-        "estimate_error_pct": round(100 * (estimate - measured) / measured, 1) if measured else None,
+        "estimate_error_pct": round(100 * (estimate_reserved - measured) / measured, 1) if measured and estimate_reserved else None,
         "train_seconds": result.get("train_seconds"),
         "wall_seconds": result.get("wall_seconds"),
         "final_loss": result.get("final_loss"),
+        "last_epoch_loss": last_epoch_loss(logging_jsonl, plan["steps_per_epoch"]) if logging_jsonl.is_file() else None,
         "identity_check": result.get("identity_check"),
         "answers": [a["answer"] for a in result.get("answers", [])],
+        "attempts": [{k: a.get(k) for k in ("profile", "micro_batch_size", "gradient_checkpointing", "quantization", "outcome", "error")}
+                     for a in attempts],  # fmt: skip
+        "timeline": result.get("timeline"),
+        "resumed_from": result.get("resumed_from"),
     }
 
 

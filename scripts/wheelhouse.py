@@ -143,6 +143,44 @@ def write_stub_wheel(directory: Path, name: str, version: str, tag: str) -> Path
     return wheel
 
 
+def box_cuda(freeze: dict[str, str]) -> str | None:
+    """The box's CUDA runtime as bitsandbytes names its libraries (13.0.96 → '130'), from the freeze."""
+    version = freeze.get("nvidia-cuda-runtime") or freeze.get("nvidia-cuda-runtime-cu12")
+    if not version:
+        return None
+    major, minor = version.split(".")[:2]
+    return f"{major}{minor}"
+
+
+def trim_bitsandbytes(wheel: Path, cuda: str) -> tuple[int, int]:
+    """Keep only the box's CUDA build (and the CPU one) in the bitsandbytes wheel: 41 MiB → ~3 MiB.
+
+    bitsandbytes ships a native library per CUDA and ROCm release and loads the one matching torch's
+    CUDA, so the others are dead weight on a box whose torch is fixed. RECORD is rewritten to match,
+    so pip installs the result as it would the original. Returns (bytes before, bytes after).
+    """
+    keep = f"libbitsandbytes_cuda{cuda}.so"
+    before = wheel.stat().st_size
+    with zipfile.ZipFile(wheel) as zin:
+        names = zin.namelist()
+        if keep not in {Path(n).name for n in names}:
+            raise WheelhouseError(f"{wheel.name} has no {keep}: the box's CUDA {cuda} is not one bitsandbytes builds for")
+        dropped = {n for n in names if re.fullmatch(r"libbitsandbytes_(cuda|rocm)\d+\.so", Path(n).name) and Path(n).name != keep}
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        trimmed = wheel.with_suffix(".trimmed")
+        with zipfile.ZipFile(trimmed, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                if info.filename in dropped:
+                    continue
+                data = zin.read(info.filename)
+                if info.filename == record:
+                    lines = data.decode().splitlines()
+                    data = ("\n".join(line for line in lines if line.split(",")[0] not in dropped) + "\n").encode()
+                zout.writestr(info, data)
+    trimmed.replace(wheel)
+    return before, wheel.stat().st_size
+
+
 def select_changes(report: dict, freeze: dict[str, str]) -> list[dict]:
     """What pip would install that the box lacks or has at another version; never the torch stub."""
     chosen = []
@@ -262,6 +300,11 @@ def build(freeze: dict[str, str], python: str, platforms: list[str], extras: lis
         print(f"fetching {len(chosen)} wheels that the box lacks ...", flush=True)
         fetch(chosen, staging, flags)
     pip(["wheel", "--no-deps", "-w", str(staging), str(REPO)], "build-qwen-tune")
+    cuda = box_cuda(freeze)
+    for wheel in staging.glob("bitsandbytes-*.whl"):
+        if cuda:
+            before, after = trim_bitsandbytes(wheel, cuda)
+            print(f"bitsandbytes: kept the CUDA {cuda} library only, {before / 2**20:.1f} → {after / 2**20:.1f} MiB", flush=True)
     return chosen
 
 

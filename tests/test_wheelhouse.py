@@ -215,3 +215,39 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys, setup, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("wheelhouse: error:") and message in err
     assert setup == "nonempty" or not out.exists()
+
+
+def test_box_cuda_comes_from_the_freeze():
+    assert wh.box_cuda({"nvidia-cuda-runtime": "13.0.96"}) == "130"
+    assert wh.box_cuda({"nvidia-cuda-runtime-cu12": "12.8.90"}) == "128"
+    assert wh.box_cuda({"torch": "2.11.0"}) is None
+
+
+def _fake_bnb_wheel(path: Path) -> Path:
+    libs = ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda128.so", "libbitsandbytes_cuda130.so", "libbitsandbytes_rocm72.so"]
+    files = {f"bitsandbytes/{lib}": lib.encode() * 100 for lib in libs} | {"bitsandbytes/__init__.py": b"x = 1\n"}
+    record = "".join(f"{name},sha256=x,{len(data)}\n" for name, data in files.items()) + "bitsandbytes-0.50.2.dist-info/RECORD,,\n"
+    wheel = path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr("bitsandbytes-0.50.2.dist-info/RECORD", record)
+    return wheel
+
+
+def test_trim_bitsandbytes_keeps_the_box_cuda_and_cpu_and_fixes_record(tmp_path):
+    wheel = _fake_bnb_wheel(tmp_path)
+    wh.trim_bitsandbytes(wheel, "130")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        record = zf.read("bitsandbytes-0.50.2.dist-info/RECORD").decode()
+    assert "bitsandbytes/libbitsandbytes_cuda130.so" in names and "bitsandbytes/libbitsandbytes_cpu.so" in names
+    assert not any("cuda128" in n or "rocm" in n for n in names)
+    assert "cuda128" not in record and "cuda130" in record and "__init__.py" in record
+
+
+def test_trim_bitsandbytes_refuses_a_cuda_it_does_not_ship(tmp_path):
+    wheel = _fake_bnb_wheel(tmp_path)
+    with pytest.raises(wh.WheelhouseError, match="cuda999"):
+        wh.trim_bitsandbytes(wheel, "999")
+    assert zipfile.ZipFile(wheel).namelist()  # untouched
