@@ -48,6 +48,7 @@ OOM_DETAILS = (  # torch's out-of-memory message, piece by piece: (pattern, how 
     (re.compile(r"Tried to allocate " + _SIZE), "asked for {} more"),
     (re.compile(_SIZE + r" is allocated by PyTorch"), "with {} already allocated"),
     (re.compile(r"of which " + _SIZE + r" is free"), "{} free on the card"),
+    (re.compile(_SIZE + r" allowed"), "{} allowed to this process"),  # under set_per_process_memory_fraction
 )
 
 

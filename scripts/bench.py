@@ -51,7 +51,7 @@ CASES = {
     "14b-qlora": Case("self-cognition-qwen3-14b", "qwen3-14b", "qlora", 23, "24 GB card"),
     # Reliability (issue 7): fp16 on a card without bf16; the OOM ladder; kill and resume.
     "7b-fp16": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 seen as cc 7.5 (no bf16)", compute_capability="7.5"),
-    "7b-ladder": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 20, "H100 planned as 80 GB, run under 20 GiB", plan_for_cap=False),
+    "7b-ladder": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "H100 planned as 80 GB, run under 23 GiB", plan_for_cap=False),
     "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5),
     # Speed (issue 5): the seed's job size, 50 rows.
     "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
