@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qwen_tune.errors import IdentityCheckFailed, UserError
+from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
 from qwen_tune.jobs import DEFAULT_RECIPE, JobOptions
 
 
@@ -91,7 +91,7 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
         given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != getattr(defaults, k)]
         given += ["--no-verify"] * no_verify + ["--no-auto-retry"] * (not auto_retry)
         if given:
-            raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
+            raise UsageError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
         click.echo(f"Resuming {resume_dir} (swift's output is appended to swift.log)...", err=True)
         outcome = resume(resume_dir, on_progress=ProgressLine(), force=force)
         _report_outcome(outcome, resume_dir)

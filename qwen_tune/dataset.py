@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_tune.config import PACKAGE_DIR
-from qwen_tune.errors import UserError
+from qwen_tune.errors import DatasetError
 from qwen_tune.recipes import BUILTIN_PREFIX, Bilingual
 
 PLACEHOLDERS = ("{{NAME}}", "{{AUTHOR}}")
@@ -36,7 +36,7 @@ def dataset_path(spec: str) -> Path:
         name = spec[len(BUILTIN_PREFIX) :]
         path = PACKAGE_DIR / "data" / f"{name}.jsonl"
         if not path.is_file():
-            raise UserError(f"no built-in dataset {name!r}; shipped: {', '.join(builtin_datasets())}")
+            raise DatasetError(f"no built-in dataset {name!r}; shipped: {', '.join(builtin_datasets())}")
         return path
     return Path(spec).expanduser()
 
@@ -51,14 +51,14 @@ def load_dataset(spec: str) -> Dataset:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"dataset {path} does not exist") from None
+        raise DatasetError(f"dataset {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read dataset {path}: {exc}") from None
+        raise DatasetError(f"cannot read dataset {path}: {exc}") from None
     if not text.strip():
-        raise UserError(f"dataset {path} is empty: it needs query/response or messages rows")
+        raise DatasetError(f"dataset {path} is empty: it needs query/response or messages rows")
     rows = _parse_rows(path, text)
     if not rows:
-        raise UserError(f"dataset {path} has no rows")
+        raise DatasetError(f"dataset {path} has no rows")
     for number, row in enumerate(rows, start=1):
         _check_row(path, number, row)
     return Dataset(path=path, rows=tuple(rows))
@@ -70,7 +70,7 @@ def _parse_rows(path: Path, text: str) -> list:
         whole = json.loads(text)
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("["):
-            raise UserError(f"dataset {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+            raise DatasetError(f"dataset {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     else:
         return whole if isinstance(whole, list) else [whole]
     rows = []
@@ -80,13 +80,13 @@ def _parse_rows(path: Path, text: str) -> list:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise UserError(f"dataset {path}: line {line_number} is not valid JSON: {exc.msg}") from None
+            raise DatasetError(f"dataset {path}: line {line_number} is not valid JSON: {exc.msg}") from None
     return rows
 
 
 def _check_row(path: Path, number: int, row: object) -> None:
-    def fail(problem: str) -> UserError:
-        return UserError(f"dataset {path}: row {number} {problem}")
+    def fail(problem: str) -> DatasetError:
+        return DatasetError(f"dataset {path}: row {number} {problem}")
 
     if not isinstance(row, dict):
         raise fail("is not a JSON object")

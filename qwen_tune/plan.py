@@ -10,7 +10,7 @@ import math
 import shlex
 from dataclasses import asdict, dataclass, replace
 
-from qwen_tune.errors import UserError
+from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.gpus import GIB, Inventory
 from qwen_tune.memory import MemoryEstimate, TrainSetup, estimate
 from qwen_tune.models import ModelRef
@@ -45,11 +45,11 @@ class Nodes:
 
     def check(self, inventory: Inventory) -> None:
         if self.count < 1 or not 0 <= self.rank < self.count:
-            raise UserError(f"--node-rank {self.rank} must be between 0 and --nnodes {self.count} - 1")
+            raise UsageError(f"--node-rank {self.rank} must be between 0 and --nnodes {self.count} - 1")
         if self.count > 1 and inventory.is_cpu:
-            raise UserError("several nodes need GPUs; drop --nnodes or --gpus cpu")
+            raise UsageError("several nodes need GPUs; drop --nnodes or --gpus cpu")
         if self.count > 1 and not self.master_addr:
-            raise UserError("--nnodes > 1 needs --master-addr: the first node's address, the same on every node")
+            raise UsageError("--nnodes > 1 needs --master-addr: the first node's address, the same on every node")
 
 
 @dataclass(frozen=True)
@@ -273,10 +273,10 @@ def make_plan(
     if forced_profile is not None:
         candidates = [p for p in profiles if p.name == forced_profile]
         if not candidates:
-            raise UserError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
+            raise UsageError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
         why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False)
         if why_not:
-            raise UserError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
+            raise UsageError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
         reasons.append(f"profile {forced_profile} forced with --profile")
     else:
         candidates = []
@@ -298,7 +298,7 @@ def make_plan(
             reasons.append(f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}")
     if forced_profile is not None and tried is not None:
         return _finish(job, *tried, data, seq_len, dataset_path, output_dir, reasons, environment)
-    raise UserError(_refusal(job, candidates or profiles, seq_len))
+    raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))
 
 
 def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:

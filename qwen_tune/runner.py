@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from qwen_tune.dataset import write_jsonl
-from qwen_tune.errors import Interrupted, OutOfMemory, TrainingFailed, UserError
+from qwen_tune.errors import GpuBusyError, Interrupted, OutOfMemory, OutputError, TrainingFailed, UsageError, UserError
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.jobs import Job, unused_path
 from qwen_tune.locks import gpu_locks
@@ -150,7 +150,7 @@ class RunRecord:
     def load(cls, run_dir: Path) -> RunRecord:
         path = run_dir / "run.json"
         if not path.is_file():
-            raise UserError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
+            raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -161,9 +161,9 @@ def create_run_dir(job: Job, *, verify: bool) -> RunRecord:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir()
     except FileExistsError:
-        raise UserError(f"run directory {run_dir} already exists; qwen-tune never overwrites a run") from None
+        raise OutputError(f"run directory {run_dir} already exists; qwen-tune never overwrites a run") from None
     except OSError as exc:
-        raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}; pick another --output-dir") from None
+        raise OutputError(f"cannot create run directory {run_dir}: {exc.strerror}; pick another --output-dir") from None
     plan = job.plan
     record = RunRecord(
         run_dir=str(run_dir),
@@ -351,7 +351,7 @@ def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progr
     """
     busy = job.plan.busy_gpus()
     if busy and not force:
-        raise UserError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
+        raise GpuBusyError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
     with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):
         record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
         timeline = Timeline()
@@ -392,7 +392,7 @@ def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: boo
     record = RunRecord.load(run_dir)
     result_file = run_dir / "result.json"
     if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
-        raise UserError(f"{run_dir} already finished; start a new run instead")
+        raise UsageError(f"{run_dir} already finished; start a new run instead")
     with _exclusive(record.gpu_indices, record.run_dir, force):
         return finish(record, on_progress, resume_from=latest_checkpoint(Path(record.output_dir)))
 
@@ -455,10 +455,10 @@ def find_checkpoint(run_dir: Path) -> str:
     """The adapter a finished run produced, from its result.json."""
     result_file = run_dir / "result.json"
     if not result_file.is_file():
-        raise UserError(f"{run_dir} is not a finished qwen-tune run (no result.json)")
+        raise UsageError(f"{run_dir} is not a finished qwen-tune run (no result.json)")
     checkpoint = json.loads(result_file.read_text(encoding="utf-8")).get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_dir():
-        raise UserError(f"{run_dir} has no adapter checkpoint to export; did its training finish?")
+        raise UsageError(f"{run_dir} has no adapter checkpoint to export; did its training finish?")
     return checkpoint
 
 
@@ -467,7 +467,7 @@ def export_merged(run_dir: Path) -> Path:
     checkpoint = find_checkpoint(run_dir)
     target = run_dir / "merged"
     if target.exists():
-        raise UserError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
+        raise OutputError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
     argv = ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]
     with open(run_dir / "export.log", "w", encoding="utf-8") as log:
         done = subprocess.run(argv, env=infer_env(RunRecord.load(run_dir).env), stdout=log, stderr=subprocess.STDOUT)

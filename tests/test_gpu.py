@@ -79,7 +79,7 @@ def test_busy_gpu_is_refused_naming_the_process(tmp_path):
         runs = tmp_path / "runs"
         run = subprocess.run([sys.executable, "-m", "qwen_tune", "run", "--gpus", "0", "--output-dir", str(runs)],
                              capture_output=True, text=True, cwd=REPO)  # fmt: skip
-        assert run.returncode == 2 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr
+        assert run.returncode == 17 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr
         assert not runs.exists()
     finally:
         hog.kill()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qwen_tune import locks
-from qwen_tune.errors import UserError
+from qwen_tune.errors import GpuBusyError
 from qwen_tune.gpus import GIB, Gpu, GpuProcess, Inventory
 from qwen_tune.jobs import Job
 from qwen_tune.models import resolve_model
@@ -39,7 +39,7 @@ def test_busy_gpu_is_named_with_its_processes():
 
 def test_run_refuses_a_busy_gpu_before_writing_anything(tmp_path):
     job = Job(plan=plan_on(BUSY), rows=[{"query": "q", "response": "r"}], run_dir=tmp_path / "run")
-    with pytest.raises(UserError, match="pass --force"):
+    with pytest.raises(GpuBusyError, match="pass --force"):
         execute(job, verify=False, force=False, on_progress=print)
     assert not (tmp_path / "run").exists()
 
@@ -55,7 +55,7 @@ def test_a_held_gpu_names_the_other_run(tmp_path, monkeypatch):
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {holder.pid}, runs/other\)"):
+        with pytest.raises(GpuBusyError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {holder.pid}, runs/other\)"):
             with locks.gpu_locks([0, 1], "runs/mine"):
                 pass
         with locks.gpu_locks([0], "runs/mine"):  # other GPUs stay usable
