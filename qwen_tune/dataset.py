@@ -19,6 +19,9 @@ from qwen_tune.recipes import BUILTIN_PREFIX, Bilingual
 PLACEHOLDERS = ("{{NAME}}", "{{AUTHOR}}")
 ROLES = ("system", "user", "assistant")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+# What a placeholder looks like: {{NAME}}, {{AUTHOR}}, or a misspelt {{AUTHOUR}}. Lower case or
+# spaced braces ({{ user.name }}) are left alone: that is template text a dataset may teach.
+_PLACEHOLDER = re.compile(r"\{\{[A-Z][A-Z0-9_]*\}\}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def load_dataset(spec: str) -> Dataset:
         raise DatasetError(f"dataset {path} is empty: it needs query/response or messages rows")
     rows = _parse_rows(path, text)
     if not rows:
-        raise DatasetError(f"dataset {path} has no rows")
+        raise DatasetError(f"dataset {path} has no rows: it needs query/response or messages rows")
     for number, row in enumerate(rows, start=1):
         _check_row(path, number, row)
     return Dataset(path=path, rows=tuple(rows))
@@ -120,7 +123,11 @@ def is_chinese(row: dict) -> bool:
 
 
 def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[dict]:
-    """Replace {{NAME}}/{{AUTHOR}} in every text of every row, in the row's language."""
+    """Replace {{NAME}}/{{AUTHOR}} in every text of every row, in the row's language.
+
+    A placeholder left after that (a typo, or one qwen-tune does not know) would be learned
+    word for word, so it is refused, naming the row.
+    """
 
     def fill(text: str, zh: bool) -> str:
         pick = (lambda b: b.zh) if zh else (lambda b: b.en)
@@ -134,6 +141,12 @@ def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[
             filled.append({**row, "messages": messages})
         else:
             filled.append({k: fill(v, zh) if isinstance(v, str) else v for k, v in row.items()})
+        left = [m.group() for text in row_texts(filled[-1]) for m in _PLACEHOLDER.finditer(text)]
+        if left:
+            raise DatasetError(
+                f"dataset {dataset.path}: row {len(filled)} has the placeholder {left[0]}, which qwen-tune does not fill "
+                f"(only {' and '.join(PLACEHOLDERS)}); write out the text it stands for"
+            )
     return filled
 
 

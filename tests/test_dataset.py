@@ -64,6 +64,19 @@ def test_bad_datasets_name_the_row(tmp_path, text, message):
         load_dataset(write(tmp_path, text))
 
 
+def test_an_unknown_placeholder_is_refused_naming_the_row(tmp_path):
+    rows = '{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "Who made you?", "response": "{{AUTHOUR}} did."}\n'
+    dataset = load_dataset(write(tmp_path, rows))
+    with pytest.raises(DatasetError, match=r"row 2 has the placeholder \{\{AUTHOUR\}\}, which qwen-tune does not fill"):
+        fill_identity(dataset, NAME, AUTHOR)
+
+
+def test_template_text_is_not_a_placeholder(tmp_path):
+    rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{name}}; I am {{NAME}}."}\n'
+    (row,) = fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
+    assert row["response"] == "Write {{ user.name }} or {{name}}; I am Xiaoqian."
+
+
 def test_missing_and_unreadable(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(str(tmp_path / "nope.jsonl"))
