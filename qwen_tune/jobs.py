@@ -6,6 +6,7 @@ This is the edge where files, NVML and the clock are read; plan.make_plan stays 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,7 +16,7 @@ from qwen_tune.cards import parse_gpu_spec
 from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
-from qwen_tune.models import resolve_model
+from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import Bilingual, load_recipe
@@ -94,6 +95,8 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
     )
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
+    if for_run:
+        check_reachable(model, offline=hub_offline(os.environ))
     name = recipe.name if options.node_rank == 0 else f"{recipe.name}-node{options.node_rank}"
     run_dir = next_run_dir(Path(options.output_dir), name, now or datetime.now())
 

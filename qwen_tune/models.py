@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from qwen_tune.errors import ModelError
 
@@ -102,6 +103,20 @@ def resolve_model(source: str) -> ModelRef:
         known = ", ".join(sorted({k.split('/')[1] for k in BUILTIN_SHAPES}))
         raise ModelError(f"unknown hub model {source}: download it and pass its directory, or use one of {known}")
     return ModelRef(source=source, shape=shape)
+
+
+def hub_offline(environ: Mapping[str, str]) -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    return environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def check_reachable(model: ModelRef, *, offline: bool) -> None:
+    """Training a hub id means swift downloads it: with the hub switched off, only a local directory can train."""
+    if offline and model.local_dir is None:
+        raise ModelError(
+            f"model {model.source} is a hub id, but HF_HUB_OFFLINE is set, so it cannot be downloaded: "
+            "pass its local directory with --model, or unset HF_HUB_OFFLINE"
+        )
 
 
 def shape_from_config(config_path: Path) -> ModelShape:

@@ -10,7 +10,7 @@ import pytest
 from conftest import FIXED_NOW, gpu_inventory
 from qwen_tune.errors import DoesNotFit, ModelError, UsageError
 from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.models import resolve_model
+from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
@@ -152,3 +152,13 @@ def test_model_errors(tmp_path):
         plan_for(gpus="h100", model=str(tmp_path))
     with pytest.raises(ModelError, match="unknown hub model"):
         plan_for(gpus="h100", model="meta-llama/Llama-3-8B")
+
+
+def test_a_hub_id_cannot_train_offline():
+    hub, local = resolve_model("Qwen/Qwen2.5-7B-Instruct"), resolve_model(str(GOLDEN.parent / "data" / "tiny-config"))
+    assert hub_offline({"HF_HUB_OFFLINE": "1"}) and hub_offline({"HF_HUB_OFFLINE": "true"})
+    assert not hub_offline({}) and not hub_offline({"HF_HUB_OFFLINE": "0"})
+    with pytest.raises(ModelError, match="is a hub id, but HF_HUB_OFFLINE is set"):
+        check_reachable(hub, offline=True)
+    check_reachable(hub, offline=False)
+    check_reachable(local, offline=True)
