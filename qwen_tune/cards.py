@@ -10,9 +10,7 @@ import re
 from dataclasses import dataclass
 
 from qwen_tune.errors import UsageError
-from qwen_tune.gpus import Gpu, Inventory
-
-MIB = 1024**2
+from qwen_tune.gpus import MIB, Gpu, Inventory
 
 
 @dataclass(frozen=True)

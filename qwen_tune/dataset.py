@@ -153,7 +153,16 @@ def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[
 def write_jsonl(rows: list[dict], path: Path) -> None:
     with path.open("x", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(_jsonl_line(row))
+
+
+def jsonl_bytes(rows: list[dict]) -> int:
+    """The size write_jsonl gives the rows on disk."""
+    return sum(len(_jsonl_line(row).encode("utf-8")) for row in rows)
+
+
+def _jsonl_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def chat_text(row: dict, system: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qwen_tune.errors import GpuSelectionError, NoGpuError
 
+MIB = 1024**2
 GIB = 1024**3
 
 

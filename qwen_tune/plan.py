@@ -11,8 +11,8 @@ import shlex
 from dataclasses import asdict, dataclass, replace
 
 from qwen_tune.errors import DoesNotFit, UsageError
-from qwen_tune.gpus import GIB, Inventory
-from qwen_tune.memory import MemoryEstimate, TrainSetup, estimate
+from qwen_tune.gpus import GIB, MIB, Inventory
+from qwen_tune.memory import MemoryEstimate, TrainSetup, checkpoint_bytes, estimate
 from qwen_tune.models import ModelRef
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Recipe
@@ -25,6 +25,10 @@ TIGHT_BYTES = int(0.5 * GIB)
 # exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
 ZERO_STAGES = ("zero2", "zero3")
 SHORTER_LENGTHS = (1024, 512, 256, 128)
+# swift keeps the newest checkpoints only (--save_total_limit).
+SAVE_TOTAL_LIMIT = 2
+# swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
+RUN_FILES_BYTES = 50 * MIB
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,13 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     return _finish(job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), environment), change
 
 
+def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
+    """What a run writes under --output-dir at its fullest: the checkpoints swift keeps plus the one
+    it is saving before it deletes the oldest, the filled dataset copy, and the run's own files."""
+    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero))
+    return checkpoint * (SAVE_TOTAL_LIMIT + 1) + dataset_bytes + RUN_FILES_BYTES
+
+
 def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
     """Nothing fits: what the leanest option needs, and the nearest thing that would work."""
     where = "the CPU" if job.inventory.is_cpu else f"{len(job.inventory.gpus)}× {job.inventory.gpus[0].name}"
@@ -428,7 +439,7 @@ def swift_argv(plan: Plan) -> list[str]:
     argv += [
         "--split_dataset_ratio", "0",
         "--eval_strategy", "no",
-        "--save_total_limit", "2",
+        "--save_total_limit", str(SAVE_TOTAL_LIMIT),
         "--logging_steps", "1",
         "--dataloader_num_workers", "0",
         "--report_to", "none",
