@@ -207,7 +207,8 @@ def create_run_dir(job: Job, *, verify: bool) -> RunRecord:
     except OSError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise OutputError(
-            f"cannot write run directory {run_dir}: {exc.strerror}, so it was removed; free some space or pick another --output-dir"
+            f"cannot write run directory {run_dir}: {exc.strerror}, so it was removed; "
+            "free some space or pick another --output-dir"
         ) from None
 
 

@@ -88,7 +88,8 @@ def test_checkpoint_estimate_covers_the_measured_one():
 
 
 def test_disk_check_compares_with_what_is_free(tmp_path):
-    with pytest.raises(DiskSpaceError, match=r"needs about 730 MiB \(checkpoints, data, logs\), 100 MiB is free; .* --output-dir"):
+    short = r"needs about 730 MiB \(checkpoints, data, logs\), 100 MiB is free; .* --output-dir"
+    with pytest.raises(DiskSpaceError, match=short):
         check_disk_space(730 * MIB, tmp_path / "runs", free_bytes=lambda path: 100 * MIB)
     check_disk_space(730 * MIB, tmp_path / "runs", free_bytes=lambda path: 2 * GIB)
     asked = []
