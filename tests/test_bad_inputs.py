@@ -1,9 +1,11 @@
 """Every kind of bad input through the real CLI (tests/bad_inputs.py): one line on stderr, its own exit
-code, nothing written, swift never started."""
+code, nothing written, swift never started; and the README's table of them is what they print."""
 
+import importlib.util
 import inspect
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -17,12 +19,16 @@ from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.report import command_text
 from qwen_tune.runner import create_run_dir
 
+_spec = importlib.util.spec_from_file_location("error_table", REPO / "scripts" / "error_table.py")
+error_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(error_table)
+
 ERROR_CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.UserError)]
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    """Each case once, in its own directory."""
+    """Each case once, in its own directory; the table test reads the same outcomes."""
     return [run_case(case, tmp_path_factory.mktemp(f"case-{n}")) for n, case in enumerate(CASES)]
 
 
@@ -48,6 +54,27 @@ def test_each_error_class_has_its_own_code_and_says_why():
         assert cls.__doc__ and "\n" not in cls.__doc__.strip(), f"{cls.__name__} needs a one-line docstring"
         if cls is not errors.UserError:  # the base shares 2 with UsageError
             assert codes.setdefault(cls.exit_code, cls) is cls, f"{cls.__name__} and {codes[cls.exit_code].__name__} share a code"
+
+
+def test_readme_lists_every_exit_code():
+    section = README().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
+    assert documented == {0} | {c.exit_code for c in ERROR_CLASSES}
+
+
+def test_readme_table_is_what_the_cases_print(outcomes):
+    rendered = error_table.render(CASES, outcomes)
+    assert error_table.table_in(README()) == rendered, "README.md is stale: run python scripts/error_table.py --write"
+
+
+def test_table_goes_between_the_markers():
+    readme = f"# x\n\n{error_table.START}\nold\n{error_table.END}\n\nrest\n"
+    assert error_table.with_table(readme, "| new |\n") == f"# x\n\n{error_table.START}\n| new |\n{error_table.END}\n\nrest\n"
+    assert error_table.table_in(error_table.with_table(readme, "| new |\n")) == "| new |\n"
+
+
+def README() -> str:
+    return (REPO / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories (the notes.txt case covers root)")
