@@ -131,8 +131,7 @@ def export(run_dir: Path) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
     from qwen_tune.runner import export_merged
 
-    click.echo(f"merging {run_dir}'s adapter into the base model...", err=True)
-    click.echo(f"merged model: {export_merged(run_dir)}")
+    click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
 
 
 def error_line(error: UserError) -> str:

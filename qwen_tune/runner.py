@@ -175,6 +175,7 @@ def check_output_dir(output_dir: Path) -> None:
 
 
 def free_bytes_under(path: Path) -> int:
+    """Free bytes on the filesystem the run would land on, though its directory does not exist yet."""
     return shutil.disk_usage(nearest_existing(path)).free
 
 
@@ -207,7 +208,7 @@ def create_run_dir(job: Job, *, verify: bool) -> RunRecord:
     except OSError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise OutputError(
-            f"cannot write run directory {run_dir}: {exc.strerror}, so it was removed; "
+            f"cannot write run directory {run_dir}: {exc.strerror or exc}, so it was removed; "
             "free some space or pick another --output-dir"
         ) from None
 
@@ -524,12 +525,13 @@ def find_checkpoint(run_dir: Path) -> str:
     return checkpoint
 
 
-def export_merged(run_dir: Path) -> Path:
+def export_merged(run_dir: Path, on_notice: Callable[[str], None] = print) -> Path:
     """Merge the run's LoRA into the base weights with `swift export --merge_lora`, into RUN_DIR/merged."""
     checkpoint = find_checkpoint(run_dir)
     target = run_dir / "merged"
     if target.exists():
         raise OutputError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
+    on_notice(f"merging {run_dir}'s adapter into the base model...")
     argv = ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]
     with open(run_dir / "export.log", "w", encoding="utf-8") as log:
         done = subprocess.run(argv, env=infer_env(RunRecord.load(run_dir).env), stdout=log, stderr=subprocess.STDOUT)

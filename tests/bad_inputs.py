@@ -73,6 +73,8 @@ def _disk_too_small(tmp: Path) -> None:
 CASES = (
     Case("`--gpus` names no card qwen-tune knows", 2, ("plan", "--gpus", "3xfoo")),
     Case("`--profile` names no profile", 2, ("plan", "--gpus", "h100", "--profile", "huge")),
+    Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
+    Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
     Case("the dataset is not valid JSON", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
          {**MODEL, "data.jsonl": '{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "Who made you?",\n'}),
     Case("the dataset is empty", 10, run_tiny("--dataset", "{tmp}/data.jsonl"), {**MODEL, "data.jsonl": "\n"}),
