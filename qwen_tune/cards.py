@@ -9,10 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from qwen_tune.errors import UserError
-from qwen_tune.gpus import Gpu, Inventory
-
-MIB = 1024**2
+from qwen_tune.errors import UsageError
+from qwen_tune.gpus import MIB, Gpu, Inventory
 
 
 @dataclass(frozen=True)
@@ -74,19 +72,19 @@ def parse_gpu_spec(spec: str) -> Inventory:
     count = int(match.group(1) or 1) if match else 0
     what = match.group(2).strip() if match else ""
     if not match or not 1 <= count <= 64:
-        raise UserError(f"--gpus {spec!r}: give a card like rtx4090, 2xrtx3090, 24GiB or 2x80GiB")
+        raise UsageError(f"--gpus {spec!r}: give a card like rtx4090, 2xrtx3090, 24GiB or 2x80GiB")
     memory = _MEMORY.match(what)
     if memory:
         gib = float(memory.group(1))
         if not 1 <= gib <= 1024:
-            raise UserError(f"--gpus {spec!r}: memory must be between 1 and 1024 GiB")
+            raise UsageError(f"--gpus {spec!r}: memory must be between 1 and 1024 GiB")
         name = f"{gib:g} GiB GPU (assumed cc {ASSUMED_CC[0]}.{ASSUMED_CC[1]})"
         card = Card(what, name, int(gib * 1024), ASSUMED_CC)
     else:
         card = find_card(what)
         if card is None:
             known = ", ".join(c.key for c in KNOWN_CARDS)
-            raise UserError(f"--gpus {spec!r}: unknown card; known: {known}; or give memory, e.g. 24GiB")
+            raise UsageError(f"--gpus {spec!r}: unknown card; known: {known}; or give memory, e.g. 24GiB")
     gpus = tuple(
         Gpu(index=i, name=card.name, total_bytes=card.memory_mib * MIB, compute_capability=card.compute_capability)
         for i in range(count)

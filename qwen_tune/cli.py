@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qwen_tune.errors import IdentityCheckFailed, UserError
+from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
 from qwen_tune.jobs import DEFAULT_RECIPE, JobOptions
 
 
@@ -91,9 +91,8 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
         given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != getattr(defaults, k)]
         given += ["--no-verify"] * no_verify + ["--no-auto-retry"] * (not auto_retry)
         if given:
-            raise UserError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
-        click.echo(f"Resuming {resume_dir} (swift's output is appended to swift.log)...", err=True)
-        outcome = resume(resume_dir, on_progress=ProgressLine(), force=force)
+            raise UsageError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
+        outcome = resume(resume_dir, on_progress=ProgressLine(), force=force, on_notice=_to_stderr)
         _report_outcome(outcome, resume_dir)
         return
 
@@ -102,15 +101,17 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
 
     job = prepare(JobOptions(**flags), for_run=True)
     click.echo(plan_text(job.plan))
-    click.echo(f"\nRun directory: {job.run_dir}")
-    click.echo("Training (swift's full output goes to swift.log in the run directory)...", err=True)
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
     from qwen_tune.profiles import shipped_profiles
 
     retry_with = shipped_profiles() if auto_retry else None
     outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine(), retry_with=retry_with,
-                      on_notice=lambda text: click.echo(text, err=True))  # fmt: skip
+                      on_notice=_to_stderr)  # fmt: skip
     _report_outcome(outcome, job.run_dir)
+
+
+def _to_stderr(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def _report_outcome(outcome: dict, run_dir: Path) -> None:
@@ -130,15 +131,19 @@ def export(run_dir: Path) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
     from qwen_tune.runner import export_merged
 
-    click.echo(f"merging {run_dir}'s adapter into the base model...", err=True)
-    click.echo(f"merged model: {export_merged(run_dir)}")
+    click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
+
+
+def error_line(error: UserError) -> str:
+    """How every UserError reaches the user: one line, whatever the message holds."""
+    return "qwen-tune: error: " + " ".join(str(error).splitlines())
 
 
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except UserError as exc:
-        click.echo(f"qwen-tune: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("qwen-tune: aborted", err=True)

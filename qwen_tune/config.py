@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from qwen_tune.errors import UserError
+from qwen_tune.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -17,7 +17,7 @@ def configs_dir() -> Path:
     for candidate in (PACKAGE_DIR / "configs", PACKAGE_DIR.parent / "configs"):
         if candidate.is_dir():
             return candidate
-    raise UserError("qwen-tune's configs/ folder is missing: reinstall qwen-tune")  # pragma: no cover
+    raise ConfigError("qwen-tune's configs/ folder is missing: reinstall qwen-tune")  # pragma: no cover
 
 
 def find_config(kind: str, name_or_path: str) -> Path:
@@ -25,11 +25,11 @@ def find_config(kind: str, name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise UserError(f"{kind[:-1]} file {name_or_path} does not exist")
+            raise ConfigError(f"{kind[:-1]} file {name_or_path} does not exist")
         return path
     shipped = configs_dir() / kind / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        raise UserError(f"unknown {kind[:-1]} {name_or_path!r}; shipped: {', '.join(shipped_names(kind))}, or give a .yaml path")
+        raise ConfigError(f"unknown {kind[:-1]} {name_or_path!r}; shipped: {', '.join(shipped_names(kind))}, or give a .yaml path")
     return shipped
 
 
@@ -41,13 +41,13 @@ def load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+        raise ConfigError(f"cannot read {path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of fields at the top level")
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
     return data
 
 
@@ -58,8 +58,8 @@ class Fields:
         self.data, self.where, self.prefix = data, where, prefix
         self.used: set[str] = set()
 
-    def fail(self, key: str, problem: str) -> UserError:
-        return UserError(f"{self.where}: {self.prefix}{key} {problem}")
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {self.prefix}{key} {problem}")
 
     def raw(self, key: str) -> Any:
         """The value as written (or None), for fields whose type depends on the value."""

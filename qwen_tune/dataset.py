@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_tune.config import PACKAGE_DIR
-from qwen_tune.errors import UserError
+from qwen_tune.errors import DatasetError
 from qwen_tune.recipes import BUILTIN_PREFIX, Bilingual
 
 PLACEHOLDERS = ("{{NAME}}", "{{AUTHOR}}")
 ROLES = ("system", "user", "assistant")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+# What a placeholder looks like: {{NAME}}, {{AUTHOR}}, or a misspelt {{AUTHOUR}}. Lower case or
+# spaced braces ({{ user.name }}) are left alone: that is template text a dataset may teach.
+_PLACEHOLDER = re.compile(r"\{\{[A-Z][A-Z0-9_]*\}\}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ def dataset_path(spec: str) -> Path:
         name = spec[len(BUILTIN_PREFIX) :]
         path = PACKAGE_DIR / "data" / f"{name}.jsonl"
         if not path.is_file():
-            raise UserError(f"no built-in dataset {name!r}; shipped: {', '.join(builtin_datasets())}")
+            raise DatasetError(f"no built-in dataset {name!r}; shipped: {', '.join(builtin_datasets())}")
         return path
     return Path(spec).expanduser()
 
@@ -51,14 +54,14 @@ def load_dataset(spec: str) -> Dataset:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"dataset {path} does not exist") from None
+        raise DatasetError(f"dataset {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read dataset {path}: {exc}") from None
+        raise DatasetError(f"cannot read dataset {path}: {exc}") from None
     if not text.strip():
-        raise UserError(f"dataset {path} is empty: it needs query/response or messages rows")
+        raise DatasetError(f"dataset {path} is empty: it needs query/response or messages rows")
     rows = _parse_rows(path, text)
     if not rows:
-        raise UserError(f"dataset {path} has no rows")
+        raise DatasetError(f"dataset {path} has no rows: it needs query/response or messages rows")
     for number, row in enumerate(rows, start=1):
         _check_row(path, number, row)
     return Dataset(path=path, rows=tuple(rows))
@@ -70,7 +73,7 @@ def _parse_rows(path: Path, text: str) -> list:
         whole = json.loads(text)
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("["):
-            raise UserError(f"dataset {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+            raise DatasetError(f"dataset {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     else:
         return whole if isinstance(whole, list) else [whole]
     rows = []
@@ -80,13 +83,13 @@ def _parse_rows(path: Path, text: str) -> list:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise UserError(f"dataset {path}: line {line_number} is not valid JSON: {exc.msg}") from None
+            raise DatasetError(f"dataset {path}: line {line_number} is not valid JSON: {exc.msg}") from None
     return rows
 
 
 def _check_row(path: Path, number: int, row: object) -> None:
-    def fail(problem: str) -> UserError:
-        return UserError(f"dataset {path}: row {number} {problem}")
+    def fail(problem: str) -> DatasetError:
+        return DatasetError(f"dataset {path}: row {number} {problem}")
 
     if not isinstance(row, dict):
         raise fail("is not a JSON object")
@@ -120,7 +123,11 @@ def is_chinese(row: dict) -> bool:
 
 
 def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[dict]:
-    """Replace {{NAME}}/{{AUTHOR}} in every text of every row, in the row's language."""
+    """Replace {{NAME}}/{{AUTHOR}} in every text of every row, in the row's language.
+
+    A placeholder left after that (a typo, or one qwen-tune does not know) would be learned
+    word for word, so it is refused, naming the row.
+    """
 
     def fill(text: str, zh: bool) -> str:
         pick = (lambda b: b.zh) if zh else (lambda b: b.en)
@@ -134,13 +141,28 @@ def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[
             filled.append({**row, "messages": messages})
         else:
             filled.append({k: fill(v, zh) if isinstance(v, str) else v for k, v in row.items()})
+        left = [m.group() for text in row_texts(filled[-1]) for m in _PLACEHOLDER.finditer(text)]
+        if left:
+            raise DatasetError(
+                f"dataset {dataset.path}: row {len(filled)} has the placeholder {left[0]}, which qwen-tune does not fill "
+                f"(only {' and '.join(PLACEHOLDERS)}); write out the text it stands for"
+            )
     return filled
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:
     with path.open("x", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(_jsonl_line(row))
+
+
+def jsonl_bytes(rows: list[dict]) -> int:
+    """The size write_jsonl gives the rows on disk."""
+    return sum(len(_jsonl_line(row).encode("utf-8")) for row in rows)
+
+
+def _jsonl_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def chat_text(row: dict, system: str) -> str:

@@ -1,4 +1,8 @@
-"""User-facing errors: one line, what is wrong and what to do, and a distinct exit code."""
+"""User-facing errors: one line, what is wrong and what to do, and a distinct exit code per kind.
+
+Scripts and schedulers branch on the exit code, so each kind of bad input has its own; the
+README's "Exit codes" and "When things go wrong" sections list them.
+"""
 
 
 class UserError(Exception):
@@ -7,8 +11,10 @@ class UserError(Exception):
     exit_code = 2
 
 
-class NoGpuError(UserError):
-    """NVML or the driver is missing: planning for this box is impossible."""
+class UsageError(UserError):
+    """A flag's value is wrong: fixed on the command line alone (click's own usage errors exit 2 too)."""
+
+    exit_code = 2
 
 
 class TrainingFailed(UserError):
@@ -17,19 +23,73 @@ class TrainingFailed(UserError):
     exit_code = 3
 
 
+class IdentityCheckFailed(UserError):
+    """The tuned model did not answer with the recipe's name."""
+
+    exit_code = 4
+
+
 class OutOfMemory(TrainingFailed):
     """swift ran out of GPU memory, and no rung of the retry ladder was left (or --no-auto-retry)."""
 
     exit_code = 5
 
 
+class DatasetError(UserError):
+    """The training data cannot be used as it is: the fix is in the data file, not the flags."""
+
+    exit_code = 10
+
+
+class ModelError(UserError):
+    """The base model cannot be read or reached: a directory or a download is missing."""
+
+    exit_code = 11
+
+
+class ConfigError(UserError):
+    """A recipe or profile YAML is unknown or has a wrong field: the fix is in that file."""
+
+    exit_code = 12
+
+
+class GpuSelectionError(UserError):
+    """--gpus or CUDA_VISIBLE_DEVICES names GPUs this box does not have."""
+
+    exit_code = 13
+
+
+class NoGpuError(UserError):
+    """NVML or the driver is missing: planning for this box is impossible."""
+
+    exit_code = 14
+
+
+class OutputError(UserError):
+    """The run directory cannot be written under --output-dir; refused before anything is written."""
+
+    exit_code = 15
+
+
+class DiskSpaceError(UserError):
+    """The checkpoints would not fit on the disk under --output-dir; better refused than failing mid-run."""
+
+    exit_code = 16
+
+
+class GpuBusyError(UserError):
+    """Another program, or another qwen-tune run, holds the GPUs: waiting or --force may be enough."""
+
+    exit_code = 17
+
+
+class DoesNotFit(UserError):
+    """No profile fits the model on these devices, even the leanest: other hardware or shorter samples."""
+
+    exit_code = 18
+
+
 class Interrupted(UserError):
     """The user (or a scheduler) stopped the run; checkpoints are kept for --resume."""
 
     exit_code = 130
-
-
-class IdentityCheckFailed(UserError):
-    """The tuned model did not answer with the recipe's name."""
-
-    exit_code = 4

@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_tune.errors import NoGpuError, UserError
+from qwen_tune.errors import GpuSelectionError, NoGpuError
 
+MIB = 1024**2
 GIB = 1024**3
 
 
@@ -85,7 +86,7 @@ def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:
         if match[0] not in picked:
             picked.append(match[0])
     if not picked:
-        raise UserError(
+        raise GpuSelectionError(
             f"CUDA_VISIBLE_DEVICES={visible!r} names no GPU on this box: "
             "unset it or list indices from `qwen-tune gpus`"
         )

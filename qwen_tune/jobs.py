@@ -6,16 +6,17 @@ This is the edge where files, NVML and the clock are read; plan.make_plan stays 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.cards import parse_gpu_spec
 from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
-from qwen_tune.errors import UserError
+from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
-from qwen_tune.models import resolve_model
+from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import Bilingual, load_recipe
@@ -53,24 +54,22 @@ def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
     if spec and spec.strip().lower() == "cpu":
         return cpu_inventory()
     if spec and re.fullmatch(r"\d+(,\d+)*", spec.strip()):
-        local = read_inventory()
-        wanted = [int(i) for i in spec.split(",")]
-        by_index = {g.index: g for g in local.gpus}
-        missing = [i for i in wanted if i not in by_index]
-        if missing:
-            raise UserError(f"--gpus {spec}: no GPU {missing[0]} here; `qwen-tune gpus` lists them")
-        return Inventory(
-            gpus=tuple(by_index[i] for i in dict.fromkeys(wanted)),
-            source="nvml",
-            driver_version=local.driver_version,
-            cuda_version=local.cuda_version,
-            host_memory_bytes=local.host_memory_bytes,
-        )
+        return select_gpus(read_inventory(), spec)
     if spec:
         if for_run:
-            raise UserError(f"--gpus {spec}: run trains on this box; give GPU indices like 0,1 or 'cpu' (card names are for plan)")
+            raise UsageError(f"--gpus {spec}: run trains on this box; give GPU indices like 0,1 or 'cpu' (card names are for plan)")
         return parse_gpu_spec(spec)
     return read_inventory()
+
+
+def select_gpus(local: Inventory, spec: str) -> Inventory:
+    """The GPUs that --gpus 0,1 names, in that order, out of this box's inventory."""
+    wanted = [int(i) for i in spec.split(",")]
+    by_index = {g.index: g for g in local.gpus}
+    missing = [i for i in wanted if i not in by_index]
+    if missing:
+        raise GpuSelectionError(f"--gpus {spec}: no GPU {missing[0]} here; `qwen-tune gpus` lists them")
+    return replace(local, gpus=tuple(by_index[i] for i in dict.fromkeys(wanted)))
 
 
 def unused_path(base: Path) -> Path:
@@ -96,6 +95,8 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
     )
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
+    if for_run:
+        check_reachable(model, offline=hub_offline(os.environ))
     name = recipe.name if options.node_rank == 0 else f"{recipe.name}-node{options.node_rank}"
     run_dir = next_run_dir(Path(options.output_dir), name, now or datetime.now())
 
@@ -107,7 +108,7 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how)
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
-        raise UserError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
+        raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
     else:
         data = DataSummary(n_rows=None, max_tokens=recipe.max_length, how="max_length")
         dataset_path = "DATASET.jsonl"

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from qwen_tune.errors import UserError
+from qwen_tune.errors import GpuBusyError
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "qwen-tune-locks"
 
@@ -30,7 +30,7 @@ def gpu_locks(indices: list[int], run_dir: str) -> Iterator[None]:
                 handle.seek(0)
                 holder = json.loads(handle.read() or "{}")
                 handle.close()
-                raise UserError(
+                raise GpuBusyError(
                     f"GPU {index} is in use by another qwen-tune run (pid {holder.get('pid', '?')}, {holder.get('run_dir', '?')}); "
                     "wait for it, pick other GPUs with --gpus, or pass --force"
                 ) from None

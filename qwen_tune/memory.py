@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen_tune.gpus import GIB
+from qwen_tune.gpus import GIB, MIB
 from qwen_tune.models import ModelShape
 
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
@@ -33,6 +33,13 @@ CPU_RUNTIME_BYTES = int(1.5 * GIB)
 # stage3_max_live_parameters and stage3_max_reuse_distance are 1e9). Calibrated on the
 # 7B shape over 2 GPUs (17.21 GiB/GPU); it also explains Qwen3-14B's OOM under 22.5 GiB/GPU.
 ZERO3_GATHERED_FRACTION = 0.35
+# A checkpoint on disk, per LoRA parameter: the fp32 adapter and AdamW's two fp32 moments
+# (optimizer.pt); measured 4.01 + 8.07 bytes on the demo's rank-64 run. Under ZeRO, DeepSpeed's
+# own files also hold the 16-bit weights and an fp32 master copy (its layout, not measured yet).
+CHECKPOINT_BYTES_PER_LORA_PARAM = 12
+ZERO_CHECKPOINT_EXTRA_BYTES = 6
+# trainer_state.json (it grows with the logged steps), args, RNG and scheduler state, the README.
+CHECKPOINT_SMALL_FILES_BYTES = MIB
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,9 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
 
     runtime = CPU_RUNTIME_BYTES if setup.on_cpu else CUDA_CONTEXT_BYTES
     return MemoryEstimate(items=tuple((label, int(b)) for label, b in items), runtime_bytes=runtime)
+
+
+def checkpoint_bytes(shape: ModelShape, lora_rank: int, *, zero: bool = False) -> int:
+    """One checkpoint as swift writes it: the adapter, the optimizer state and a few small files."""
+    per_param = CHECKPOINT_BYTES_PER_LORA_PARAM + (ZERO_CHECKPOINT_EXTRA_BYTES if zero else 0)
+    return shape.lora_params(lora_rank) * per_param + CHECKPOINT_SMALL_FILES_BYTES

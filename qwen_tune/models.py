@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from qwen_tune.errors import UserError
+from qwen_tune.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -95,25 +96,39 @@ def resolve_model(source: str) -> ModelRef:
     looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
     if looks_local:
         if not path.is_dir():
-            raise UserError(f"model directory {source} does not exist: give a local model dir or a hub id like Qwen/Qwen2.5-7B-Instruct")
+            raise ModelError(f"model directory {source} does not exist: give a local model dir or a hub id like Qwen/Qwen2.5-7B-Instruct")
         return ModelRef(source=str(path.resolve()), shape=shape_from_config(path / "config.json"), local_dir=path.resolve())
     shape = BUILTIN_SHAPES.get(source.lower())
     if shape is None:
         known = ", ".join(sorted({k.split('/')[1] for k in BUILTIN_SHAPES}))
-        raise UserError(f"unknown hub model {source}: download it and pass its directory, or use one of {known}")
+        raise ModelError(f"unknown hub model {source}: download it and pass its directory, or use one of {known}")
     return ModelRef(source=source, shape=shape)
+
+
+def hub_offline(environ: Mapping[str, str]) -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    return environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def check_reachable(model: ModelRef, *, offline: bool) -> None:
+    """Training a hub id means swift downloads it: with the hub switched off, only a local directory can train."""
+    if offline and model.local_dir is None:
+        raise ModelError(
+            f"model {model.source} is a hub id, but HF_HUB_OFFLINE is set, so it cannot be downloaded: "
+            "pass its local directory with --model, or unset HF_HUB_OFFLINE"
+        )
 
 
 def shape_from_config(config_path: Path) -> ModelShape:
     try:
         config = json.loads(config_path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{config_path} is missing: --model must be a Hugging Face model directory") from None
+        raise ModelError(f"{config_path} is missing: --model must be a Hugging Face model directory") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {config_path}: {exc}") from None
+        raise ModelError(f"cannot read {config_path}: {exc}") from None
     family = config.get("model_type")
     if family not in SWIFT_NAMES:
-        raise UserError(f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3 model; qwen-tune plans for {', '.join(SWIFT_NAMES)}")
+        raise ModelError(f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3 model; qwen-tune plans for {', '.join(SWIFT_NAMES)}")
     try:
         heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])
@@ -129,4 +144,4 @@ def shape_from_config(config_path: Path) -> ModelShape:
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{config_path}: missing or bad field {exc}; is this a complete model config?") from None
+        raise ModelError(f"{config_path}: missing or bad field {exc}; is this a complete model config?") from None

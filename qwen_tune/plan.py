@@ -10,9 +10,9 @@ import math
 import shlex
 from dataclasses import asdict, dataclass, replace
 
-from qwen_tune.errors import UserError
-from qwen_tune.gpus import GIB, Inventory
-from qwen_tune.memory import MemoryEstimate, TrainSetup, estimate
+from qwen_tune.errors import DoesNotFit, UsageError
+from qwen_tune.gpus import GIB, MIB, Inventory
+from qwen_tune.memory import MemoryEstimate, TrainSetup, checkpoint_bytes, estimate
 from qwen_tune.models import ModelRef
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Recipe
@@ -25,6 +25,10 @@ TIGHT_BYTES = int(0.5 * GIB)
 # exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
 ZERO_STAGES = ("zero2", "zero3")
 SHORTER_LENGTHS = (1024, 512, 256, 128)
+# swift keeps the newest checkpoints only (--save_total_limit).
+SAVE_TOTAL_LIMIT = 2
+# swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
+RUN_FILES_BYTES = 50 * MIB
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,11 @@ class Nodes:
 
     def check(self, inventory: Inventory) -> None:
         if self.count < 1 or not 0 <= self.rank < self.count:
-            raise UserError(f"--node-rank {self.rank} must be between 0 and --nnodes {self.count} - 1")
+            raise UsageError(f"--node-rank {self.rank} must be between 0 and --nnodes {self.count} - 1")
         if self.count > 1 and inventory.is_cpu:
-            raise UserError("several nodes need GPUs; drop --nnodes or --gpus cpu")
+            raise UsageError("several nodes need GPUs; drop --nnodes or --gpus cpu")
         if self.count > 1 and not self.master_addr:
-            raise UserError("--nnodes > 1 needs --master-addr: the first node's address, the same on every node")
+            raise UsageError("--nnodes > 1 needs --master-addr: the first node's address, the same on every node")
 
 
 @dataclass(frozen=True)
@@ -273,10 +277,10 @@ def make_plan(
     if forced_profile is not None:
         candidates = [p for p in profiles if p.name == forced_profile]
         if not candidates:
-            raise UserError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
+            raise UsageError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
         why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False)
         if why_not:
-            raise UserError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
+            raise UsageError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
         reasons.append(f"profile {forced_profile} forced with --profile")
     else:
         candidates = []
@@ -298,7 +302,7 @@ def make_plan(
             reasons.append(f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}")
     if forced_profile is not None and tried is not None:
         return _finish(job, *tried, data, seq_len, dataset_path, output_dir, reasons, environment)
-    raise UserError(_refusal(job, candidates or profiles, seq_len))
+    raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))
 
 
 def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
@@ -331,6 +335,13 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     reasons = (*plan.reasons, f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})")
     environment = Environment(flash_attn_installed=plan.attention == "flash_attn")
     return _finish(job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), environment), change
+
+
+def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
+    """What a run writes under --output-dir at its fullest: the checkpoints swift keeps plus the one
+    it is saving before it deletes the oldest, the filled dataset copy, and the run's own files."""
+    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero))
+    return checkpoint * (SAVE_TOTAL_LIMIT + 1) + dataset_bytes + RUN_FILES_BYTES
 
 
 def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
@@ -428,7 +439,7 @@ def swift_argv(plan: Plan) -> list[str]:
     argv += [
         "--split_dataset_ratio", "0",
         "--eval_strategy", "no",
-        "--save_total_limit", "2",
+        "--save_total_limit", str(SAVE_TOTAL_LIMIT),
         "--logging_steps", "1",
         "--dataloader_num_workers", "0",
         "--report_to", "none",

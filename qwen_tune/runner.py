@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -20,12 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from qwen_tune.dataset import write_jsonl
-from qwen_tune.errors import Interrupted, OutOfMemory, TrainingFailed, UserError
-from qwen_tune.gpus import GIB, MemorySampler
+from qwen_tune.dataset import jsonl_bytes, write_jsonl
+from qwen_tune.errors import (
+    DiskSpaceError, GpuBusyError, Interrupted, OutOfMemory, OutputError, TrainingFailed, UsageError, UserError,
+)  # fmt: skip
+from qwen_tune.gpus import GIB, MIB, MemorySampler
 from qwen_tune.jobs import Job, unused_path
 from qwen_tune.locks import gpu_locks
-from qwen_tune.plan import Plan, fallback
+from qwen_tune.plan import Plan, disk_bytes_needed, fallback
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Bilingual
 from qwen_tune.report import plan_text
@@ -151,21 +154,68 @@ class RunRecord:
     def load(cls, run_dir: Path) -> RunRecord:
         path = run_dir / "run.json"
         if not path.is_file():
-            raise UserError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
+            raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
+def nearest_existing(path: Path) -> Path:
+    """The path, or its closest ancestor that exists: where its missing directories would be made."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse before anything is written when no run directory could be made under output_dir."""
+    base = nearest_existing(output_dir)
+    if not base.is_dir():
+        raise OutputError(f"cannot write runs under {output_dir}: {base} is not a directory; pick another --output-dir")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write runs under {output_dir}: {base} is not writable; pick another --output-dir")
+
+
+def free_bytes_under(path: Path) -> int:
+    """Free bytes on the filesystem the run would land on, though its directory does not exist yet."""
+    return shutil.disk_usage(nearest_existing(path)).free
+
+
+def check_disk_space(needed: int, output_dir: Path, free_bytes: Callable[[Path], int] = free_bytes_under) -> None:
+    """Refuse a run whose checkpoints would fill the disk: better now than a failed save an hour in."""
+    free = free_bytes(output_dir)
+    if free < needed:
+        raise DiskSpaceError(
+            f"not enough disk space under {output_dir}: the run needs about {_size(needed)} (checkpoints, data, logs), "
+            f"{_size(free)} is free; free some space or pick another --output-dir"
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
+
+
 def create_run_dir(job: Job, *, verify: bool) -> RunRecord:
-    """Make the run directory and write everything known before training; never reuse one."""
+    """Make the run directory and write everything known before training; never reuse one, never leave half of one."""
     run_dir = job.run_dir
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir()
     except FileExistsError:
-        raise UserError(f"run directory {run_dir} already exists; qwen-tune never overwrites a run") from None
+        raise OutputError(f"run directory {run_dir} already exists; qwen-tune never overwrites a run") from None
     except OSError as exc:
-        raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}; pick another --output-dir") from None
-    plan = job.plan
+        raise OutputError(f"cannot create run directory {run_dir}: {exc.strerror}; pick another --output-dir") from None
+    try:
+        return _write_run_files(job, verify=verify)
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise OutputError(
+            f"cannot write run directory {run_dir}: {exc.strerror or exc}, so it was removed; "
+            "free some space or pick another --output-dir"
+        ) from None
+
+
+def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
+    run_dir, plan = job.run_dir, job.plan
     record = RunRecord(
         run_dir=str(run_dir),
         argv=plan.argv,
@@ -345,16 +395,15 @@ def write_result(run_dir: Path, data: dict, line: str) -> None:
 
 def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None],
             retry_with: list[Profile] | None = None, on_notice: Callable[[str], None] = print) -> dict:  # fmt: skip
-    """A new run: check the GPUs are free, record it, then train and check it. Returns result.json's data.
+    """A new run: check it can start, record it, then train and check it. Returns result.json's data.
 
     With retry_with (the profiles the ladder may switch to), an out-of-memory failure steps down
     plan.fallback's ladder and trains again in the same run directory, from the last checkpoint.
     """
-    busy = job.plan.busy_gpus()
-    if busy and not force:
-        raise UserError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
+    check_before_run(job, force=force)
     with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):
         record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
+        on_notice(f"Training in {job.run_dir} (swift's full output goes to swift.log there)...")
         timeline = Timeline()
         while True:
             attempts.append(_attempt(plan, len(attempts) + 1))
@@ -381,6 +430,16 @@ def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progr
                 _write_json(Path(record.run_dir) / "attempts.json", attempts)
 
 
+def check_before_run(job: Job, *, force: bool) -> None:
+    """Whatever would refuse the run, refused before anything is written: the output dir, the disk, busy GPUs."""
+    output_dir = job.run_dir.parent
+    check_output_dir(output_dir)
+    check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows or [])), output_dir)
+    busy = job.plan.busy_gpus()
+    if busy and not force:
+        raise GpuBusyError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
+
+
 def _attempt(plan: Plan, number: int) -> dict:
     s = plan.setup
     return {"attempt": number, "profile": plan.profile.name, "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
@@ -388,14 +447,18 @@ def _attempt(plan: Plan, number: int) -> dict:
             "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2), "argv": plan.argv}  # fmt: skip
 
 
-def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False) -> dict:
+def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False,
+           on_notice: Callable[[str], None] = print) -> dict:  # fmt: skip
     """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
     record = RunRecord.load(run_dir)
     result_file = run_dir / "result.json"
     if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
-        raise UserError(f"{run_dir} already finished; start a new run instead")
+        raise UsageError(f"{run_dir} already finished; start a new run instead")
     with _exclusive(record.gpu_indices, record.run_dir, force):
-        return finish(record, on_progress, resume_from=latest_checkpoint(Path(record.output_dir)))
+        checkpoint = latest_checkpoint(Path(record.output_dir))
+        where = f"from {checkpoint.name}" if checkpoint else "from the start (no checkpoint was kept)"
+        on_notice(f"Resuming {run_dir} {where} (swift's output is appended to swift.log)...")
+        return finish(record, on_progress, resume_from=checkpoint)
 
 
 def _exclusive(indices: list[int], run_dir: str, force: bool):
@@ -456,19 +519,20 @@ def find_checkpoint(run_dir: Path) -> str:
     """The adapter a finished run produced, from its result.json."""
     result_file = run_dir / "result.json"
     if not result_file.is_file():
-        raise UserError(f"{run_dir} is not a finished qwen-tune run (no result.json)")
+        raise UsageError(f"{run_dir} is not a finished qwen-tune run (no result.json)")
     checkpoint = json.loads(result_file.read_text(encoding="utf-8")).get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_dir():
-        raise UserError(f"{run_dir} has no adapter checkpoint to export; did its training finish?")
+        raise UsageError(f"{run_dir} has no adapter checkpoint to export; did its training finish?")
     return checkpoint
 
 
-def export_merged(run_dir: Path) -> Path:
+def export_merged(run_dir: Path, on_notice: Callable[[str], None] = print) -> Path:
     """Merge the run's LoRA into the base weights with `swift export --merge_lora`, into RUN_DIR/merged."""
     checkpoint = find_checkpoint(run_dir)
     target = run_dir / "merged"
     if target.exists():
-        raise UserError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
+        raise OutputError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
+    on_notice(f"merging {run_dir}'s adapter into the base model...")
     argv = ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]
     with open(run_dir / "export.log", "w", encoding="utf-8") as log:
         done = subprocess.run(argv, env=infer_env(RunRecord.load(run_dir).env), stdout=log, stderr=subprocess.STDOUT)

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from qwen_tune.errors import UserError
+from qwen_tune.errors import TrainingFailed
 from qwen_tune.recipes import Bilingual
 
 TORCHRUN_ENV = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -69,7 +69,7 @@ def check_identity(name: Bilingual, system: str, train_env: dict[str, str], chec
     with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
         done = subprocess.run(argv, env=infer_env(train_env), stdout=log, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0 or not answers_path.is_file():
-        raise UserError(f"the identity check could not run (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}")
+        raise TrainingFailed(f"the identity check could not run (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}")
     responses = {}
     for line in answers_path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

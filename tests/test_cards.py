@@ -1,7 +1,7 @@
 import pytest
 
 from qwen_tune.cards import KNOWN_CARDS, find_card, parse_gpu_spec
-from qwen_tune.errors import UserError
+from qwen_tune.errors import GpuSelectionError, UsageError
 from qwen_tune.gpus import GIB, Gpu, _visible_filter
 
 
@@ -53,8 +53,8 @@ def test_old_cards_have_no_bf16():
 
 
 @pytest.mark.parametrize("spec", ["rtx9999", "0xh100", "2x", "", "5000GiB", "banana"])
-def test_bad_specs_are_user_errors(spec):
-    with pytest.raises(UserError):
+def test_bad_specs_are_usage_errors(spec):
+    with pytest.raises(UsageError):
         parse_gpu_spec(spec)
 
 
@@ -64,7 +64,7 @@ def test_cuda_visible_devices_filters_like_cuda():
     assert [g.index for g in _visible_filter(gpus, "2,0")] == [2, 0]
     assert [g.index for g in _visible_filter(gpus, "GPU-3")] == [3]
     assert [g.index for g in _visible_filter(gpus, "1,7,2")] == [1]  # CUDA stops at the first bad entry
-    with pytest.raises(UserError):
+    with pytest.raises(GpuSelectionError):
         _visible_filter(gpus, "9")
-    with pytest.raises(UserError):
+    with pytest.raises(GpuSelectionError):
         _visible_filter(gpus, "")

@@ -1,4 +1,4 @@
-"""The CLI as users meet it: one-line errors with exit code 2, and a plan that stays light."""
+"""The CLI as users meet it: one-line errors with their exit codes, and a plan that stays light."""
 
 import subprocess
 import sys
@@ -46,30 +46,30 @@ def test_plan_json():
 
 
 @pytest.mark.parametrize(
-    "args, fragments",
+    "args, fragments, code",
     [
-        (("plan", "--gpus", "rtx9999"), ("unknown card",)),
-        (("plan", "--gpus", "h100", "--profile", "nope"), ("unknown profile 'nope'",)),
-        (("plan", "--gpus", "h100", "--dataset", "/nonexistent/data.jsonl"), ("does not exist",)),
-        (("plan", "--gpus", "h100", "--dataset", str(DATA / "tiny-config" / "config.json")), ("row 1",)),
-        (("plan", "--gpus", "h100", "--recipe", "nope"), ("unknown recipe",)),
-        (("plan", "--gpus", "h100", "--model", "/nonexistent/model"), ("does not exist",)),
-        (("run", "--gpus", "rtx4090"), ("card names are for plan",)),
+        (("plan", "--gpus", "rtx9999"), ("unknown card",), 2),
+        (("plan", "--gpus", "h100", "--profile", "nope"), ("unknown profile 'nope'",), 2),
+        (("plan", "--gpus", "h100", "--dataset", "/nonexistent/data.jsonl"), ("does not exist",), 10),
+        (("plan", "--gpus", "h100", "--dataset", str(DATA / "tiny-config" / "config.json")), ("row 1",), 10),
+        (("plan", "--gpus", "h100", "--recipe", "nope"), ("unknown recipe",), 12),
+        (("plan", "--gpus", "h100", "--model", "/nonexistent/model"), ("does not exist",), 11),
+        (("run", "--gpus", "rtx4090"), ("card names are for plan",), 2),
     ],
 )
-def test_bad_input_is_one_line_exit_2(args, fragments):
-    assert_one_line_error(qwen_tune(*args), *fragments)
+def test_bad_input_is_one_line_with_its_exit_code(args, fragments, code):
+    assert_one_line_error(qwen_tune(*args), *fragments, code=code)
 
 
 def test_bad_recipe_field(bad_recipe):
-    assert_one_line_error(qwen_tune("plan", "--gpus", "h100", "--recipe", bad_recipe), "training.max_length is missing")
+    assert_one_line_error(qwen_tune("plan", "--gpus", "h100", "--recipe", bad_recipe), "training.max_length is missing", code=12)
 
 
-def test_gpus_without_a_driver_is_one_line_exit_2():
+def test_gpus_without_a_driver_is_one_line_exit_14():
     done = qwen_tune("gpus")
     if done.returncode == 0:
         pytest.skip("this box has an NVIDIA driver")
-    assert_one_line_error(done, "NVML")
+    assert_one_line_error(done, "NVML", code=14)
 
 
 def test_plan_imports_neither_torch_nor_swift():

@@ -1,7 +1,7 @@
 import pytest
 
 from qwen_tune.config import shipped_names
-from qwen_tune.errors import UserError
+from qwen_tune.errors import ConfigError
 from qwen_tune.profiles import load_profile, shipped_profiles
 from qwen_tune.recipes import load_recipe
 
@@ -62,18 +62,18 @@ def test_user_recipe_file(tmp_path):
 def test_bad_recipe_fields_name_the_field(tmp_path, change, message):
     path = tmp_path / "bad.yaml"
     path.write_text(GOOD.replace(*change))
-    with pytest.raises(UserError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_recipe(str(path))
 
 
 def test_unknown_recipe_and_bad_yaml(tmp_path):
-    with pytest.raises(UserError, match="unknown recipe 'nope'"):
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
         load_recipe("nope")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
-    with pytest.raises(UserError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(str(broken))
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_recipe(str(tmp_path / "missing.yaml"))
 
 
@@ -83,5 +83,5 @@ def test_bad_profile_field(tmp_path):
         "name: x\nsummary: s\npreference: 1\ndevices: single\nmin_memory_gib: 0\nmicro_batch_size: 1\n"
         "gradient_checkpointing: maybe\nattention: sdpa\nquantization: none\ndeepspeed: none\n"
     )
-    with pytest.raises(UserError, match="gradient_checkpointing must be one of"):
+    with pytest.raises(ConfigError, match="gradient_checkpointing must be one of"):
         load_profile(str(path))

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from qwen_tune.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, write_jsonl
-from qwen_tune.errors import UserError
+from qwen_tune.errors import DatasetError
 from qwen_tune.recipes import Bilingual
 
 NAME = Bilingual(zh="小千", en="Xiaoqian")
@@ -60,18 +60,31 @@ def test_messages_rows_and_json_arrays(tmp_path):
     ],
 )
 def test_bad_datasets_name_the_row(tmp_path, text, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(DatasetError, match=message):
         load_dataset(write(tmp_path, text))
 
 
+def test_an_unknown_placeholder_is_refused_naming_the_row(tmp_path):
+    rows = '{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "Who made you?", "response": "{{AUTHOUR}} did."}\n'
+    dataset = load_dataset(write(tmp_path, rows))
+    with pytest.raises(DatasetError, match=r"row 2 has the placeholder \{\{AUTHOUR\}\}, which qwen-tune does not fill"):
+        fill_identity(dataset, NAME, AUTHOR)
+
+
+def test_template_text_is_not_a_placeholder(tmp_path):
+    rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{name}}; I am {{NAME}}."}\n'
+    (row,) = fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
+    assert row["response"] == "Write {{ user.name }} or {{name}}; I am Xiaoqian."
+
+
 def test_missing_and_unreadable(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(str(tmp_path / "nope.jsonl"))
     binary = tmp_path / "bin.jsonl"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(DatasetError, match="cannot read"):
         load_dataset(str(binary))
-    with pytest.raises(UserError, match="no built-in dataset"):
+    with pytest.raises(DatasetError, match="no built-in dataset"):
         load_dataset("builtin:nope")
 
 

@@ -86,7 +86,7 @@ def test_export_merges_and_never_overwrites(finished_run):
     merged = run_dir / "merged"
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     again = qwen_tune("export", str(run_dir))
-    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.returncode == 15 and "already exists" in again.stderr
 
 
 def test_bad_dataset_launches_nothing(tiny_model, tmp_path):
@@ -95,14 +95,14 @@ def test_bad_dataset_launches_nothing(tiny_model, tmp_path):
     runs = tmp_path / "runs"
     done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu",
                      "--dataset", str(bad), "--output-dir", str(runs))  # fmt: skip
-    assert done.returncode == 2 and "row 2" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 10 and "row 2" in done.stderr and "Traceback" not in done.stderr
     assert not runs.exists()
 
 
 def test_missing_model_dir_launches_nothing(tmp_path):
     done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tmp_path / "nope"), "--gpus", "cpu",
                      "--output-dir", str(tmp_path / "runs"))  # fmt: skip
-    assert done.returncode == 2 and "does not exist" in done.stderr
+    assert done.returncode == 11 and "does not exist" in done.stderr
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,6 +1,7 @@
 """On a GPU box (`make test-gpu`): the NVML reader against the real card, and a real run on it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,9 +78,10 @@ def test_busy_gpu_is_refused_naming_the_process(tmp_path):
         plan = subprocess.run([sys.executable, "-m", "qwen_tune", "plan", "--gpus", "0"], capture_output=True, text=True, cwd=REPO)
         assert f"pid {hog.pid}" in plan.stdout and "run out of memory" in plan.stdout
         runs = tmp_path / "runs"
+        online = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # the hub id passes; the busy GPU stops it
         run = subprocess.run([sys.executable, "-m", "qwen_tune", "run", "--gpus", "0", "--output-dir", str(runs)],
-                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
-        assert run.returncode == 2 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr
+                             capture_output=True, text=True, cwd=REPO, env=online)  # fmt: skip
+        assert run.returncode == 17 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr
         assert not runs.exists()
     finally:
         hog.kill()

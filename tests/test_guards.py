@@ -1,21 +1,26 @@
-"""Guards before a run starts: GPUs busy with another program, and GPUs held by another qwen-tune run."""
+"""Guards before a run starts: the output dir, the disk, GPUs busy with another program, and GPUs held
+by another qwen-tune run. Each refuses before anything is written."""
 
+import errno
+import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from qwen_tune import locks
-from qwen_tune.errors import UserError
-from qwen_tune.gpus import GIB, Gpu, GpuProcess, Inventory
+from qwen_tune import locks, runner
+from qwen_tune.errors import DiskSpaceError, GpuBusyError, OutputError
+from qwen_tune.gpus import GIB, MIB, Gpu, GpuProcess, Inventory
 from qwen_tune.jobs import Job
-from qwen_tune.models import resolve_model
-from qwen_tune.plan import DataSummary, make_plan
+from qwen_tune.memory import checkpoint_bytes
+from qwen_tune.models import ModelShape, resolve_model
+from qwen_tune.plan import RUN_FILES_BYTES, DataSummary, disk_bytes_needed, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
-from qwen_tune.runner import execute
+from qwen_tune.runner import check_disk_space, check_output_dir, create_run_dir, execute, nearest_existing
 
 
 def plan_on(gpu: Gpu):
@@ -39,7 +44,7 @@ def test_busy_gpu_is_named_with_its_processes():
 
 def test_run_refuses_a_busy_gpu_before_writing_anything(tmp_path):
     job = Job(plan=plan_on(BUSY), rows=[{"query": "q", "response": "r"}], run_dir=tmp_path / "run")
-    with pytest.raises(UserError, match="pass --force"):
+    with pytest.raises(GpuBusyError, match="pass --force"):
         execute(job, verify=False, force=False, on_progress=print)
     assert not (tmp_path / "run").exists()
 
@@ -55,7 +60,7 @@ def test_a_held_gpu_names_the_other_run(tmp_path, monkeypatch):
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {holder.pid}, runs/other\)"):
+        with pytest.raises(GpuBusyError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {holder.pid}, runs/other\)"):
             with locks.gpu_locks([0, 1], "runs/mine"):
                 pass
         with locks.gpu_locks([0], "runs/mine"):  # other GPUs stay usable
@@ -66,3 +71,64 @@ def test_a_held_gpu_names_the_other_run(tmp_path, monkeypatch):
     time.sleep(0.1)
     with locks.gpu_locks([1], "runs/mine"):  # released when the holder dies
         assert "runs/mine" in Path(tmp_path / "gpu-1.lock").read_text()
+
+
+def test_disk_estimate_counts_three_checkpoints_the_data_and_the_logs():
+    plan = plan_on(Gpu(0, "H100", 80 * GIB, (9, 0), free_bytes=79 * GIB))
+    checkpoint = 20_185_088 * 12 + MIB  # Qwen2.5-7B, rank 8: adapter and AdamW moments in fp32
+    assert disk_bytes_needed(plan, dataset_bytes=1000) == 3 * checkpoint + 1000 + RUN_FILES_BYTES
+    assert 0.7 * GIB < disk_bytes_needed(plan, 0) < 0.8 * GIB
+
+
+def test_checkpoint_estimate_covers_the_measured_one():
+    """checkpoint-520 of the CPU demo (the tiny shape, rank 64) took 4,540,828 bytes on disk."""
+    tiny = ModelShape("qwen2", 128, 2, 4, 2, 32, 512, 1152, True)
+    assert 4_540_828 <= checkpoint_bytes(tiny, 64) <= 1.25 * 4_540_828
+    assert checkpoint_bytes(tiny, 64, zero=True) > checkpoint_bytes(tiny, 64)
+
+
+def test_disk_check_compares_with_what_is_free(tmp_path):
+    short = r"needs about 730 MiB \(checkpoints, data, logs\), 100 MiB is free; .* --output-dir"
+    with pytest.raises(DiskSpaceError, match=short):
+        check_disk_space(730 * MIB, tmp_path / "runs", free_bytes=lambda path: 100 * MIB)
+    check_disk_space(730 * MIB, tmp_path / "runs", free_bytes=lambda path: 2 * GIB)
+    asked = []
+    check_disk_space(1, tmp_path / "runs", free_bytes=lambda path: asked.append(path) or GIB)
+    assert asked == [tmp_path / "runs"]
+
+
+def test_output_dir_under_a_file_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    assert nearest_existing(tmp_path / "notes.txt" / "runs" / "a") == tmp_path / "notes.txt"
+    with pytest.raises(OutputError, match="notes.txt is not a directory; pick another --output-dir"):
+        check_output_dir(tmp_path / "notes.txt" / "runs")
+    check_output_dir(tmp_path / "new" / "runs")  # made when the run starts
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_dir_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="locked is not writable"):
+        check_output_dir(locked / "runs")
+
+
+def test_run_refuses_a_full_disk_before_writing_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "check_disk_space", partial(check_disk_space, free_bytes=lambda path: 10 * MIB))
+    job = Job(plan=plan_on(Gpu(0, "H100", 80 * GIB, (9, 0), free_bytes=79 * GIB)), rows=[{"query": "q", "response": "r"}],
+              run_dir=tmp_path / "runs" / "run")  # fmt: skip
+    with pytest.raises(DiskSpaceError):
+        execute(job, verify=False, force=True, on_progress=print)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_directory_that_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    def disk_full():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "package_versions", disk_full)
+    job = Job(plan=plan_on(Gpu(0, "H100", 80 * GIB, (9, 0))), rows=[{"query": "q", "response": "r"}], run_dir=tmp_path / "run")
+    with pytest.raises(OutputError, match="No space left on device, so it was removed"):
+        create_run_dir(job, verify=False)
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXED_NOW
-from qwen_tune.errors import UserError
+from qwen_tune.errors import UsageError
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.slurm import sbatch_script
 
@@ -43,7 +43,7 @@ def test_one_gpu_per_node_is_still_distributed():
     ],
 )
 def test_bad_node_flags(flags, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UsageError, match=message):
         plan_for(**flags)
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXED_NOW, gpu_inventory
-from qwen_tune.errors import UserError
+from qwen_tune.errors import DoesNotFit, ModelError, UsageError
 from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.models import resolve_model
+from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
@@ -84,10 +84,10 @@ def test_qwen3_14b_on_two_24gb_cards_plans_qlora_not_zero3():
 
 
 def test_refuses_with_the_nearest_thing_that_works():
-    with pytest.raises(UserError) as error:
+    with pytest.raises(DoesNotFit) as error:
         plan_for(recipe="self-cognition-qwen3-14b", gpus="8GiB")
     assert "does not fit" in str(error.value) and "a GPU with at least" in str(error.value)
-    with pytest.raises(UserError, match="samples of at most"):
+    with pytest.raises(DoesNotFit, match="samples of at most"):
         plan_for(gpus="8GiB", dataset=None, recipe=str(_recipe_without_dataset()))
 
 
@@ -100,9 +100,9 @@ def test_forced_profile_warns_when_it_will_not_fit():
     plan = plan_for(gpus="rtx3080", profile="24gb")
     assert plan.profile.name == "24gb" and not plan.fits
     assert any("does not fit" in w for w in plan.warnings)
-    with pytest.raises(UserError, match="needs two or more GPUs"):
+    with pytest.raises(UsageError, match="needs two or more GPUs"):
         plan_for(gpus="h100", profile="multi-gpu")
-    with pytest.raises(UserError, match="unknown profile"):
+    with pytest.raises(UsageError, match="unknown profile"):
         plan_for(gpus="h100", profile="huge")
 
 
@@ -146,9 +146,19 @@ def test_local_model_dir_gets_swift_names_and_offline_env():
 
 
 def test_model_errors(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         plan_for(gpus="h100", model=str(tmp_path / "missing"))
-    with pytest.raises(UserError, match="config.json is missing"):
+    with pytest.raises(ModelError, match="config.json is missing"):
         plan_for(gpus="h100", model=str(tmp_path))
-    with pytest.raises(UserError, match="unknown hub model"):
+    with pytest.raises(ModelError, match="unknown hub model"):
         plan_for(gpus="h100", model="meta-llama/Llama-3-8B")
+
+
+def test_a_hub_id_cannot_train_offline():
+    hub, local = resolve_model("Qwen/Qwen2.5-7B-Instruct"), resolve_model(str(GOLDEN.parent / "data" / "tiny-config"))
+    assert hub_offline({"HF_HUB_OFFLINE": "1"}) and hub_offline({"HF_HUB_OFFLINE": "true"})
+    assert not hub_offline({}) and not hub_offline({"HF_HUB_OFFLINE": "0"})
+    with pytest.raises(ModelError, match="is a hub id, but HF_HUB_OFFLINE is set"):
+        check_reachable(hub, offline=True)
+    check_reachable(hub, offline=False)
+    check_reachable(local, offline=True)

@@ -1,0 +1,143 @@
+"""The bad-input table: each case runs the real `qwen-tune` and must fail with one line, its own exit code,
+and nothing written.
+
+tests/test_bad_inputs.py checks every case; scripts/error_table.py renders them as the README's
+"When things go wrong" table. NVML and swift are stand-ins (tests/fakes), so a case gives the same
+answer on any box, with GPUs or without, and can never train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+FAKES = REPO / "tests" / "fakes"
+TINY_CONFIG = (REPO / "tests" / "data" / "tiny-config" / "config.json").read_text(encoding="utf-8")
+DEMO_RECIPE = (REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text(encoding="utf-8")
+MODEL = {"model/config.json": TINY_CONFIG}  # {tmp}/model: all that planning reads of a model
+# Each case starts on a box without a driver (FAKE_NVML unset), with a swift that only leaves a mark,
+# and with none of the caller's settings for GPUs or the hub: a case sets its own.
+CLEARED = ("FAKE_NVML", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "PYTHONPATH")
+
+
+@dataclass(frozen=True)
+class Case:
+    what: str  # what went wrong, as the README's table says it
+    code: int
+    args: tuple[str, ...] = ()  # qwen-tune's arguments; {tmp} is the case's own directory
+    files: dict[str, str] = field(default_factory=dict)  # written under {tmp} before it runs
+    env: dict[str, str] = field(default_factory=dict)
+    # For what no run on a CPU box can show (a nearly full disk): raises the error in-process.
+    raises: Callable[[Path], None] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    stderr: str
+    written: tuple[str, ...]  # what the run left under {tmp}, beyond the case's own files
+    swift_ran: bool
+
+
+def run_tiny(*flags: str, recipe: str = "demo-tiny-cpu", model: str = "{tmp}/model", gpus: str | None = "cpu",
+             output_dir: str = "{tmp}/runs") -> tuple[str, ...]:  # fmt: skip
+    """`qwen-tune run` of the demo recipe on the tiny model's config (only config.json: nothing gets to load it)."""
+    chosen = ("--gpus", gpus) if gpus else ()
+    return ("run", "--recipe", recipe, "--model", model, *chosen, "--output-dir", output_dir, *flags)
+
+
+def one_rtx4090(free_mib: int) -> dict[str, str]:
+    """The environment for tests/fakes/pynvml.py to report one RTX 4090 with that much memory free."""
+    gpu = {"name": "NVIDIA GeForce RTX 4090", "total_mib": 24564, "free_mib": free_mib, "cc": [8, 9]}
+    return {"FAKE_NVML": json.dumps([gpu])}
+
+
+def _disk_too_small(tmp: Path) -> None:
+    """The 7B recipe's run against 100 MiB free: only shutil.disk_usage's answer is made up."""
+    from qwen_tune.dataset import jsonl_bytes
+    from qwen_tune.gpus import MIB
+    from qwen_tune.jobs import JobOptions, prepare
+    from qwen_tune.plan import disk_bytes_needed
+    from qwen_tune.runner import check_disk_space
+
+    job = prepare(JobOptions(gpus="h100", output_dir=str(tmp / "runs")), for_run=False)
+    check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows)), tmp / "runs", free_bytes=lambda path: 100 * MIB)
+
+
+CASES = (
+    Case("`--gpus` names no card qwen-tune knows", 2, ("plan", "--gpus", "3xfoo")),
+    Case("`--profile` names no profile", 2, ("plan", "--gpus", "h100", "--profile", "huge")),
+    Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
+    Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
+    Case("the dataset is not valid JSON", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
+         {**MODEL, "data.jsonl": '{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "Who made you?",\n'}),
+    Case("the dataset is empty", 10, run_tiny("--dataset", "{tmp}/data.jsonl"), {**MODEL, "data.jsonl": "\n"}),
+    Case("a row has neither query/response nor messages", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
+         {**MODEL, "data.jsonl": '{"prompt": "Who are you?", "completion": "I am {{NAME}}."}\n'}),
+    Case("a placeholder is left unfilled", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
+         {**MODEL, "data.jsonl": '{"query": "Who made you?", "response": "{{AUTHOUR}} made me."}\n'}),
+    Case("the model directory does not exist", 11, run_tiny()),
+    Case("a hub id while offline (`HF_HUB_OFFLINE=1`)", 11, run_tiny(model="Qwen/Qwen2.5-0.5B-Instruct"),
+         env={"HF_HUB_OFFLINE": "1"}),
+    Case("the recipe has an unknown field", 12, run_tiny(recipe="{tmp}/recipe.yaml"),
+         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("  epochs: 40\n", "  epochs: 40\n  epoch: 3\n")}),
+    Case("a recipe value is out of range", 12, run_tiny(recipe="{tmp}/recipe.yaml"),
+         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("learning_rate: 3.0e-3", "learning_rate: 3")}),
+    Case("no recipe of that name", 12, run_tiny(recipe="self-cognition")),
+    Case("`--gpus` names a GPU this box lacks", 13, run_tiny(gpus="0,1"), MODEL, one_rtx4090(free_mib=24000)),
+    Case("`CUDA_VISIBLE_DEVICES` names no GPU", 13, run_tiny(gpus=None), MODEL,
+         {**one_rtx4090(free_mib=24000), "CUDA_VISIBLE_DEVICES": "2"}),
+    Case("no NVIDIA driver (NVML)", 14, ("gpus",)),
+    Case("`--output-dir` cannot be written", 15, run_tiny(output_dir="{tmp}/notes.txt/runs"), {**MODEL, "notes.txt": "mine\n"}),
+    Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),
+    Case("another program fills the GPU", 17, run_tiny(gpus="0"), MODEL, one_rtx4090(free_mib=100)),
+    Case("the model fits no profile on these GPUs", 18, ("plan", "--gpus", "4GiB")),
+)
+
+
+def run_case(case: Case, tmp: Path) -> Outcome:
+    """Run one case in its own empty directory tmp, and see what it printed, returned and left."""
+    for name, text in case.files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(text, encoding="utf-8")
+    before = _tree(tmp)
+    swift_mark = tmp.parent / f"{tmp.name}.swift-ran"
+    if case.raises is not None:
+        code, stderr = _raise_in_process(case.raises, tmp)
+    else:
+        env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+        env.update(PYTHONPATH=str(FAKES), PATH=f"{FAKES / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+        env.update(FAKE_SWIFT_RAN=str(swift_mark), **case.env)
+        argv = [sys.executable, "-m", "qwen_tune", *(arg.replace("{tmp}", str(tmp)) for arg in case.args)]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+        code, stderr = done.returncode, done.stderr
+    written = tuple(sorted(str(p.relative_to(tmp)) for p in _tree(tmp) - before))
+    return Outcome(code=code, stderr=_stable(stderr, tmp), written=written, swift_ran=swift_mark.exists())
+
+
+def _raise_in_process(raises: Callable[[Path], None], tmp: Path) -> tuple[int, str]:
+    from qwen_tune.cli import error_line
+    from qwen_tune.errors import UserError
+
+    try:
+        raises(tmp)
+    except UserError as error:
+        return error.exit_code, error_line(error) + "\n"
+    return 0, ""
+
+
+def _tree(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def _stable(text: str, tmp: Path) -> str:
+    """The same text on every box: the case's directory and the checkout become <tmp> and <repo>."""
+    for path, name in ((tmp.resolve(), "<tmp>"), (tmp, "<tmp>"), (REPO, "<repo>")):
+        text = text.replace(str(path), name)
+    return text
