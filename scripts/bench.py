@@ -40,6 +40,7 @@ class Case:
     compute_capability: str | None = None  # e.g. 7.5: NVML reports a card without bf16
     interrupt_at: float | None = None  # SIGTERM at this fraction of the steps, then --resume
     rows: int | None = None  # train on the first N rows of the shipped data (half zh, half en)
+    verify: bool = True  # False: the case is about training (loss, resume), not the identity
 
 
 CASES = {
@@ -50,9 +51,9 @@ CASES = {
     "14b-auto": Case("self-cognition-qwen3-14b", "qwen3-14b", None, None, "H100 80GB (uncapped)"),
     "14b-qlora": Case("self-cognition-qwen3-14b", "qwen3-14b", "qlora", 23, "24 GB card"),
     # Reliability (issue 7): fp16 on a card without bf16; the OOM ladder; kill and resume.
-    "7b-fp16": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 seen as cc 7.5 (no bf16)", compute_capability="7.5"),
+    "7b-fp16": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 seen as cc 7.5 (no bf16)", compute_capability="7.5", verify=False),
     "7b-ladder": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "H100 planned as 80 GB, run under 23 GiB", plan_for_cap=False),
-    "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5),
+    "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5, verify=False),
     # Speed (issue 5): the seed's job size, 50 rows.
     "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
 }
@@ -144,6 +145,8 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
             "--gpus", "0", "--output-dir", str(case_dir)]  # fmt: skip
     if case.profile:
         argv += ["--profile", case.profile]
+    if not case.verify:
+        argv += ["--no-verify"]
     if case.rows:
         argv += ["--dataset", str(subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl"))]
     env = case_env(case, memory_dir)
