@@ -1,9 +1,9 @@
 """A pure estimate of peak training memory per device, with its breakdown.
 
-The constants are calibrated on measured runs (docs/hardware-validation.md,
-shared measurements of 2026-11-22): the Qwen2.5-7B shape, 64±7-token samples,
-micro-batch 1 with checkpointing peaks at 14.67 GiB reserved, micro-batch 16
-without at 25.92 GiB; QLoRA at 5.83 GiB; ZeRO-2/3 over two GPUs at 20.35/17.21 per GPU.
+The constants are calibrated on measured runs (docs/hardware-validation.md and
+docs/bench-results.jsonl, which tests/test_bench_records.py checks in CI; the seed's shared
+measurements of 2026-11-22): the Qwen2.5-7B shape from micro-batch 1 with checkpointing to 16
+without, QLoRA, Qwen3-14B bf16 and NF4, ZeRO-2/3 over two GPUs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ LORA_STATE_BYTES = 16
 # attention, so no seq² term): ~16 of hidden size (norms, dropout copies, q/o, residuals),
 # 4.5 of the MLP width (gate, up, act, product) and 4 of the k/v width.
 ACT_PER_HIDDEN, ACT_PER_FFN, ACT_PER_KV = 16, 4.5, 4
+# Qwen3 normalises q and k per head (q_norm/k_norm, in fp32) before RoPE: ~8 more elements of the
+# q + k width. Fitted on Qwen3-14B on the H100 (2026-11-23): micro-batch 16 bf16 and 8 NF4 both
+# reserved 2.5-5.4 GiB over the Qwen2 formula, 7.7 and 8.5 elements per q/k width.
+ACT_PER_QK_NORM = 8
 # Logits are upcast to fp32 for the loss; the fp32 copy and its gradient sit beside the
 # 16-bit logits and their gradient.
 LOGITS_FP32_BYTES = 8
@@ -106,6 +110,8 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
 
     tokens = setup.micro_batch_size * setup.seq_len
     per_layer = compute_bytes * (ACT_PER_HIDDEN * s.hidden_size + ACT_PER_FFN * s.intermediate_size + ACT_PER_KV * s.kv_dim)
+    if s.has_qk_norm:
+        per_layer += compute_bytes * ACT_PER_QK_NORM * (s.num_heads * s.head_dim + s.kv_dim)
     if setup.gradient_checkpointing:
         saved = tokens * s.num_layers * s.hidden_size * compute_bytes
         items.append((f"activations: checkpoints ({tokens} tokens × {s.num_layers} layers)", saved))

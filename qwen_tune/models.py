@@ -27,6 +27,11 @@ class ModelShape:
     tie_word_embeddings: bool
 
     @property
+    def has_qk_norm(self) -> bool:
+        """Qwen3 normalises q and k per head; its activations need more memory than Qwen2's."""
+        return self.family == "qwen3"
+
+    @property
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 

@@ -11,8 +11,9 @@ from qwen_tune.models import ModelShape
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "bench-results.jsonl"
 RECORDS = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-# Measured, not yet explained: see docs/hardware-validation.md ("What is not calibrated yet").
-KNOWN_MISSES = {"7b-auto": "micro-batch 16 over mixed lengths reserves 3.6 GiB more than estimated"}
+BY_CASE = {r["case"]: r for r in RECORDS}
+# Cases about training itself (resume, fp16) skip the identity check to save GPU time.
+TRAINING_ONLY = {"7b-resume", "7b-fp16"}
 
 
 def setup_of(record: dict) -> TrainSetup:
@@ -32,14 +33,37 @@ def setup_of(record: dict) -> TrainSetup:
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r["case"] for r in RECORDS])
 def test_estimate_within_5_percent_of_the_bench(record):
-    if record["case"] in KNOWN_MISSES:
-        pytest.xfail(KNOWN_MISSES[record["case"]])
     measured = record["swift_peak_reserved_gib"]
     assert estimate(setup_of(record)).reserved_bytes / GIB == pytest.approx(measured, rel=0.05)
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r["case"] for r in RECORDS])
 def test_every_profile_fit_its_card_and_passed(record):
-    assert record["status"] == "done" and record["identity_check"] == "pass"
+    assert record["status"] == "done"
+    assert record["identity_check"] == ("skipped" if record["case"] in TRAINING_ONLY else "pass")
     if record["cap_gib"]:
         assert record["swift_peak_reserved_gib"] <= record["cap_gib"]
+
+
+def test_every_profile_of_the_bench_was_measured():
+    assert {"7b-auto", "7b-24gb", "7b-16gb", "7b-qlora", "14b-auto", "14b-qlora"} <= BY_CASE.keys()
+
+
+def test_profiles_for_smaller_cards_learn_the_same_model():
+    """Issue 4: the same recipe gives the same model on every card, final loss within 10% of the 24gb profile's."""
+    reference = BY_CASE["7b-24gb"]["final_loss"]
+    for case in ("7b-auto", "7b-16gb", "7b-qlora", "7b-ladder", "7b-fp16"):
+        assert BY_CASE[case]["final_loss"] == pytest.approx(reference, rel=0.10), case
+
+
+def test_the_ladder_recovered_from_a_real_out_of_memory():
+    attempts = BY_CASE["7b-ladder"]["attempts"]
+    assert attempts[0]["outcome"] == "out-of-memory" and "ran out of memory" in attempts[0]["error"]
+    assert attempts[-1]["outcome"] == "done" and attempts[-1]["micro_batch_size"] < attempts[0]["micro_batch_size"]
+
+
+def test_a_run_killed_half_way_and_resumed_ends_at_the_same_loss():
+    resumed, uninterrupted = BY_CASE["7b-resume"], BY_CASE["7b-auto"]
+    assert resumed["resumed_from"] and "SIGTERM" in resumed["attempts"][0]["error"]
+    assert resumed["last_epoch_loss"] == pytest.approx(uninterrupted["last_epoch_loss"], rel=0.02)
+    assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=0.02)
