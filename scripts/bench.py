@@ -206,21 +206,45 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     }
 
 
+def estimator_now(record: dict) -> float:
+    """The estimator as it is today, for the record's setup: calibration moves it, the record stays."""
+    sys.path.insert(0, str(REPO))
+    from qwen_tune.memory import TrainSetup, estimate
+    from qwen_tune.models import ModelShape
+
+    s = record["setup"]
+    weights = "nf4" if s["quantization"] == "nf4" else {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[s["dtype"]]
+    setup = TrainSetup(shape=ModelShape(**s["shape"]), lora_rank=s["lora_rank"], micro_batch_size=s["micro_batch_size"],
+                       seq_len=s["seq_len"], gradient_checkpointing=s["gradient_checkpointing"], weights=weights,
+                       n_gpus=s["n_gpus"], zero_stage={"": 0, "zero2": 2, "zero3": 3}[s["zero"]])  # fmt: skip
+    return estimate(setup).reserved_bytes / GIB
+
+
 def report(results: Path) -> str:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     lines = [
-        "| case | card (torch cap) | profile | micro × GA | status | swift peak GiB | NVML peak GiB | estimate GiB (error) | train s | wall s | final loss | identity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | card (torch cap) | profile | micro × GA | status | swift peak GiB (reserved) | torch allocated GiB | NVML peak GiB "
+        "| estimate at run time | estimate now (error) | train s | qwen-tune wall s | final loss | identity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         setup = r.get("setup", {})
         cap = f" ({r['cap_gib']:g} GiB)" if r.get("cap_gib") else ""
         batch = f"{setup.get('micro_batch_size', '?')} × {r.get('grad_accum', '?')}" + (" ckpt" if setup.get("gradient_checkpointing") else "")
-        err = f" ({r['estimate_error_pct']:+.1f}%)" if r.get("estimate_error_pct") is not None else ""
+        if setup.get("quantization") == "nf4":
+            batch += " nf4"
+        if setup.get("dtype") == "float16":
+            batch += " fp16"
+        measured = r.get("swift_peak_reserved_gib")
+        now = estimator_now(r) if setup else None
+        now_text = f"{now:.2f} ({100 * (now - measured) / measured:+.1f}%)" if now and measured else "?"
+        tries = len(r.get("attempts") or []) or 1
+        status = r["status"] + (f" after {tries} attempts" if tries > 1 else "")
+        wall = (r.get("timeline") or {}).get("done") or (r.get("timeline") or {}).get(f"done (attempt {tries})") or r.get("wall_seconds")
         lines.append(
-            f"| {r['case']} | {r['card']}{cap} | {r.get('profile', '?')} | {batch} | {r['status']} | {r.get('swift_peak_reserved_gib')} | "
-            f"{r.get('nvml_peak_used_gib')} | {r.get('estimate_reserved_gib')}{err} | {r.get('train_seconds')} | {r.get('wall_seconds')} | "
-            f"{r.get('final_loss')} | {r.get('identity_check')} |"
+            f"| {r['case']} | {r['card']}{cap} | {r.get('profile', '?')} | {batch} | {status} | {measured} | "
+            f"{r.get('torch_peak_allocated_gib', '–')} | {r.get('nvml_peak_used_gib')} | {r.get('estimate_reserved_gib') or '–'} | {now_text} | "
+            f"{round(r['train_seconds'], 1) if r.get('train_seconds') else '?'} | {wall} | {r.get('final_loss')} | {r.get('identity_check')} |"
         )
     return "\n".join(lines)
 
