@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class Case:
     interrupt_at: float | None = None  # SIGTERM at this fraction of the steps, then --resume
     rows: int | None = None  # train on the first N rows of the shipped data (half zh, half en)
     verify: bool = True  # False: the case is about training (loss, resume), not the identity
+    blog: bool = False  # run the blog's `swift sft` command instead of qwen-tune (the speed baseline)
 
 
 CASES = {
@@ -54,9 +56,24 @@ CASES = {
     "7b-fp16": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 seen as cc 7.5 (no bf16)", compute_capability="7.5", verify=False),
     "7b-ladder": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "H100 planned as 80 GB, run under 23 GiB", plan_for_cap=False),
     "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5, verify=False),
-    # Speed (issue 5): the seed's job size, 50 rows.
+    # Speed (issue 5): the seed's job size, 50 rows, qwen-tune's choice next to the blog's command.
     "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
+    "7b-blog-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True),
 }
+
+
+# The blog's command for this job, as the seed ran it (shared/measurements/2026-11-22-h100, run A),
+# with swift 4.6's names for its flags: 1 × 16 with checkpointing (swift's default), 4 dataloader workers.
+BLOG_FLAGS = [
+    "--tuner_type", "lora", "--torch_dtype", "bfloat16", "--num_train_epochs", "10",
+    "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "16", "--learning_rate", "1e-4",
+    "--lora_rank", "8", "--lora_alpha", "32", "--target_modules", "all-linear", "--eval_steps", "50",
+    "--save_steps", "50", "--save_total_limit", "2", "--logging_steps", "5", "--max_length", "2048",
+    "--warmup_ratio", "0.05", "--dataloader_num_workers", "4", "--report_to", "none",
+]  # fmt: skip
+H100_BF16_PEAK_FLOPS = 989e12
+_TOKEN_LENGTHS = re.compile(r"Dataset Token Length: ([\d.]+)±[\d.]+, min=[\d.]+, max=[\d.]+, size=(\d+)")
+_PARAMS = re.compile(r"model_parameter_info: \w+: ([\d.]+)M Params")
 
 
 def gpu_name() -> str:
@@ -115,6 +132,47 @@ def interrupt_then_resume(argv: list[str], env: dict, case_dir: Path, fraction: 
     return second
 
 
+def run_blog(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> dict:
+    """The blog's `swift sft`, on the same model and the same filled data, timed the same way."""
+    sys.path.insert(0, str(REPO))
+    from qwen_tune.dataset import fill_identity, load_dataset, write_jsonl
+    from qwen_tune.recipes import load_recipe
+
+    recipe = load_recipe(case.recipe)
+    run_dir = case_dir / date.today().strftime("%Y%m%d-blog")
+    run_dir.mkdir(parents=True)
+    write_jsonl(fill_identity(load_dataset(str(data)), recipe.identity_name, recipe.identity_author), run_dir / "dataset.jsonl")
+    argv = ["swift", "sft", "--model", str(model), "--model_type", "qwen2", "--template", "qwen2_5", "--check_model", "false",
+            "--dataset", str(run_dir / "dataset.jsonl"), "--system", recipe.system, *BLOG_FLAGS,
+            "--output_dir", str(run_dir / "swift"), "--add_version", "false"]  # fmt: skip
+    start = time.monotonic()
+    with open(run_dir / "swift.log", "w") as log:
+        done = subprocess.run(argv, env={**env, "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    wall = round(time.monotonic() - start, 1)
+    final = {}
+    for line in (run_dir / "swift" / "logging.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        final["final_loss"] = r.get("loss", final.get("final_loss"))
+        final["train_seconds"] = r.get("train_runtime", final.get("train_seconds"))
+        if "memory(GiB)" in r:
+            final["swift_peak_reserved_gib"] = max(final.get("swift_peak_reserved_gib", 0), r["memory(GiB)"])
+    return {"status": "done" if done.returncode == 0 else "error", "command": argv, "wall_seconds": wall, "profile": "blog",
+            "setup": {"micro_batch_size": 1, "gradient_checkpointing": True, "dtype": "bfloat16"}, "grad_accum": 16,
+            "identity_check": "skipped", **final, **speed(run_dir / "swift.log", final.get("train_seconds"))}  # fmt: skip
+
+
+def speed(swift_log: Path, train_seconds: float | None) -> dict:
+    """Tokens trained per second and MFU (6 × params × tokens over the H100's dense bf16 peak), from swift's log."""
+    text = swift_log.read_text(errors="replace")
+    lengths, params = _TOKEN_LENGTHS.search(text), _PARAMS.search(text)
+    epochs = re.search(r"num_train_epochs=([\d.]+)", text)
+    if not (lengths and params and epochs and train_seconds):
+        return {}
+    tokens = float(lengths.group(1)) * int(lengths.group(2)) * float(epochs.group(1))
+    return {"train_tokens": int(tokens), "tokens_per_second": round(tokens / train_seconds),
+            "mfu_6n": round(6 * float(params.group(1)) * 1e6 * tokens / train_seconds / H100_BF16_PEAK_FLOPS, 4)}  # fmt: skip
+
+
 def torch_peaks(memory_dir: Path) -> dict:
     """Peak allocated and reserved bytes of the training process(es), from the emulator's reports."""
     reports = [json.loads(p.read_text()) for p in memory_dir.glob("memory-*.json")]
@@ -150,6 +208,11 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     if case.rows:
         argv += ["--dataset", str(subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl"))]
     env = case_env(case, memory_dir)
+    if case.blog:
+        data = subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl") if case.rows else REPO / "qwen_tune" / "data" / "self_cognition.jsonl"
+        blog = run_blog(case, model, data, case_dir, env)
+        return {"case": name, "date": date.today().isoformat(), "gpu": gpu_name(), "card": case.card, "cap_gib": None,
+                **blog, **torch_peaks(memory_dir)}  # fmt: skip
     start = time.monotonic()
     if case.interrupt_at:
         done = interrupt_then_resume(argv, env, case_dir, case.interrupt_at)
@@ -195,6 +258,7 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         "estimate_error_pct": round(100 * (estimate_reserved - measured) / measured, 1) if measured and estimate_reserved else None,
         "train_seconds": result.get("train_seconds"),
         "wall_seconds": result.get("wall_seconds"),
+        **speed(run_dir / "swift.log", result.get("train_seconds")),
         "final_loss": result.get("final_loss"),
         "last_epoch_loss": last_epoch_loss(logging_jsonl, plan["steps_per_epoch"]) if logging_jsonl.is_file() else None,
         "identity_check": result.get("identity_check"),
@@ -220,6 +284,13 @@ def estimator_now(record: dict) -> float:
     return estimate(setup).reserved_bytes / GIB
 
 
+def wall_seconds(record: dict) -> float | None:
+    """From launching swift to the verdict (timeline.json), across the ladder's attempts; else swift's own wall."""
+    timeline = record.get("timeline") or {}
+    tries = len(record.get("attempts") or []) or 1
+    return timeline.get("done") or timeline.get(f"done (attempt {tries})") or record.get("wall_seconds")
+
+
 def report(results: Path) -> str:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     lines = [
@@ -240,13 +311,32 @@ def report(results: Path) -> str:
         now_text = f"{now:.2f} ({100 * (now - measured) / measured:+.1f}%)" if now and measured else "?"
         tries = len(r.get("attempts") or []) or 1
         status = r["status"] + (f" after {tries} attempts" if tries > 1 else "")
-        wall = (r.get("timeline") or {}).get("done") or (r.get("timeline") or {}).get(f"done (attempt {tries})") or r.get("wall_seconds")
+        wall = wall_seconds(r)
         lines.append(
             f"| {r['case']} | {r['card']}{cap} | {r.get('profile', '?')} | {batch} | {status} | {measured} | "
             f"{r.get('torch_peak_allocated_gib', '–')} | {r.get('nvml_peak_used_gib')} | {r.get('estimate_reserved_gib') or '–'} | {now_text} | "
             f"{round(r['train_seconds'], 1) if r.get('train_seconds') else '?'} | {wall} | {r.get('final_loss')} | {r.get('identity_check')} |"
         )
+    lines += ["", *speed_report(rows)]
     return "\n".join(lines)
+
+
+def speed_report(rows: list[dict]) -> list[str]:
+    """Issue 5's table: how fast each case trained, and qwen-tune's choice against the blog's command."""
+    # NF4 cases are left out: bitsandbytes packs two weights a byte, so swift's parameter count halves them.
+    fast = [r for r in rows if r.get("mfu_6n") is not None and r.get("setup", {}).get("quantization") != "nf4"]
+    lines = ["| case | micro × GA | train s | wall s | tokens/s | MFU (6N) | peak GiB | final loss |", "|---|---|---|---|---|---|---|---|"]
+    for r in fast:
+        s = r.get("setup", {})
+        wall = wall_seconds(r)
+        lines.append(f"| {r['case']} | {s.get('micro_batch_size')} × {r.get('grad_accum')} | {round(r['train_seconds'], 1)} | {wall} | "
+                     f"{r['tokens_per_second']} | {100 * r['mfu_6n']:.1f}% | {r.get('swift_peak_reserved_gib')} | {r.get('final_loss')} |")  # fmt: skip
+    by_case = {r["case"]: r for r in fast}
+    if "7b-auto-50" in by_case and "7b-blog-50" in by_case:
+        ours, blog = by_case["7b-auto-50"], by_case["7b-blog-50"]
+        lines += ["", f"qwen-tune's choice against the blog's command, same box and session: train {blog['train_seconds'] / ours['train_seconds']:.1f}× faster, "
+                      f"final loss {100 * (ours['final_loss'] - blog['final_loss']) / blog['final_loss']:+.1f}%."]  # fmt: skip
+    return lines if fast else []
 
 
 def main() -> int:
