@@ -67,3 +67,22 @@ def test_a_run_killed_half_way_and_resumed_ends_at_the_same_loss():
     assert resumed["resumed_from"] and "SIGTERM" in resumed["attempts"][0]["error"]
     assert resumed["last_epoch_loss"] == pytest.approx(uninterrupted["last_epoch_loss"], rel=0.02)
     assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=0.02)
+
+
+def test_speed_reads_real_tokens_and_params_from_swifts_log(tmp_path):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = bench
+    spec.loader.exec_module(bench)
+    log = tmp_path / "swift.log"
+    log.write_text(
+        "[INFO:swift] args: SftArguments(num_train_epochs=10.0, ...)\n"
+        "[INFO:swift] Dataset Token Length: 52.020000±9.636369, min=38.000000, max=87.000000, size=100\n"
+        "[INFO:swift] model_parameter_info: PeftModelForCausalLM: 7635.8016M Params (20.1851M Trainable [0.2643%]), 0.0001M Buffers.\n"
+    )
+    got = bench.speed(log, 37.0651)
+    assert got["train_tokens"] == 52020 and got["tokens_per_second"] == 1403
+    assert got["mfu_6n"] == pytest.approx(6 * 7635.8016e6 * 52020 / 37.0651 / 989e12, abs=1e-4)
