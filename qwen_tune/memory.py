@@ -61,6 +61,31 @@ class TrainSetup:
     on_cpu: bool = False
 
 
+WEIGHTS_BY_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+ZERO_STAGES = {"": 0, "zero2": 2, "zero3": 3}
+
+
+def train_setup(*, dtype: str, quantization: str, zero: str, **fields) -> TrainSetup:
+    """A TrainSetup in a plan's words: swift's dtype name, the profile's quantization, the DeepSpeed preset."""
+    weights = "nf4" if quantization == "nf4" else WEIGHTS_BY_DTYPE[dtype]
+    return TrainSetup(weights=weights, zero_stage=ZERO_STAGES[zero], **fields)
+
+
+def recorded_setup(setup: dict) -> TrainSetup:
+    """The setup a benchmark record ran (docs/bench-results.jsonl), to estimate it again."""
+    return train_setup(
+        dtype=setup["dtype"],
+        quantization=setup["quantization"],
+        zero=setup["zero"],
+        shape=ModelShape(**setup["shape"]),
+        lora_rank=setup["lora_rank"],
+        micro_batch_size=setup["micro_batch_size"],
+        seq_len=setup["seq_len"],
+        gradient_checkpointing=setup["gradient_checkpointing"],
+        n_gpus=setup["n_gpus"],
+    )
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Peak memory of one device: what torch reserves, plus what the runtime takes beside it."""

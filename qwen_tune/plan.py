@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.gpus import GIB, MIB, Inventory
-from qwen_tune.memory import MemoryEstimate, TrainSetup, checkpoint_bytes, estimate
+from qwen_tune.memory import MemoryEstimate, checkpoint_bytes, estimate, train_setup
 from qwen_tune.models import ModelRef
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Recipe
@@ -237,17 +237,17 @@ class _Job:
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
 
     def estimate(self, profile: Profile, setup: Setup, seq_len: int) -> MemoryEstimate:
-        weights = "nf4" if profile.quantization == "nf4" else {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
         return estimate(
-            TrainSetup(
+            train_setup(
+                dtype=self.dtype,
+                quantization=profile.quantization,
+                zero=setup.zero,
                 shape=self.model.shape,
                 lora_rank=self.recipe.lora_rank,
                 micro_batch_size=setup.micro_batch_size,
                 seq_len=seq_len,
                 gradient_checkpointing=setup.gradient_checkpointing,
-                weights=weights,
                 n_gpus=self.n_devices,
-                zero_stage={"": 0, "zero2": 2, "zero3": 3}[setup.zero],
                 on_cpu=self.inventory.is_cpu,
             )
         )

@@ -273,15 +273,9 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
 def estimator_now(record: dict) -> float:
     """The estimator as it is today, for the record's setup: calibration moves it, the record stays."""
     sys.path.insert(0, str(REPO))
-    from qwen_tune.memory import TrainSetup, estimate
-    from qwen_tune.models import ModelShape
+    from qwen_tune.memory import estimate, recorded_setup
 
-    s = record["setup"]
-    weights = "nf4" if s["quantization"] == "nf4" else {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[s["dtype"]]
-    setup = TrainSetup(shape=ModelShape(**s["shape"]), lora_rank=s["lora_rank"], micro_batch_size=s["micro_batch_size"],
-                       seq_len=s["seq_len"], gradient_checkpointing=s["gradient_checkpointing"], weights=weights,
-                       n_gpus=s["n_gpus"], zero_stage={"": 0, "zero2": 2, "zero3": 3}[s["zero"]])  # fmt: skip
-    return estimate(setup).reserved_bytes / GIB
+    return estimate(recorded_setup(record["setup"])).reserved_bytes / GIB
 
 
 def wall_seconds(record: dict) -> float | None:
