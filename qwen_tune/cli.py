@@ -141,13 +141,16 @@ def error_line(error: UserError) -> str:
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name="qwen-tune", standalone_mode=False)
     except UserError as exc:
         click.echo(error_line(exc), err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("qwen-tune: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # a bad flag: click's own message, on one line like ours
+        context = getattr(exc, "ctx", None)
+        hint = f"; see `{context.command_path} --help`" if context is not None else ""
+        message = " ".join(exc.format_message().splitlines()).rstrip(".")
+        click.echo(f"qwen-tune: error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)

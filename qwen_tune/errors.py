@@ -89,6 +89,12 @@ class DoesNotFit(UserError):
     exit_code = 18
 
 
+class SwiftMissing(UserError):
+    """ms-swift, the engine that trains, is not installed where qwen-tune runs."""
+
+    exit_code = 19
+
+
 class Interrupted(UserError):
     """The user (or a scheduler) stopped the run; checkpoints are kept for --resume."""
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 from qwen_tune.dataset import jsonl_bytes, write_jsonl
 from qwen_tune.errors import (
-    DiskSpaceError, GpuBusyError, Interrupted, OutOfMemory, OutputError, TrainingFailed, UsageError, UserError,
+    DiskSpaceError, GpuBusyError, Interrupted, OutOfMemory, OutputError, SwiftMissing, TrainingFailed, UsageError, UserError,
 )  # fmt: skip
 from qwen_tune.gpus import GIB, MIB, MemorySampler
 from qwen_tune.jobs import Job, unused_path
@@ -36,6 +36,7 @@ from qwen_tune.verify import check_identity, infer_env
 
 PACKAGES = ("qwen-tune", "ms-swift", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "flash-attn")
 LAUNCH_HEADER = "===== qwen-tune:"
+SWIFT_INSTALL = "pip install 'ms-swift>=4.6,<4.7'"
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
 # Lines of swift's output that end a phase of its start-up or shut-down: (text in the line, phase).
 TIMELINE_MARKERS = (
@@ -290,7 +291,7 @@ def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_fro
                 start_new_session=True,  # its own process group: signals reach swift only through us, all of it
             )  # fmt: skip
         except FileNotFoundError:
-            raise UserError("the `swift` command is not installed: pip install 'ms-swift>=4.6,<4.7'") from None
+            raise SwiftMissing(f"the `swift` command is not installed: {SWIFT_INSTALL}") from None
         with _ForwardSignals(process) as signals:
             for line in process.stdout:
                 log.write(line)
@@ -431,7 +432,9 @@ def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progr
 
 
 def check_before_run(job: Job, *, force: bool) -> None:
-    """Whatever would refuse the run, refused before anything is written: the output dir, the disk, busy GPUs."""
+    """Whatever would refuse the run, refused before anything is written: swift, the output dir, the disk, busy GPUs."""
+    if shutil.which("swift") is None:
+        raise SwiftMissing(f"the `swift` command is not installed: {SWIFT_INSTALL}")
     output_dir = job.run_dir.parent
     check_output_dir(output_dir)
     check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows or [])), output_dir)

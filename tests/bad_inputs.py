@@ -73,6 +73,7 @@ def _disk_too_small(tmp: Path) -> None:
 CASES = (
     Case("`--gpus` names no card qwen-tune knows", 2, ("plan", "--gpus", "3xfoo")),
     Case("`--profile` names no profile", 2, ("plan", "--gpus", "h100", "--profile", "huge")),
+    Case("a flag qwen-tune does not have", 2, ("plan", "--gpu", "h100")),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
     Case("the dataset is not valid JSON", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
@@ -98,6 +99,7 @@ CASES = (
     Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),
     Case("another program fills the GPU", 17, run_tiny(gpus="0"), MODEL, one_rtx4090(free_mib=100)),
     Case("the model fits no profile on these GPUs", 18, ("plan", "--gpus", "4GiB")),
+    Case("ms-swift is not installed", 19, run_tiny(), MODEL, {"PATH": "/usr/bin:/bin"}),
 )
 
 
