@@ -78,6 +78,13 @@ def test_run_directory_is_complete(finished_run):
     assert result["wall_seconds"] > 0 and result["train_seconds"] > 0
     assert (run_dir / "result.txt").read_text().startswith("PASS identity check")
 
+    timeline = json.loads((run_dir / "timeline.json").read_text())
+    phases = ["swift started", "swift imported", "model loaded", "LoRA attached", "first step", "last step", "swift exited", "identity checked"]
+    assert all(p in timeline for p in phases), timeline
+    assert [timeline[p] for p in phases] == sorted(timeline[p] for p in phases), "phases end in order"
+    attempts = json.loads((run_dir / "attempts.json").read_text())
+    assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["argv"] == command["argv"]
+
 
 def test_export_merges_and_never_overwrites(finished_run):
     _, (run_dir,) = finished_run
