@@ -47,11 +47,9 @@ class Nodes:
     master_addr: str | None = None
     master_port: int | None = None
 
-    def check(self, inventory: Inventory) -> None:
+    def check(self) -> None:
         if self.count < 1 or not 0 <= self.rank < self.count:
             raise UsageError(f"--node-rank {self.rank} must be between 0 and --nnodes {self.count} - 1")
-        if self.count > 1 and inventory.is_cpu:
-            raise UsageError("several nodes need GPUs; drop --nnodes or --gpus cpu")
         if self.count > 1 and not self.master_addr:
             raise UsageError("--nnodes > 1 needs --master-addr: the first node's address, the same on every node")
 
@@ -267,7 +265,7 @@ def make_plan(
     nodes: Nodes = Nodes(),
 ) -> Plan:
     """Try the profiles in order of preference; keep the first setup whose estimate fits every device."""
-    nodes.check(inventory)
+    nodes.check()
     job = _Job(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
     seq_len = min(data.max_tokens, recipe.max_length)
     reasons = [_describe_devices(inventory, job.budget, nodes)]
@@ -455,12 +453,13 @@ def swift_env(plan: Plan) -> dict[str, str]:
     else:
         # NVML and nvidia-smi number GPUs in PCI bus order; CUDA must too, or indices drift.
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.inventory.gpus)}
-        if plan.n_devices > 1:
-            env["NPROC_PER_NODE"] = str(len(plan.inventory.gpus))
-        if plan.nodes.count > 1:
-            env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
-            if plan.nodes.master_port:
-                env["MASTER_PORT"] = str(plan.nodes.master_port)
+    if plan.n_devices > 1:
+        env["NPROC_PER_NODE"] = str(max(1, len(plan.inventory.gpus)))
+    if plan.nodes.count > 1:
+        env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
+        if plan.nodes.master_port:
+            env["MASTER_PORT"] = str(plan.nodes.master_port)
+    if not plan.inventory.is_cpu:
         # Many short, differently padded batches fragment the caching allocator; growable segments
         # keep the reserved pool near what is allocated, which is what the estimate predicts.
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"

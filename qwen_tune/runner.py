@@ -495,6 +495,12 @@ def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_f
     outcome.update(asdict(result), status="trained")
     logging_jsonl = Path(record.output_dir) / "logging.jsonl"
     outcome["loss_curve"] = "loss.png" if logging_jsonl.is_file() and loss_curve(logging_jsonl, run_dir / "loss.png") else None
+    node_rank = int(record.env.get("NODE_RANK", "0"))
+    if result.checkpoint is None and node_rank > 0:
+        # Only the master node's rank 0 logs and saves the adapter; this node trained its share of each batch.
+        outcome.update(status="done", identity_check="skipped", timeline=timeline.marks)
+        write_result(run_dir, outcome, f"node {node_rank} done: it trained its share; node 0 holds the checkpoint and checks the model")
+        return outcome
     if result.checkpoint is None:
         write_result(run_dir, {**outcome, "status": "no-checkpoint"}, "FAIL: swift finished but wrote no checkpoint")
         raise TrainingFailed(f"swift finished but reported no checkpoint; see {run_dir / 'swift.log'}")

@@ -143,3 +143,33 @@ def test_sigterm_keeps_checkpoints_and_resume_finishes(tiny_model, tmp_path):
     assert "checkpoint-" in result["resumed_from"] and result["steps"] == json.loads((run_dir / "plan.json").read_text())["total_steps"]
     again = qwen_tune("run", "--resume", str(run_dir))
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_two_nodes_rendezvous_on_one_host(tiny_model, tmp_path):
+    """Two `qwen-tune run --nnodes 2` on one host meet through torchrun (gloo on the CPU, NCCL on GPUs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    runs = tmp_path / "runs"
+    recipe = tmp_path / "two-epochs.yaml"  # the rendezvous is under test, not learning: 26 steps, no identity check
+    recipe.write_text((REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 2"))
+    nodes = [
+        subprocess.Popen([sys.executable, "-m", "qwen_tune", "run", "--recipe", str(recipe), "--model", str(tiny_model),
+                          "--gpus", "cpu", "--output-dir", str(runs), "--nnodes", "2", "--node-rank", str(rank),
+                          "--master-addr", "127.0.0.1", "--master-port", port, "--no-verify"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=900)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    master, worker = sorted(runs.iterdir())  # ...-demo-tiny-cpu and ...-demo-tiny-cpu-node1
+    assert worker.name.endswith("-node1")
+    assert "world_size: 2" in (master / "swift.log").read_text()
+    master_result = json.loads((master / "result.json").read_text())
+    assert master_result["status"] == "done" and master_result["steps"] == 26  # 100 rows / (4 × 2 nodes) × 2 epochs
+    worker_result = json.loads((worker / "result.json").read_text())
+    assert worker_result["status"] == "done" and worker_result["identity_check"] == "skipped"
+    plan = json.loads((master / "plan.json").read_text())
+    assert plan["effective_batch"] == 8 and plan["setup"]["micro_batch_size"] == 4  # the batch spans both nodes
