@@ -43,6 +43,8 @@ class Case:
     rows: int | None = None  # train on the first N rows of the shipped data (half zh, half en)
     verify: bool = True  # False: the case is about training (loss, resume), not the identity
     blog: bool = False  # run the blog's `swift sft` command instead of qwen-tune (the speed baseline)
+    gpus: str = "0"  # --gpus; with nodes > 1, node r trains on GPU r alone
+    nodes: int = 1  # > 1: that many `qwen-tune run --nnodes` on this host, rendezvous at 127.0.0.1
 
 
 CASES = {
@@ -58,6 +60,12 @@ CASES = {
     "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5, verify=False),
     # Speed (issue 5): the seed's job size, 50 rows, qwen-tune's choice next to the blog's command.
     "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
+    # Several GPUs (issue 6; needs a box with two): zero2 where the model fits a card, zero3 where it
+    # must be sharded (each card capped at 15 GiB), Qwen3-14B on 2 × 24 GB, two nodes of one GPU each.
+    "7b-2gpu": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "2 × H200 (uncapped)", gpus="0,1"),
+    "7b-2x16gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 15, "2 × 16 GB cards", gpus="0,1"),
+    "14b-2x24gb": Case("self-cognition-qwen3-14b", "qwen3-14b", None, 23, "2 × 24 GB cards", gpus="0,1"),
+    "7b-2node": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "2 nodes × 1 H200, one host", nodes=2),
     "7b-blog-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True),
 }
 
@@ -110,6 +118,18 @@ def case_env(case: Case, memory_dir: Path) -> dict:
     if case.compute_capability:
         env["QWEN_TUNE_EMULATE_CC"] = case.compute_capability
     return env
+
+
+def several_nodes(argv: list[str], env: dict, nodes: int) -> subprocess.CompletedProcess:
+    """`nodes` runs of the same command on this host, node r on GPU r, meeting at 127.0.0.1; node 0's result."""
+    gpus = argv.index("--gpus") + 1
+    processes = []
+    for rank in range(nodes):
+        node_argv = [*argv[:gpus], str(rank), *argv[gpus + 1 :], "--nnodes", str(nodes), "--node-rank", str(rank),
+                     "--master-addr", "127.0.0.1", "--master-port", "29533"]  # fmt: skip
+        processes.append(subprocess.Popen(node_argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate() for p in processes]
+    return subprocess.CompletedProcess(argv, processes[0].returncode, outputs[0][0], "".join(o[1] for o in outputs))
 
 
 def interrupt_then_resume(argv: list[str], env: dict, case_dir: Path, fraction: float) -> subprocess.CompletedProcess:
@@ -200,7 +220,7 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     memory_dir = runs_dir / f"{name}-memory"
     memory_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "qwen_tune", "run", "--recipe", case.recipe, "--model", str(model),
-            "--gpus", "0", "--output-dir", str(case_dir)]  # fmt: skip
+            "--gpus", case.gpus, "--output-dir", str(case_dir)]  # fmt: skip
     if case.profile:
         argv += ["--profile", case.profile]
     if not case.verify:
@@ -214,14 +234,16 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         return {"case": name, "date": date.today().isoformat(), "gpu": gpu_name(), "card": case.card, "cap_gib": None,
                 **blog, **torch_peaks(memory_dir)}  # fmt: skip
     start = time.monotonic()
-    if case.interrupt_at:
+    if case.nodes > 1:
+        done = several_nodes(argv, env, case.nodes)
+    elif case.interrupt_at:
         done = interrupt_then_resume(argv, env, case_dir, case.interrupt_at)
     else:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
     record = {"case": name, "date": date.today().isoformat(), "gpu": gpu_name(), "card": case.card,
               "cap_gib": case.cap_gib, "command": argv[1:], "returncode": done.returncode,
               "process_seconds": round(time.monotonic() - start, 1)}  # fmt: skip
-    run_dirs = sorted(case_dir.glob("*"))
+    run_dirs = sorted(p for p in case_dir.glob("*") if "-node" not in p.name)  # node 0's run dir
     if not run_dirs:
         return {**record, "status": "error", "error": (done.stderr or done.stdout).strip()[-500:]}
     run_dir = run_dirs[-1]
@@ -255,6 +277,7 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         "swift_peak_reserved_gib": measured,
         **torch_peaks(memory_dir),
         "nvml_peak_used_gib": (result.get("nvml_peak_used_gib") or {}).get("0"),
+        "nvml_peak_used_gib_per_gpu": result.get("nvml_peak_used_gib"),
         "estimate_error_pct": round(100 * (estimate_reserved - measured) / measured, 1) if measured and estimate_reserved else None,
         "train_seconds": result.get("train_seconds"),
         "wall_seconds": result.get("wall_seconds"),
