@@ -10,22 +10,23 @@ from pathlib import Path
 import click
 
 from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
-from qwen_tune.jobs import DEFAULT_RECIPE, JobOptions
+from qwen_tune.jobs import JobOptions
 
 
 def job_options(command):
-    """The flags `plan` and `run` share."""
+    """The flags `plan` and `run` share; their defaults are JobOptions' own."""
+    defaults = JobOptions()
     options = [
-        click.option("--recipe", default=DEFAULT_RECIPE, show_default=True, help="Shipped recipe name or a recipe .yaml file."),
+        click.option("--recipe", default=defaults.recipe, show_default=True, help="Shipped recipe name or a recipe .yaml file."),
         click.option("--model", help="Local model directory or hub id (overrides the recipe)."),
         click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
         click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
         click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
         click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
-        click.option("--output-dir", default="runs", show_default=True, help="Runs go in a new subdirectory here."),
-        click.option("--nnodes", type=click.IntRange(1), default=1, show_default=True, help="Machines in a multi-node run."),
-        click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True, help="This machine's rank (0 is the master)."),
+        click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
+        click.option("--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."),
+        click.option("--node-rank", type=click.IntRange(0), default=defaults.node_rank, show_default=True, help="This machine's rank (0 is the master)."),
         click.option("--master-addr", help="The rank-0 machine's address, the same on every node."),
         click.option("--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."),
     ]
