@@ -219,15 +219,12 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
     run_dir, plan = job.run_dir, job.plan
     record = RunRecord(
         run_dir=str(run_dir),
-        argv=plan.argv,
-        env=plan.env,
         output_dir=plan.output_dir,
         gpu_indices=[g.index for g in plan.inventory.gpus],
         system=plan.recipe.system,
         identity_name=asdict(plan.recipe.identity_name),
-        profile=plan.profile.name,
-        estimate_peak_gib=round(plan.estimate.peak_bytes / GIB, 2),
         verify=verify,
+        **_launch_fields(plan),
     )
     write_jsonl(job.rows, run_dir / "dataset.jsonl")
     _write_json(run_dir / "plan.json", plan.to_dict())
@@ -307,7 +304,7 @@ def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_fro
             timeline.mark("swift exited")
     result = TrainResult(run_dir=str(run_dir), returncode=process.returncode, wall_seconds=round(time.monotonic() - start, 1))
     result.nvml_peak_used_gib = {str(i): round(b / GIB, 2) for i, b in sampler.peak_bytes.items()}
-    _read_swift_log(Path(record.output_dir) / "logging.jsonl", result)
+    read_swift_log(Path(record.output_dir) / "logging.jsonl", result)
     if signals.received:
         name = signal.Signals(signals.received[0]).name
         kept = latest_checkpoint(Path(record.output_dir))
@@ -321,11 +318,10 @@ def train(record: RunRecord, on_progress: Callable[[Progress], None], resume_fro
 def failure(log_path: Path, returncode: int, last_step: int, estimate_gib: float) -> TrainingFailed:
     """What went wrong, from the end of swift's log: out of memory (with what ran out), or its last error."""
     text = log_path.read_text(encoding="utf-8", errors="replace")
-    tail = text[text.rfind(LAUNCH_HEADER) :]
-    oom = [line for line in tail.splitlines() if any(marker in line for marker in OOM_MARKERS)]
+    lines = text[text.rfind(LAUNCH_HEADER) :].splitlines()
+    oom = [line for line in lines if any(marker in line for marker in OOM_MARKERS)]
     if oom:
         return OutOfMemory(oom_message(oom[-1], last_step, estimate_gib) + f" (log: {log_path})")
-    lines = tail.splitlines()
     errors = [line.strip() for line in lines if "Error" in line or "error:" in line]
     last = errors[-1] if errors else (lines[-1].strip() if lines else "no output")
     return TrainingFailed(f"swift sft failed with exit code {returncode}: {last[:300]} (log: {log_path})")
@@ -339,7 +335,7 @@ def oom_message(line: str, last_step: int, estimate_gib: float) -> str:
     return f"the GPU ran out of memory {when}{detail}; the plan estimated {estimate_gib:.2f} GiB"
 
 
-def _read_swift_log(path: Path, result: TrainResult) -> None:
+def read_swift_log(path: Path, result: TrainResult) -> None:
     """Final loss, train time, checkpoint and swift's peak memory from its logging.jsonl."""
     if not path.is_file():
         return
@@ -359,13 +355,19 @@ def _read_swift_log(path: Path, result: TrainResult) -> None:
             result.steps = record.get("global_step")
 
 
-def loss_curve(logging_jsonl: Path, png: Path) -> bool:
-    """A PNG of loss against step, for a glance at whether training converged."""
+def logged_losses(logging_jsonl: Path) -> list[tuple[int, float]]:
+    """(optimizer step, training loss) as swift logged them, in order; a resumed run logs some steps again."""
     points = []
     for line in logging_jsonl.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "loss" in record and "global_step/max_steps" in record:
             points.append((int(str(record["global_step/max_steps"]).split("/")[0]), float(record["loss"])))
+    return points
+
+
+def loss_curve(logging_jsonl: Path, png: Path) -> bool:
+    """A PNG of loss against step, for a glance at whether training converged."""
+    points = logged_losses(logging_jsonl)
     if not points:
         return False
     import matplotlib
@@ -420,8 +422,7 @@ def execute(job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progr
                 if step is None:
                     raise
                 plan, change = step
-                record = replace(record, argv=plan.argv, env=plan.env, profile=plan.profile.name,
-                                 estimate_peak_gib=round(plan.estimate.peak_bytes / GIB, 2))  # fmt: skip
+                record = replace(record, **_launch_fields(plan))
                 _write_json(Path(record.run_dir) / "run.json", asdict(record))
                 on_notice(f"{oom}\nretrying with {change} (attempt {len(attempts) + 1}; --no-auto-retry stops here instead)")
             except UserError as failure:
@@ -443,11 +444,16 @@ def check_before_run(job: Job, *, force: bool) -> None:
         raise GpuBusyError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
 
 
+def _launch_fields(plan: Plan) -> dict:
+    """What of a RunRecord the plan decides and a retry of the OOM ladder changes."""
+    return {"argv": plan.argv, "env": plan.env, "profile": plan.profile.name, "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2)}
+
+
 def _attempt(plan: Plan, number: int) -> dict:
-    s = plan.setup
-    return {"attempt": number, "profile": plan.profile.name, "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
+    s, launch = plan.setup, _launch_fields(plan)
+    return {"attempt": number, "profile": launch["profile"], "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
             "gradient_checkpointing": s.gradient_checkpointing, "zero": s.zero or None, "quantization": plan.profile.quantization,
-            "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2), "argv": plan.argv}  # fmt: skip
+            "estimate_peak_gib": launch["estimate_peak_gib"], "argv": launch["argv"]}  # fmt: skip
 
 
 def resume(run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False,

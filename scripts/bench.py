@@ -27,7 +27,13 @@ from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GIB = 1024**3
+sys.path.insert(0, str(REPO))  # the checkout's qwen_tune, also where it is not installed (a bare GPU box)
+
+from qwen_tune.dataset import fill_identity, load_dataset, write_jsonl  # noqa: E402
+from qwen_tune.gpus import GIB  # noqa: E402
+from qwen_tune.memory import estimate, recorded_setup  # noqa: E402
+from qwen_tune.recipes import load_recipe  # noqa: E402
+from qwen_tune.runner import TrainResult, logged_losses, read_swift_log  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,6 @@ def interrupt_then_resume(argv: list[str], env: dict, case_dir: Path, fraction: 
 
 def run_blog(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> dict:
     """The blog's `swift sft`, on the same model and the same filled data, timed the same way."""
-    sys.path.insert(0, str(REPO))
-    from qwen_tune.dataset import fill_identity, load_dataset, write_jsonl
-    from qwen_tune.recipes import load_recipe
-
     recipe = load_recipe(case.recipe)
     run_dir = case_dir / date.today().strftime("%Y%m%d-blog")
     run_dir.mkdir(parents=True)
@@ -168,17 +170,12 @@ def run_blog(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> 
     start = time.monotonic()
     with open(run_dir / "swift.log", "w") as log:
         done = subprocess.run(argv, env={**env, "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
-    wall = round(time.monotonic() - start, 1)
-    final = {}
-    for line in (run_dir / "swift" / "logging.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        final["final_loss"] = r.get("loss", final.get("final_loss"))
-        final["train_seconds"] = r.get("train_runtime", final.get("train_seconds"))
-        if "memory(GiB)" in r:
-            final["swift_peak_reserved_gib"] = max(final.get("swift_peak_reserved_gib", 0), r["memory(GiB)"])
-    return {"status": "done" if done.returncode == 0 else "error", "command": argv, "wall_seconds": wall, "profile": "blog",
+    result = TrainResult(run_dir=str(run_dir), returncode=done.returncode, wall_seconds=round(time.monotonic() - start, 1))
+    read_swift_log(run_dir / "swift" / "logging.jsonl", result)
+    final = {"final_loss": result.final_loss, "train_seconds": result.train_seconds, "swift_peak_reserved_gib": result.swift_peak_reserved_gib}
+    return {"status": "done" if done.returncode == 0 else "error", "command": argv, "wall_seconds": result.wall_seconds, "profile": "blog",
             "setup": {"micro_batch_size": 1, "gradient_checkpointing": True, "dtype": "bfloat16"}, "grad_accum": 16,
-            "identity_check": "skipped", **final, **speed(run_dir / "swift.log", final.get("train_seconds"))}  # fmt: skip
+            "identity_check": "skipped", **final, **speed(run_dir / "swift.log", result.train_seconds)}  # fmt: skip
 
 
 def speed(swift_log: Path, train_seconds: float | None) -> dict:
@@ -205,11 +202,7 @@ def torch_peaks(memory_dir: Path) -> dict:
 
 def last_epoch_loss(logging_jsonl: Path, steps_per_epoch: int) -> float | None:
     """Mean training loss over the last epoch's steps: one step's loss is one batch's, too noisy to compare."""
-    by_step = {}
-    for line in logging_jsonl.read_text().splitlines():
-        r = json.loads(line)
-        if "loss" in r and "global_step/max_steps" in r:
-            by_step[int(r["global_step/max_steps"].split("/")[0])] = float(r["loss"])
+    by_step = dict(logged_losses(logging_jsonl))  # a step logged again after a resume counts once, as resumed
     last = sorted(by_step)[-steps_per_epoch:]
     return round(sum(by_step[s] for s in last) / len(last), 4) if last else None
 
@@ -295,9 +288,6 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
 
 def estimator_now(record: dict) -> float:
     """The estimator as it is today, for the record's setup: calibration moves it, the record stays."""
-    sys.path.insert(0, str(REPO))
-    from qwen_tune.memory import estimate, recorded_setup
-
     return estimate(recorded_setup(record["setup"])).reserved_bytes / GIB
 
 
