@@ -502,16 +502,15 @@ def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_f
     logging_jsonl = Path(record.output_dir) / "logging.jsonl"
     outcome["loss_curve"] = "loss.png" if logging_jsonl.is_file() and loss_curve(logging_jsonl, run_dir / "loss.png") else None
     node_rank = int(record.env.get("NODE_RANK", "0"))
-    if result.checkpoint is None and node_rank > 0:
-        # Only the master node's rank 0 logs and saves the adapter; this node trained its share of each batch.
-        outcome.update(status="done", identity_check="skipped", timeline=timeline.marks)
-        write_result(run_dir, outcome, f"node {node_rank} done: it trained its share; node 0 holds the checkpoint and checks the model")
-        return outcome
-    if result.checkpoint is None:
+    trained = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
+    if result.checkpoint is None and node_rank == 0:
         write_result(run_dir, {**outcome, "status": "no-checkpoint"}, "FAIL: swift finished but wrote no checkpoint")
         raise TrainingFailed(f"swift finished but reported no checkpoint; see {run_dir / 'swift.log'}")
-    line = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
-    if record.verify:
+    if result.checkpoint is None:
+        # Only the master node's rank 0 logs and saves the adapter; this node trained its share of each batch.
+        outcome["identity_check"] = "skipped"
+        line = f"node {node_rank} done: it trained its share; node 0 holds the checkpoint and checks the model"
+    elif record.verify:
         try:
             check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"))
             timeline.mark("identity checked")
@@ -519,10 +518,10 @@ def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_f
             write_result(run_dir, {**outcome, "status": "verify-failed", "error": str(failure)}, f"FAIL: {failure}")
             raise
         outcome.update(identity_check="pass" if check.passed else "fail", answers=[asdict(a) for a in check.answers])
-        line = f"{'PASS' if check.passed else 'FAIL'} identity check; {line}"
+        line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
     else:
         outcome["identity_check"] = "skipped"
-        line = f"identity check skipped; {line}"
+        line = f"identity check skipped; {trained}"
     outcome["status"] = "done"
     timeline.mark("done")
     outcome["timeline"] = timeline.marks
