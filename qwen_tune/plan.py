@@ -223,13 +223,17 @@ class _Job:
     def n_devices(self) -> int:
         return max(1, len(self.inventory.gpus)) * self.nodes.count
 
+    def micro_batches(self) -> list[int]:
+        """Micro-batches that keep the effective batch exact: divisors of one device's share, largest first."""
+        per_device = math.ceil(self.recipe.effective_batch_size / self.n_devices)
+        return [m for m in range(per_device, 0, -1) if per_device % m == 0]
+
     def setups(self, profile: Profile) -> list[Setup]:
         """Every way the profile allows, fastest first: less sharding, no recomputation, bigger micro-batches."""
-        per_device = math.ceil(self.recipe.effective_batch_size / self.n_devices)
         if profile.micro_batch_size == "max":
-            micro_batches = [m for m in range(per_device, 0, -1) if per_device % m == 0]
+            micro_batches = self.micro_batches()
         else:
-            micro_batches = [min(profile.micro_batch_size, per_device)]
+            micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
         checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
         zeros = ZERO_STAGES if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
@@ -313,8 +317,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     """
     job = _Job(plan.recipe, plan.model, plan.inventory, plan.dtype, plan.budget_bytes, plan.nodes)
     s, profile = plan.setup, plan.profile
-    per_device = math.ceil(plan.recipe.effective_batch_size / plan.n_devices)
-    smaller = [m for m in range(s.micro_batch_size // 2, 0, -1) if per_device % m == 0]
+    smaller = [m for m in job.micro_batches() if m <= s.micro_batch_size // 2]
     if smaller:
         setup, change = replace(s, micro_batch_size=smaller[0]), f"micro-batch {s.micro_batch_size} → {smaller[0]}"
     elif not s.gradient_checkpointing:
