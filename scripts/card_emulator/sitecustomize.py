@@ -15,8 +15,8 @@ QWEN_TUNE_MEMORY_REPORT=DIR    at exit, each process that used CUDA writes DIR/m
 import os
 
 GIB = 2**30
-CUDA_CONTEXT_GIB = 0.76
 _CAP_GIB = os.environ.get("QWEN_TUNE_MEMORY_CAP_GIB")
+_EMULATE_NVML = bool(os.environ.get("QWEN_TUNE_EMULATE_NVML") and _CAP_GIB)
 _CC = os.environ.get("QWEN_TUNE_EMULATE_CC")
 _REPORT = os.environ.get("QWEN_TUNE_MEMORY_REPORT")
 
@@ -53,12 +53,14 @@ def _torch_side() -> None:
 def _nvml_side() -> None:
     import pynvml
 
-    if os.environ.get("QWEN_TUNE_EMULATE_NVML") and _CAP_GIB:
+    if _EMULATE_NVML:
+        from qwen_tune.memory import CUDA_CONTEXT_BYTES  # the context the estimate adds beside torch's pool
+
         real_memory_info = pynvml.nvmlDeviceGetMemoryInfo
 
         class _Memory:
             def __init__(self, real):
-                self.total = int((float(_CAP_GIB) + CUDA_CONTEXT_GIB) * GIB)
+                self.total = int(float(_CAP_GIB) * GIB) + CUDA_CONTEXT_BYTES
                 self.used = real.used
                 self.free = max(0, self.total - real.used)
 
@@ -73,8 +75,8 @@ if _CAP_GIB or _REPORT:
         _torch_side()
     except Exception as exc:  # an emulator that silently does nothing would fake a result
         raise SystemExit(f"card emulator: cannot cap or watch GPU memory: {exc}") from exc
-if (os.environ.get("QWEN_TUNE_EMULATE_NVML") and _CAP_GIB) or _CC:
+if _EMULATE_NVML or _CC:
     try:
         _nvml_side()
     except ImportError:
-        pass  # this process does not read NVML (swift's workers): nothing to emulate there
+        pass  # a process without pynvml or qwen_tune (swift's workers) plans nothing: nothing to emulate there
