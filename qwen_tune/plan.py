@@ -36,6 +36,7 @@ class Environment:
     """Facts about this box that change the command, gathered at the edge (jobs.py)."""
 
     flash_attn_installed: bool = False
+    bytecode_cache: str | None = None  # where swift's processes keep compiled imports (jobs.bytecode_cache)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Plan:
     reasons: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     nodes: Nodes = Nodes()
+    bytecode_cache: str | None = None
 
     @property
     def n_devices(self) -> int:
@@ -334,7 +336,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         return None
     est = job.estimate(profile, setup, plan.seq_len)
     reasons = (*plan.reasons, f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})")
-    environment = Environment(flash_attn_installed=plan.attention == "flash_attn")
+    environment = Environment(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
     return _finish(job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), environment), change
 
 
@@ -388,6 +390,7 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
         output_dir=output_dir,
         reasons=tuple(reasons),
         nodes=job.nodes,
+        bytecode_cache=environment.bytecode_cache,
     )
     warnings = []
     if not plan.fits:
@@ -468,4 +471,8 @@ def swift_env(plan: Plan) -> dict[str, str]:
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     if plan.model.local_dir:
         env["HF_HUB_OFFLINE"] = "1"
+    if plan.bytecode_cache:
+        # This Python writes no bytecode, so every swift process would compile its ~20 s of imports
+        # again (measured on the GPU box, docs/hardware-validation.md); keep it in a cache of our own.
+        env.update(PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=plan.bytecode_cache)
     return env

@@ -65,6 +65,8 @@ def plan_text(plan: Plan) -> str:
     out.append("")
     out.append("Command:")
     out.append(command_text(plan))
+    if plan.bytecode_cache:
+        out.append(f"  (this Python writes no bytecode: swift's compiled imports are kept in {plan.bytecode_cache})")
     return "\n".join(out)
 
 

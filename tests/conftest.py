@@ -10,6 +10,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
 
 
+@pytest.fixture(autouse=True)
+def python_writes_bytecode(monkeypatch):
+    """Plans depend on PYTHONDONTWRITEBYTECODE (jobs.bytecode_cache); tests that need it set it themselves."""
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+
+
 def gpu_inventory(*memories_gib: float, cc=(8, 9), name="Test GPU") -> Inventory:
     gpus = tuple(Gpu(index=i, name=name, total_bytes=int(m * GIB), compute_capability=cc) for i, m in enumerate(memories_gib))
     return Inventory(gpus=gpus, source="test")
