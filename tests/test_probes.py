@@ -1,0 +1,52 @@
+"""The speed tools' pure parts (scripts/): what they parse and compare must be right before a GPU call spends on them."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_log(path: Path, losses: dict[int, float], total: int) -> Path:
+    path.write_text("".join(json.dumps({"loss": loss, "global_step/max_steps": f"{step}/{total}"}) + "\n" for step, loss in losses.items()))
+    return path
+
+
+def test_window_loss_compares_runs_that_log_at_different_intervals(tmp_path):
+    bench = load("bench")
+    every_step = write_log(tmp_path / "a.jsonl", {s: float(s) for s in range(1, 41)}, 40)
+    every_five = write_log(tmp_path / "b.jsonl", {1: 1.0, 5: 3.0, 10: 8.0, 40: 38.0}, 40)  # swift logs the mean since the last log
+    assert bench.window_loss(every_step) == pytest.approx((36 + 37 + 38 + 39 + 40) / 5)
+    assert bench.window_loss(every_five) == 38.0
+    assert bench.window_loss(write_log(tmp_path / "c.jsonl", {38: 1.0, 40: 2.0}, 40)) is None  # neither: not comparable
+
+
+def test_startup_probe_sums_import_time_by_package():
+    probe = load("startup_probe")
+    importtime = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:      1000 |       1000 |     torch._C\n"
+        "import time:      2000 |       3000 |   torch\n"
+        "import time:    500000 |     500000 |       sympy.core\n"
+        "import time:       100 |     503100 | swift.pipelines\n"
+    )
+    assert probe.by_package(importtime) == [("sympy", 0.5), ("torch", 0.003), ("swift", 0.0001)]
+
+
+def test_speed_variants_change_or_add_flags_and_keep_the_rest():
+    variants = load("speed_variants")
+    argv = ["swift", "sft", "--attn_impl", "sdpa", "--output_dir", "a"]
+    assert variants.with_flags(argv, {"--attn_impl": "eager", "--save_strategy": "no"}) == [
+        "swift", "sft", "--attn_impl", "eager", "--output_dir", "a", "--save_strategy", "no"]  # fmt: skip
+    assert argv[3] == "sdpa"
