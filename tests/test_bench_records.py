@@ -11,11 +11,12 @@ from qwen_tune.memory import estimate, recorded_setup
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "bench-results.jsonl"
 RECORDS = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
 BY_CASE = {r["case"]: r for r in RECORDS}
-# Cases about training itself (resume, fp16) skip the identity check to save GPU time.
-TRAINING_ONLY = {"7b-resume", "7b-fp16"}
+# Cases about training itself (resume, fp16, the blog's command) skip the identity check to save GPU time.
+TRAINING_ONLY = {"7b-resume", "7b-fp16", "7b-blog-50"}
+OURS = [r for r in RECORDS if r.get("profile") != "blog"]  # the blog's command is no plan of ours to estimate
 
 
-@pytest.mark.parametrize("record", RECORDS, ids=[r["case"] for r in RECORDS])
+@pytest.mark.parametrize("record", OURS, ids=[r["case"] for r in OURS])
 def test_estimate_within_5_percent_of_the_bench(record):
     measured = record["swift_peak_reserved_gib"]
     assert estimate(recorded_setup(record["setup"])).reserved_bytes / GIB == pytest.approx(measured, rel=0.05)
@@ -51,6 +52,21 @@ def test_a_run_killed_half_way_and_resumed_ends_at_the_same_loss():
     assert resumed["resumed_from"] and "SIGTERM" in resumed["attempts"][0]["error"]
     assert resumed["last_epoch_loss"] == pytest.approx(uninterrupted["last_epoch_loss"], rel=0.02)
     assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=0.02)
+
+
+def test_qwen_tunes_choice_trains_the_blogs_job_faster_to_the_same_loss():
+    """Issue 5, same box and session: the blog's command against qwen-tune's plan, loss compared over the same steps."""
+    ours, blog = BY_CASE["7b-auto-50"], BY_CASE["7b-blog-50"]
+    assert blog["train_seconds"] / ours["train_seconds"] > 5
+    assert ours["window_loss"] == pytest.approx(blog["window_loss"], rel=0.05)
+
+
+def test_the_bytecode_cache_cut_swifts_import_time():
+    """Issue 5: on the box whose Python writes no bytecode, swift imported in 25.6 s; from our cache, in 15.4 s."""
+    auto50 = [r for r in RECORDS if r["case"] == "7b-auto-50"]
+    uncached = [r["timeline"]["swift imported"] for r in auto50 if not r.get("bytecode_cache")]
+    cached = auto50[-1]  # the second run with the cache: the first one compiled into it
+    assert cached["bytecode_cache"] and cached["timeline"]["swift imported"] < 0.7 * min(uncached)
 
 
 def test_speed_reads_real_tokens_and_params_from_swifts_log(tmp_path):
