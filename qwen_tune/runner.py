@@ -32,7 +32,7 @@ from qwen_tune.plan import Plan, disk_bytes_needed, fallback
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Bilingual
 from qwen_tune.report import plan_text
-from qwen_tune.verify import check_identity, infer_env
+from qwen_tune.verify import PreloadedInfer, check_identity, infer_env
 
 PACKAGES = ("qwen-tune", "ms-swift", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "flash-attn")
 LAUNCH_HEADER = "===== qwen-tune:"
@@ -486,6 +486,17 @@ def finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_fr
 
 
 def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None, timeline: Timeline) -> dict:
+    node_rank = int(record.env.get("NODE_RANK", "0"))
+    preloaded = PreloadedInfer.start(record.env) if record.verify and node_rank == 0 else None
+    try:
+        return _train_and_check(record, on_progress, resume_from, timeline, preloaded)
+    finally:
+        if preloaded:
+            preloaded.close()
+
+
+def _train_and_check(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None, timeline: Timeline,
+                     preloaded: PreloadedInfer | None) -> dict:  # fmt: skip
     run_dir = Path(record.run_dir)
     outcome: dict = {"run_dir": str(run_dir), "profile": record.profile, "estimate_peak_gib": record.estimate_peak_gib}
     if resume_from:
@@ -512,7 +523,8 @@ def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_f
         line = f"node {node_rank} done: it trained its share; node 0 holds the checkpoint and checks the model"
     elif record.verify:
         try:
-            check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"))
+            check = check_identity(Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"),
+                                   preloaded)  # fmt: skip
             timeline.mark("identity checked")
         except UserError as failure:
             write_result(run_dir, {**outcome, "status": "verify-failed", "error": str(failure)}, f"FAIL: {failure}")
