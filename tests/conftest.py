@@ -1,5 +1,8 @@
+import importlib.util
 import os
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,16 @@ from qwen_tune.gpus import GIB, Gpu, Inventory
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module, to test its pure parts (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """Every kind of bad input through the real CLI (tests/bad_inputs.py): one line on stderr, its own exit
 code, nothing written, swift never started; and the README's table of them is what they print."""
 
-import importlib.util
 import inspect
 import json
 import os
@@ -13,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from bad_inputs import CASES, FAKES, REPO, TINY_CONFIG, run_case
 from qwen_tune import errors
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.report import command_text
 from qwen_tune.runner import create_run_dir
 
-_spec = importlib.util.spec_from_file_location("error_table", REPO / "scripts" / "error_table.py")
-error_table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(error_table)
+error_table = load_script("error_table")
 
 ERROR_CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.UserError)]
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from qwen_tune.gpus import GIB
 from qwen_tune.memory import estimate, recorded_setup
 
@@ -70,13 +71,7 @@ def test_the_bytecode_cache_cut_swifts_import_time():
 
 
 def test_speed_reads_real_tokens_and_params_from_swifts_log(tmp_path):
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "scripts" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_script("bench")
     log = tmp_path / "swift.log"
     log.write_text(
         "[INFO:swift] args: SftArguments(num_train_epochs=10.0, ...)\n"

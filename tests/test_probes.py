@@ -1,21 +1,11 @@
 """The speed tools' pure parts (scripts/): what they parse and compare must be right before a GPU call spends on them."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def write_log(path: Path, losses: dict[int, float], total: int) -> Path:
@@ -24,7 +14,7 @@ def write_log(path: Path, losses: dict[int, float], total: int) -> Path:
 
 
 def test_window_loss_compares_runs_that_log_at_different_intervals(tmp_path):
-    bench = load("bench")
+    bench = load_script("bench")
     every_step = write_log(tmp_path / "a.jsonl", {s: float(s) for s in range(1, 41)}, 40)
     every_five = write_log(tmp_path / "b.jsonl", {1: 1.0, 5: 3.0, 10: 8.0, 40: 38.0}, 40)  # swift logs the mean since the last log
     assert bench.window_loss(every_step) == pytest.approx((36 + 37 + 38 + 39 + 40) / 5)
@@ -33,7 +23,7 @@ def test_window_loss_compares_runs_that_log_at_different_intervals(tmp_path):
 
 
 def test_startup_probe_sums_import_time_by_package():
-    probe = load("startup_probe")
+    probe = load_script("startup_probe")
     importtime = (
         "import time: self [us] | cumulative | imported package\n"
         "import time:      1000 |       1000 |     torch._C\n"
@@ -45,7 +35,7 @@ def test_startup_probe_sums_import_time_by_package():
 
 
 def test_speed_variants_change_or_add_flags_and_keep_the_rest():
-    variants = load("speed_variants")
+    variants = load_script("speed_variants")
     argv = ["swift", "sft", "--attn_impl", "sdpa", "--output_dir", "a"]
     assert variants.with_flags(argv, {"--attn_impl": "eager", "--save_strategy": "no"}) == [
         "swift", "sft", "--attn_impl", "eager", "--output_dir", "a", "--save_strategy", "no"]  # fmt: skip

@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -10,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "wheelhouse.py"
-_spec = importlib.util.spec_from_file_location("wheelhouse", SCRIPT)
-wh = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(wh)
+from conftest import SCRIPTS, load_script
+
+wh = load_script("wheelhouse")
 
 FREEZE = """\
 # a comment
@@ -78,7 +76,7 @@ def test_project_requirements_drop_torch(tmp_path):
 
 
 def test_project_requirements_of_this_repo_keep_swift_and_lose_torch():
-    reqs = wh.project_requirements(SCRIPT.parents[1] / "pyproject.toml")
+    reqs = wh.project_requirements(SCRIPTS.parent / "pyproject.toml")
     assert any(r.startswith("ms-swift") for r in reqs)
     assert not any(wh.requirement_name(r) == "torch" for r in reqs)
 
