@@ -472,7 +472,6 @@ def swift_env(plan: Plan) -> dict[str, str]:
     if plan.model.local_dir:
         env["HF_HUB_OFFLINE"] = "1"
     if plan.bytecode_cache:
-        # This Python writes no bytecode, so every swift process would compile its ~20 s of imports
-        # again (measured on the GPU box, docs/hardware-validation.md); keep it in a cache of our own.
+        # This Python writes no bytecode: without a cache of our own, each swift process compiles its imports again.
         env.update(PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=plan.bytecode_cache)
     return env

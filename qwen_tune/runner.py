@@ -489,14 +489,14 @@ def _finish(record: RunRecord, on_progress: Callable[[Progress], None], resume_f
     node_rank = int(record.env.get("NODE_RANK", "0"))
     preloaded = PreloadedInfer.start(record.env) if record.verify and node_rank == 0 else None
     try:
-        return _train_and_check(record, on_progress, resume_from, timeline, preloaded)
+        return _train_and_check(record, on_progress, resume_from, timeline, preloaded, node_rank)
     finally:
         if preloaded:
             preloaded.close()
 
 
 def _train_and_check(record: RunRecord, on_progress: Callable[[Progress], None], resume_from: Path | None, timeline: Timeline,
-                     preloaded: PreloadedInfer | None) -> dict:  # fmt: skip
+                     preloaded: PreloadedInfer | None, node_rank: int) -> dict:  # fmt: skip
     run_dir = Path(record.run_dir)
     outcome: dict = {"run_dir": str(run_dir), "profile": record.profile, "estimate_peak_gib": record.estimate_peak_gib}
     if resume_from:
@@ -512,7 +512,6 @@ def _train_and_check(record: RunRecord, on_progress: Callable[[Progress], None],
     outcome.update(asdict(result), status="trained")
     logging_jsonl = Path(record.output_dir) / "logging.jsonl"
     outcome["loss_curve"] = "loss.png" if logging_jsonl.is_file() and loss_curve(logging_jsonl, run_dir / "loss.png") else None
-    node_rank = int(record.env.get("NODE_RANK", "0"))
     trained = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
     if result.checkpoint is None and node_rank == 0:
         write_result(run_dir, {**outcome, "status": "no-checkpoint"}, "FAIL: swift finished but wrote no checkpoint")

@@ -6,7 +6,7 @@
 RUN_DIR is a qwen-tune run (its command.json gives the argv and environment). Each variant trains
 into DIR/VARIANT/swift on the same data; one JSON line per variant goes to DIR/variants.jsonl:
 the wall time, when swift had imported, the host time at which each step's log line arrived,
-train_runtime, final and last-epoch loss, and swift's peak memory. With --py-spy, each variant runs
+train_runtime, the logged losses, and swift's peak memory. With --py-spy, each variant runs
 under `py-spy record --subprocesses --nonblocking` and its raw stacks go to DIR/VARIANT/py-spy.txt.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen_tune.runner import TrainResult, logged_losses, parse_progress, read_swift_log  # noqa: E402
+from qwen_tune.runner import Timeline, TrainResult, logged_losses, parse_progress, read_swift_log  # noqa: E402
 
 VARIANTS = {  # name: flags set (or added) on top of the planned command
     "baseline": {},
@@ -51,25 +51,23 @@ def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
         argv = ["py-spy", "record", "--subprocesses", "--nonblocking", "--rate", "200", "--format", "raw",
                 "-o", str(folder / "py-spy.txt"), "--", *argv]  # fmt: skip
     env = {**os.environ, **command["env"], "PYTHONUNBUFFERED": "1"}
-    start = time.monotonic()
-    steps, imported = [], None
+    timeline, steps = Timeline(), []  # the runner's phases (swift imported, ...), and each step's arrival
     with open(folder / "swift.log", "w") as log:
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         for line in process.stdout:
-            now = round(time.monotonic() - start, 3)
+            now = round(time.monotonic() - timeline.start, 3)
             log.write(line)
-            if imported is None and "[INFO:swift] rank:" in line:
-                imported = now
+            timeline.see(line)
             progress = parse_progress(line)
             if progress:
                 steps.append([progress.step, now])
         process.wait()
-    result = TrainResult(run_dir=str(folder), returncode=process.returncode, wall_seconds=round(time.monotonic() - start, 1))
+    result = TrainResult(run_dir=str(folder), returncode=process.returncode, wall_seconds=round(time.monotonic() - timeline.start, 1))
     read_swift_log(folder / "swift" / "logging.jsonl", result)
     losses = [loss for _, loss in logged_losses(folder / "swift" / "logging.jsonl")]
     gaps = sorted((round(b[1] - a[1], 3), b[0]) for a, b in zip(steps, steps[1:]))
     return {"variant": name, "flags": VARIANTS[name], "returncode": process.returncode, "wall_seconds": result.wall_seconds,
-            "imported_at": imported, "first_step_at": steps[0][1] if steps else None, "last_step_at": steps[-1][1] if steps else None,
+            "imported_at": timeline.marks.get("swift imported"), "first_step_at": steps[0][1] if steps else None, "last_step_at": steps[-1][1] if steps else None,
             "train_seconds": result.train_seconds, "final_loss": result.final_loss, "losses": losses,
             "median_step_s": gaps[len(gaps) // 2][0] if gaps else None, "slowest_steps": gaps[-5:][::-1],
             "peak_reserved_gib": result.swift_peak_reserved_gib, "step_times": steps}  # fmt: skip

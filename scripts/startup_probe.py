@@ -12,6 +12,7 @@ whether the packages' bytecode caches exist, and a one-thread CPU benchmark to c
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -52,7 +53,7 @@ def timed(code: str, env: dict) -> tuple[float, str]:
 
 def bytecode_cached(package: str) -> dict:
     """Is there a __pycache__ beside the package's sources, and could Python write one?"""
-    spec = __import__("importlib.util").util.find_spec(package)
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.origin:
         return {"package": package, "found": False}
     folder = Path(spec.origin).parent
