@@ -8,7 +8,7 @@ EXTRAS ?= deepspeed,bitsandbytes
 SITE ?= $(CURDIR)/site
 STAMP := build/.installed
 
-.PHONY: install run plan gpus demo test test-gpu export bench wheelhouse install-offline clean
+.PHONY: install run plan gpus demo test test-gpu lint export bench wheelhouse install-offline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -33,6 +33,10 @@ demo: $(TINY_MODEL)/config.json  ## offline demo: a tiny random Qwen2 learns the
 
 test: $(STAMP)  ## unit, golden and CPU end-to-end tests (GPU tests skip without CUDA)
 	$(PYTHON) -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff: mistakes (ruff check) and formatting (ruff format --check)
+	$(PYTHON) -m ruff check qwen_tune tests scripts
+	$(PYTHON) -m ruff format --check qwen_tune tests scripts
 
 test-gpu: $(STAMP)  ## on a GPU box: the NVML reader and a real run on the GPU
 	$(PYTHON) -m pytest -m gpu $(ARGS)

@@ -25,10 +25,20 @@ def job_options(command):
         click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
         click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
         click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
-        click.option("--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."),
-        click.option("--node-rank", type=click.IntRange(0), default=defaults.node_rank, show_default=True, help="This machine's rank (0 is the master)."),
+        click.option(
+            "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."
+        ),
+        click.option(
+            "--node-rank",
+            type=click.IntRange(0),
+            default=defaults.node_rank,
+            show_default=True,
+            help="This machine's rank (0 is the master).",
+        ),
         click.option("--master-addr", help="The rank-0 machine's address, the same on every node."),
-        click.option("--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."),
+        click.option(
+            "--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."
+        ),
     ]
     for option in reversed(options):
         command = option(command)

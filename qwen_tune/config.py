@@ -29,7 +29,9 @@ def find_config(kind: str, name_or_path: str) -> Path:
         return path
     shipped = configs_dir() / kind / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        raise ConfigError(f"unknown {kind[:-1]} {name_or_path!r}; shipped: {', '.join(shipped_names(kind))}, or give a .yaml path")
+        raise ConfigError(
+            f"unknown {kind[:-1]} {name_or_path!r}; shipped: {', '.join(shipped_names(kind))}, or give a .yaml path"
+        )
     return shipped
 
 

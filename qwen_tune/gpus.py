@@ -87,8 +87,7 @@ def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:
             picked.append(match[0])
     if not picked:
         raise GpuSelectionError(
-            f"CUDA_VISIBLE_DEVICES={visible!r} names no GPU on this box: "
-            "unset it or list indices from `qwen-tune gpus`"
+            f"CUDA_VISIBLE_DEVICES={visible!r} names no GPU on this box: unset it or list indices from `qwen-tune gpus`"
         )
     return picked
 

@@ -58,7 +58,9 @@ def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
         return select_gpus(read_inventory(), spec)
     if spec:
         if for_run:
-            raise UsageError(f"--gpus {spec}: run trains on this box; give GPU indices like 0,1 or 'cpu' (card names are for plan)")
+            raise UsageError(
+                f"--gpus {spec}: run trains on this box; give GPU indices like 0,1 or 'cpu' (card names are for plan)"
+            )
         return parse_gpu_spec(spec)
     return read_inventory()
 
@@ -136,8 +138,9 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         dataset_path=dataset_path,
         output_dir=str(run_dir / "swift"),
         forced_profile=options.profile,
-        environment=Environment(flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
-                                bytecode_cache=bytecode_cache(os.environ)),  # fmt: skip
+        environment=Environment(
+            flash_attn_installed=importlib.util.find_spec("flash_attn") is not None, bytecode_cache=bytecode_cache(os.environ)
+        ),  # fmt: skip
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
     return Job(plan=plan, rows=rows, run_dir=run_dir)

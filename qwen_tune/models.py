@@ -7,9 +7,9 @@ only passed for local directories, where swift cannot infer them from a hub id.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from qwen_tune.errors import ModelError
 
@@ -101,11 +101,13 @@ def resolve_model(source: str) -> ModelRef:
     looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
     if looks_local:
         if not path.is_dir():
-            raise ModelError(f"model directory {source} does not exist: give a local model dir or a hub id like Qwen/Qwen2.5-7B-Instruct")
+            raise ModelError(
+                f"model directory {source} does not exist: give a local model dir or a hub id like Qwen/Qwen2.5-7B-Instruct"
+            )
         return ModelRef(source=str(path.resolve()), shape=shape_from_config(path / "config.json"), local_dir=path.resolve())
     shape = BUILTIN_SHAPES.get(source.lower())
     if shape is None:
-        known = ", ".join(sorted({k.split('/')[1] for k in BUILTIN_SHAPES}))
+        known = ", ".join(sorted({k.split("/")[1] for k in BUILTIN_SHAPES}))
         raise ModelError(f"unknown hub model {source}: download it and pass its directory, or use one of {known}")
     return ModelRef(source=source, shape=shape)
 
@@ -133,7 +135,9 @@ def shape_from_config(config_path: Path) -> ModelShape:
         raise ModelError(f"cannot read {config_path}: {exc}") from None
     family = config.get("model_type")
     if family not in SWIFT_NAMES:
-        raise ModelError(f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3 model; qwen-tune plans for {', '.join(SWIFT_NAMES)}")
+        raise ModelError(
+            f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3 model; qwen-tune plans for {', '.join(SWIFT_NAMES)}"
+        )
     try:
         heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])

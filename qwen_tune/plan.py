@@ -193,7 +193,9 @@ def training_dtype(inventory: Inventory) -> str:
     return "bfloat16" if all(g.bf16 for g in inventory.gpus) else "float16"
 
 
-def unusable_because(profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True) -> str | None:
+def unusable_because(
+    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True
+) -> str | None:
     """Why the profile cannot serve these devices, or None when it can.
 
     A forced profile skips the card-size rule: there the memory estimate decides, with a warning.
@@ -300,10 +302,14 @@ def make_plan(
         for setup in job.setups(profile):
             tried = (profile, setup, job.estimate(profile, setup, seq_len))
             if tried[2].peak_bytes <= job.budget:
-                reasons.append(f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable")
+                reasons.append(
+                    f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable"
+                )
                 return _finish(job, *tried, data, seq_len, dataset_path, output_dir, reasons, environment)
         if forced_profile is None:
-            reasons.append(f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}")
+            reasons.append(
+                f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}"
+            )
     if forced_profile is not None and tried is not None:
         return _finish(job, *tried, data, seq_len, dataset_path, output_dir, reasons, environment)
     raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))
@@ -335,9 +341,14 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     else:
         return None
     est = job.estimate(profile, setup, plan.seq_len)
-    reasons = (*plan.reasons, f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})")
+    reasons = (
+        *plan.reasons,
+        f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})",
+    )
     environment = Environment(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
-    return _finish(job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), environment), change
+    return _finish(
+        job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), environment
+    ), change
 
 
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
@@ -353,11 +364,15 @@ def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
     leanest = candidates[-1]
     setup = job.setups(leanest)[-1]
     needed = job.estimate(leanest, setup, seq_len).peak_bytes
-    message = f"{job.model.source} does not fit {where}: even {leanest.name} needs {gib(needed)} per device, {gib(job.budget)} usable"
+    message = (
+        f"{job.model.source} does not fit {where}: even {leanest.name} needs {gib(needed)} per device, {gib(job.budget)} usable"
+    )
     nearest = []
     shorter = [n for n in SHORTER_LENGTHS if n < seq_len and job.estimate(leanest, setup, n).peak_bytes <= job.budget]
     if shorter:
-        nearest.append(f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)")
+        nearest.append(
+            f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)"
+        )
     if not job.inventory.is_cpu:
         nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
     return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
@@ -394,16 +409,24 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
     )
     warnings = []
     if not plan.fits:
-        warnings.append(f"the estimate does not fit: needs {gib(est.peak_bytes)} > {gib(job.budget)} usable; expect out-of-memory")
+        warnings.append(
+            f"the estimate does not fit: needs {gib(est.peak_bytes)} > {gib(job.budget)} usable; expect out-of-memory"
+        )
     elif job.budget - est.peak_bytes < TIGHT_BYTES and not job.inventory.is_cpu:
-        warnings.append(f"tight fit, {gib(job.budget - est.peak_bytes)} to spare: close other programs on the GPU (a desktop's display too)")
+        warnings.append(
+            f"tight fit, {gib(job.budget - est.peak_bytes)} to spare: close other programs on the GPU (a desktop's display too)"
+        )
     warnings += [f"{busy}: the run would run out of memory" for busy in plan.busy_gpus()]
     if data.how == "max_length":
-        warnings.append(f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths")
+        warnings.append(
+            f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths"
+        )
     if data.max_tokens > job.recipe.max_length:
         warnings.append(f"the longest sample has {data.max_tokens} tokens, over max_length {job.recipe.max_length}")
     if plan.effective_batch != job.recipe.effective_batch_size:
-        warnings.append(f"effective batch {plan.effective_batch}, not {job.recipe.effective_batch_size}: it does not divide over {plan.n_devices} devices")
+        warnings.append(
+            f"effective batch {plan.effective_batch}, not {job.recipe.effective_batch_size}: it does not divide over {plan.n_devices} devices"
+        )
     return replace(plan, warnings=tuple(warnings))
 
 

@@ -41,7 +41,9 @@ def plan_text(plan: Plan) -> str:
     if plan.data.n_rows is None:
         out.append(f"Data:      none given; sequences assumed {plan.data.max_tokens} tokens long (max_length)")
     else:
-        out.append(f"Data:      {r.dataset}: {plan.data.n_rows} rows, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})")
+        out.append(
+            f"Data:      {r.dataset}: {plan.data.n_rows} rows, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})"
+        )
     out.append(f"Profile:   {plan.profile.name}: {plan.profile.summary}")
     out.append("Why:")
     out += [f"  - {reason}" for reason in plan.reasons]

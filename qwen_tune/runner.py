@@ -15,15 +15,23 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from qwen_tune.dataset import jsonl_bytes, write_jsonl
 from qwen_tune.errors import (
-    DiskSpaceError, GpuBusyError, Interrupted, OutOfMemory, OutputError, SwiftMissing, TrainingFailed, UsageError, UserError,
+    DiskSpaceError,
+    GpuBusyError,
+    Interrupted,
+    OutOfMemory,
+    OutputError,
+    SwiftMissing,
+    TrainingFailed,
+    UsageError,
+    UserError,
 )  # fmt: skip
 from qwen_tune.gpus import GIB, MIB, MemorySampler
 from qwen_tune.jobs import Job, unused_path
@@ -34,7 +42,19 @@ from qwen_tune.recipes import Bilingual
 from qwen_tune.report import plan_text
 from qwen_tune.verify import PreloadedInfer, check_identity, infer_env
 
-PACKAGES = ("qwen-tune", "ms-swift", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "flash-attn")
+PACKAGES = (
+    "qwen-tune",
+    "ms-swift",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "deepspeed",
+    "bitsandbytes",
+    "flash-attn",
+)
 LAUNCH_HEADER = "===== qwen-tune:"
 SWIFT_INSTALL = "pip install 'ms-swift>=4.6,<4.7'"
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
@@ -239,7 +259,9 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint: the trainer writes trainer_state.json last, so a save cut short has none."""
-    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    checkpoints = [
+        p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
@@ -446,7 +468,12 @@ def check_before_run(job: Job, *, force: bool) -> None:
 
 def _launch_fields(plan: Plan) -> dict:
     """What of a RunRecord the plan decides and a retry of the OOM ladder changes."""
-    return {"argv": plan.argv, "env": plan.env, "profile": plan.profile.name, "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2)}
+    return {
+        "argv": plan.argv,
+        "env": plan.env,
+        "profile": plan.profile.name,
+        "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2),
+    }
 
 
 def _attempt(plan: Plan, number: int) -> dict:

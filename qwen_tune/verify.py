@@ -110,7 +110,9 @@ def check_identity(name: Bilingual, system: str, train_env: dict[str, str], chec
     returncode = preloaded.run(argv[2:], out_dir / "infer.log") if preloaded else None
     if returncode is None:
         with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
-            returncode = subprocess.run(argv, env=infer_env(train_env), stdout=log, stderr=subprocess.STDOUT, text=True).returncode
+            returncode = subprocess.run(
+                argv, env=infer_env(train_env), stdout=log, stderr=subprocess.STDOUT, text=True
+            ).returncode
     if returncode != 0 or not answers_path.is_file():
         raise TrainingFailed(f"the identity check could not run (swift infer exit {returncode}); see {out_dir / 'infer.log'}")
     responses = {}

@@ -61,9 +61,21 @@ CASES = {
     "14b-auto": Case("self-cognition-qwen3-14b", "qwen3-14b", None, None, "H100 80GB (uncapped)"),
     "14b-qlora": Case("self-cognition-qwen3-14b", "qwen3-14b", "qlora", 23, "24 GB card"),
     # Reliability (issue 7): fp16 on a card without bf16; the OOM ladder; kill and resume.
-    "7b-fp16": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 seen as cc 7.5 (no bf16)", compute_capability="7.5", verify=False),
-    "7b-ladder": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "H100 planned as 80 GB, run under 23 GiB", plan_for_cap=False),
-    "7b-resume": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5, verify=False),
+    "7b-fp16": Case(
+        "self-cognition-qwen2.5-7b",
+        "qwen2.5-7b",
+        None,
+        None,
+        "H100 seen as cc 7.5 (no bf16)",
+        compute_capability="7.5",
+        verify=False,
+    ),
+    "7b-ladder": Case(
+        "self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "H100 planned as 80 GB, run under 23 GiB", plan_for_cap=False
+    ),
+    "7b-resume": Case(
+        "self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB, SIGTERM at 50%", interrupt_at=0.5, verify=False
+    ),
     # Speed (issue 5): the seed's job size, 50 rows, qwen-tune's choice next to the blog's command.
     "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
     # Several GPUs (issue 6; needs a box with two): zero2 where the model fits a card, zero3 where it
@@ -72,7 +84,9 @@ CASES = {
     "7b-2x16gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 15, "2 × 16 GB cards", gpus="0,1"),
     "14b-2x24gb": Case("self-cognition-qwen3-14b", "qwen3-14b", None, 23, "2 × 24 GB cards", gpus="0,1"),
     "7b-2node": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "2 nodes × 1 H200, one host", nodes=2),
-    "7b-blog-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True),
+    "7b-blog-50": Case(
+        "self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True
+    ),
 }
 
 
@@ -106,11 +120,16 @@ def ensure_model(shape: str, models_dir: Path) -> Path:
 
 def subset(rows: int, out: Path) -> Path:
     """The first rows/2 Chinese and rows/2 English rows of the shipped data, placeholders kept."""
-    shipped = [json.loads(line) for line in (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()]
+    shipped = [
+        json.loads(line)
+        for line in (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     zh = [r for r in shipped if any("\u4e00" <= ch <= "\u9fff" for ch in r["query"])]
     en = [r for r in shipped if r not in zh]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in zh[: rows // 2] + en[: rows - rows // 2]), encoding="utf-8")
+    out.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in zh[: rows // 2] + en[: rows - rows // 2]), encoding="utf-8"
+    )
     return out
 
 
@@ -134,7 +153,9 @@ def several_nodes(argv: list[str], env: dict, nodes: int) -> subprocess.Complete
     for rank in range(nodes):
         node_argv = [*argv[:gpus], str(rank), *argv[gpus + 1 :], "--nnodes", str(nodes), "--node-rank", str(rank),
                      "--master-addr", "127.0.0.1", "--master-port", "29533"]  # fmt: skip
-        processes.append(subprocess.Popen(node_argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes.append(
+            subprocess.Popen(node_argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = [p.communicate() for p in processes]
     return subprocess.CompletedProcess(argv, processes[0].returncode, outputs[0][0], "".join(o[1] for o in outputs))
 
@@ -144,7 +165,7 @@ def interrupt_then_resume(argv: list[str], env: dict, case_dir: Path, fraction: 
     process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while process.poll() is None:
         logs = list(case_dir.glob("*/swift/logging.jsonl"))
-        steps = [l for l in logs[0].read_text().splitlines() if '"global_step/max_steps"' in l] if logs else []
+        steps = [line for line in logs[0].read_text().splitlines() if '"global_step/max_steps"' in line] if logs else []
         if steps:
             done, total = (int(x) for x in json.loads(steps[-1])["global_step/max_steps"].split("/"))
             if done >= fraction * total:
@@ -170,7 +191,9 @@ def run_blog(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> 
             "--output_dir", str(run_dir / "swift"), "--add_version", "false"]  # fmt: skip
     start = time.monotonic()
     with open(run_dir / "swift.log", "w") as log:
-        done = subprocess.run(argv, env={**env, "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            argv, env={**env, "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT
+        )
     result = TrainResult(run_dir=str(run_dir), returncode=done.returncode, wall_seconds=round(time.monotonic() - start, 1))
     read_swift_log(run_dir / "swift" / "logging.jsonl", result)
     final = {"final_loss": result.final_loss, "train_seconds": result.train_seconds, "swift_peak_reserved_gib": result.swift_peak_reserved_gib,
@@ -238,7 +261,11 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         argv += ["--dataset", str(subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl"))]
     env = case_env(case, memory_dir)
     if case.blog:
-        data = subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl") if case.rows else REPO / "qwen_tune" / "data" / "self_cognition.jsonl"
+        data = (
+            subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl")
+            if case.rows
+            else REPO / "qwen_tune" / "data" / "self_cognition.jsonl"
+        )
         blog = run_blog(case, model, data, case_dir, env)
         return {"case": name, "date": date.today().isoformat(), "gpu": gpu_name(), "card": case.card, "cap_gib": None,
                 **blog, **torch_peaks(memory_dir)}  # fmt: skip
@@ -264,7 +291,7 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     versions = json.loads((run_dir / "versions.json").read_text())
     log = (run_dir / "swift.log").read_text(errors="replace")
     measured = result.get("swift_peak_reserved_gib")
-    estimate = (final["estimate_peak_gib"] if final else plan["estimate"]["peak_bytes"] / GIB)
+    estimate = final["estimate_peak_gib"] if final else plan["estimate"]["peak_bytes"] / GIB
     estimate_reserved = plan["estimate"]["reserved_bytes"] / GIB if len(attempts) <= 1 else None
     logging_jsonl = run_dir / "swift" / "logging.jsonl"
     setup = {**plan["setup"], "seq_len": plan["seq_len"], "dtype": plan["dtype"],
@@ -275,7 +302,9 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
                      quantization=final["quantization"])  # fmt: skip
     return {
         **record,
-        "status": result.get("status", "error") if result.get("status") != "train-failed" or "OutOfMemoryError" not in log else "oom",
+        "status": result.get("status", "error")
+        if result.get("status") != "train-failed" or "OutOfMemoryError" not in log
+        else "oom",
         "versions": {k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "ms-swift", "bitsandbytes")},
         "profile": final["profile"] if final else plan["profile"]["name"],
         "setup": setup,
@@ -287,7 +316,9 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         **torch_peaks(memory_dir),
         "nvml_peak_used_gib": (result.get("nvml_peak_used_gib") or {}).get("0"),
         "nvml_peak_used_gib_per_gpu": result.get("nvml_peak_used_gib"),
-        "estimate_error_pct": round(100 * (estimate_reserved - measured) / measured, 1) if measured and estimate_reserved else None,
+        "estimate_error_pct": round(100 * (estimate_reserved - measured) / measured, 1)
+        if measured and estimate_reserved
+        else None,
         "train_seconds": result.get("train_seconds"),
         "wall_seconds": result.get("wall_seconds"),
         **speed(run_dir / "swift.log", result.get("train_seconds")),
@@ -297,8 +328,10 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         "bytecode_cache": plan.get("bytecode_cache"),  # set: swift's imports were compiled once, into this cache
         "identity_check": result.get("identity_check"),
         "answers": [a["answer"] for a in result.get("answers", [])],
-        "attempts": [{k: a.get(k) for k in ("profile", "micro_batch_size", "gradient_checkpointing", "quantization", "outcome", "error")}
-                     for a in attempts],  # fmt: skip
+        "attempts": [
+            {k: a.get(k) for k in ("profile", "micro_batch_size", "gradient_checkpointing", "quantization", "outcome", "error")}
+            for a in attempts
+        ],  # fmt: skip
         "timeline": result.get("timeline"),
         "resumed_from": result.get("resumed_from"),
     }
@@ -326,7 +359,9 @@ def report(results: Path) -> str:
     for r in rows:
         setup = r.get("setup", {})
         cap = f" ({r['cap_gib']:g} GiB)" if r.get("cap_gib") else ""
-        batch = f"{setup.get('micro_batch_size', '?')} × {r.get('grad_accum', '?')}" + (" ckpt" if setup.get("gradient_checkpointing") else "")
+        batch = f"{setup.get('micro_batch_size', '?')} × {r.get('grad_accum', '?')}" + (
+            " ckpt" if setup.get("gradient_checkpointing") else ""
+        )
         if setup.get("quantization") == "nf4":
             batch += " nf4"
         if setup.get("dtype") == "float16":
@@ -350,7 +385,10 @@ def speed_report(rows: list[dict]) -> list[str]:
     """Issue 5's table: how fast each case trained, and qwen-tune's choice against the blog's command."""
     # NF4 cases are left out: bitsandbytes packs two weights a byte, so swift's parameter count halves them.
     fast = [r for r in rows if r.get("mfu_6n") is not None and r.get("setup", {}).get("quantization") != "nf4"]
-    lines = ["| case | micro × GA | train s | wall s | tokens/s | MFU (6N) | peak GiB | final loss |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | micro × GA | train s | wall s | tokens/s | MFU (6N) | peak GiB | final loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in fast:
         s = r.get("setup", {})
         wall = wall_seconds(r)

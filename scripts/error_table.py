@@ -36,7 +36,7 @@ def run_all(cases: tuple[Case, ...] = CASES) -> list[Outcome]:
 
 def render(cases: tuple[Case, ...], outcomes: list[Outcome]) -> str:
     lines = ["| what went wrong | exit code | what qwen-tune prints |", "|---|---|---|"]
-    for case, outcome in zip(cases, outcomes):
+    for case, outcome in zip(cases, outcomes, strict=True):
         lines.append(f"| {case.what} | {outcome.code} | {_code(outcome.stderr.strip())} |")
     return "\n".join(lines) + "\n"
 

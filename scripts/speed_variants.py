@@ -62,10 +62,12 @@ def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
             if progress:
                 steps.append([progress.step, now])
         process.wait()
-    result = TrainResult(run_dir=str(folder), returncode=process.returncode, wall_seconds=round(time.monotonic() - timeline.start, 1))
+    result = TrainResult(
+        run_dir=str(folder), returncode=process.returncode, wall_seconds=round(time.monotonic() - timeline.start, 1)
+    )
     read_swift_log(folder / "swift" / "logging.jsonl", result)
     losses = [loss for _, loss in logged_losses(folder / "swift" / "logging.jsonl")]
-    gaps = sorted((round(b[1] - a[1], 3), b[0]) for a, b in zip(steps, steps[1:]))
+    gaps = sorted((round(b[1] - a[1], 3), b[0]) for a, b in zip(steps, steps[1:], strict=False))
     return {"variant": name, "flags": VARIANTS[name], "returncode": process.returncode, "wall_seconds": result.wall_seconds,
             "imported_at": timeline.marks.get("swift imported"), "first_step_at": steps[0][1] if steps else None, "last_step_at": steps[-1][1] if steps else None,
             "train_seconds": result.train_seconds, "final_loss": result.final_loss, "losses": losses,

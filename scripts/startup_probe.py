@@ -57,7 +57,12 @@ def bytecode_cached(package: str) -> dict:
     if spec is None or not spec.origin:
         return {"package": package, "found": False}
     folder = Path(spec.origin).parent
-    return {"package": package, "path": str(folder), "pycache": (folder / "__pycache__").is_dir(), "writable": os.access(folder, os.W_OK)}
+    return {
+        "package": package,
+        "path": str(folder),
+        "pycache": (folder / "__pycache__").is_dir(),
+        "writable": os.access(folder, os.W_OK),
+    }
 
 
 def cpu_benchmark() -> float:
@@ -72,7 +77,14 @@ def main() -> None:
     parser.add_argument("--importtime-dir", help="keep each case's full -X importtime output here")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     results = {"python": sys.version.split()[0], "cpu": cpu, "cores": os.cpu_count(), "cpu_benchmark_s": cpu_benchmark(),
                "dont_write_bytecode": sys.flags.dont_write_bytecode, "pythonpath": env.get("PYTHONPATH", ""),
                "bytecode": [bytecode_cached(p) for p in ("torch", "transformers", "peft", "swift", "trl", "datasets")], "cases": []}  # fmt: skip
@@ -81,7 +93,9 @@ def main() -> None:
         if args.importtime_dir:
             Path(args.importtime_dir).mkdir(parents=True, exist_ok=True)
             (Path(args.importtime_dir) / (re.sub(r"\W+", "-", name).strip("-") + ".txt")).write_text(importtime)
-        results["cases"].append({"case": name, "seconds": round(seconds, 2), "top": [[m, round(s, 2)] for m, s in by_package(importtime)]})
+        results["cases"].append(
+            {"case": name, "seconds": round(seconds, 2), "top": [[m, round(s, 2)] for m, s in by_package(importtime)]}
+        )
         print(f"{name:20s} {seconds:6.2f} s", flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
 

@@ -34,7 +34,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa", device_map="cuda:0")
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.bfloat16, attn_implementation="sdpa", device_map="cuda:0"
+    )
     load_seconds = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     results = {"load_seconds": round(load_seconds, 1), "params": n_params, "batch": args.batch, "seq": args.seq, "cases": {}}
@@ -84,7 +86,7 @@ def main() -> None:
         }
         print(name, results["cases"][name], flush=True)
         peft_model.unload()  # the base model, without LoRA layers, for the next case
-        del optimizer
+        optimizer.state.clear()  # free AdamW's moments before the next case
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 

@@ -12,9 +12,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 FAKES = REPO / "tests" / "fakes"
@@ -76,24 +76,53 @@ CASES = (
     Case("a flag qwen-tune does not have", 2, ("plan", "--gpu", "h100")),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
-    Case("the dataset is not valid JSON", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
-         {**MODEL, "data.jsonl": '{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "Who made you?",\n'}),
+    Case(
+        "the dataset is not valid JSON",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": '{"query": "Who are you?", "response": "I am {{NAME}}."}\n{"query": "Who made you?",\n'},
+    ),
     Case("the dataset is empty", 10, run_tiny("--dataset", "{tmp}/data.jsonl"), {**MODEL, "data.jsonl": "\n"}),
-    Case("a row has neither query/response nor messages", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
-         {**MODEL, "data.jsonl": '{"prompt": "Who are you?", "completion": "I am {{NAME}}."}\n'}),
-    Case("a placeholder is left unfilled", 10, run_tiny("--dataset", "{tmp}/data.jsonl"),
-         {**MODEL, "data.jsonl": '{"query": "Who made you?", "response": "{{AUTHOUR}} made me."}\n'}),
+    Case(
+        "a row has neither query/response nor messages",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": '{"prompt": "Who are you?", "completion": "I am {{NAME}}."}\n'},
+    ),
+    Case(
+        "a placeholder is left unfilled",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": '{"query": "Who made you?", "response": "{{AUTHOUR}} made me."}\n'},
+    ),
     Case("the model directory does not exist", 11, run_tiny()),
-    Case("a hub id while offline (`HF_HUB_OFFLINE=1`)", 11, run_tiny(model="Qwen/Qwen2.5-0.5B-Instruct"),
-         env={"HF_HUB_OFFLINE": "1"}),
-    Case("the recipe has an unknown field", 12, run_tiny(recipe="{tmp}/recipe.yaml"),
-         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("  epochs: 40\n", "  epochs: 40\n  epoch: 3\n")}),
-    Case("a recipe value is out of range", 12, run_tiny(recipe="{tmp}/recipe.yaml"),
-         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("learning_rate: 3.0e-3", "learning_rate: 3")}),
+    Case(
+        "a hub id while offline (`HF_HUB_OFFLINE=1`)",
+        11,
+        run_tiny(model="Qwen/Qwen2.5-0.5B-Instruct"),
+        env={"HF_HUB_OFFLINE": "1"},
+    ),
+    Case(
+        "the recipe has an unknown field",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("  epochs: 40\n", "  epochs: 40\n  epoch: 3\n")},
+    ),
+    Case(
+        "a recipe value is out of range",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("learning_rate: 3.0e-3", "learning_rate: 3")},
+    ),
     Case("no recipe of that name", 12, run_tiny(recipe="self-cognition")),
     Case("`--gpus` names a GPU this box lacks", 13, run_tiny(gpus="0,1"), MODEL, one_rtx4090(free_mib=24000)),
-    Case("`CUDA_VISIBLE_DEVICES` names no GPU", 13, run_tiny(gpus=None), MODEL,
-         {**one_rtx4090(free_mib=24000), "CUDA_VISIBLE_DEVICES": "2"}),
+    Case(
+        "`CUDA_VISIBLE_DEVICES` names no GPU",
+        13,
+        run_tiny(gpus=None),
+        MODEL,
+        {**one_rtx4090(free_mib=24000), "CUDA_VISIBLE_DEVICES": "2"},
+    ),
     Case("no NVIDIA driver (NVML)", 14, ("gpus",)),
     Case("`--output-dir` cannot be written", 15, run_tiny(output_dir="{tmp}/notes.txt/runs"), {**MODEL, "notes.txt": "mine\n"}),
     Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import load_script
 from bad_inputs import CASES, FAKES, REPO, TINY_CONFIG, run_case
+from conftest import load_script
+
 from qwen_tune import errors
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.report import command_text

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import load_script
+
 from qwen_tune.gpus import GIB
 from qwen_tune.memory import estimate, recorded_setup
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from conftest import FIXED_NOW
+
 from qwen_tune.jobs import JobOptions, bytecode_cache, prepare
 from qwen_tune.plan import fallback
 from qwen_tune.profiles import shipped_profiles

@@ -52,7 +52,7 @@ def test_messages_rows_and_json_arrays(tmp_path):
         ('{"query": "a", "response": "b"}\n{"prompt": "x"}\n', "row 2 has neither query/response nor messages"),
         ('{"query": "a", "response": "  "}\n', "row 1 has an empty or missing 'response'"),
         ('{"query": "a"}\n', "row 1 has an empty or missing 'response'"),
-        ('[1, 2]', "row 1 is not a JSON object"),
+        ("[1, 2]", "row 1 is not a JSON object"),
         ('{"messages": []}\n', "row 1 has 'messages' that is not a non-empty list"),
         ('{"messages": [{"role": "user", "content": "hi"}]}\n', "row 1 must end with a non-empty assistant message"),
         ('{"messages": [{"role": "bot", "content": "hi"}]}\n', "row 1 has a message without role"),

@@ -33,7 +33,9 @@ def qwen_tune(*args, timeout=900):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny-qwen2"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(out)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -79,7 +81,16 @@ def test_run_directory_is_complete(finished_run):
     assert (run_dir / "result.txt").read_text().startswith("PASS identity check")
 
     timeline = json.loads((run_dir / "timeline.json").read_text())
-    phases = ["swift started", "swift imported", "model loaded", "LoRA attached", "first step", "last step", "swift exited", "identity checked"]
+    phases = [
+        "swift started",
+        "swift imported",
+        "model loaded",
+        "LoRA attached",
+        "first step",
+        "last step",
+        "swift exited",
+        "identity checked",
+    ]
     assert all(p in timeline for p in phases), timeline
     assert [timeline[p] for p in phases] == sorted(timeline[p] for p in phases), "phases end in order"
     attempts = json.loads((run_dir / "attempts.json").read_text())
@@ -120,9 +131,23 @@ def test_sigterm_keeps_checkpoints_and_resume_finishes(tiny_model, tmp_path):
     runs = tmp_path / "runs"
     with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "qwen_tune", "run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model),
-             "--gpus", "cpu", "--output-dir", str(runs)],  # fmt: skip
-            stdout=out, stderr=err, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "qwen_tune",
+                "run",
+                "--recipe",
+                "demo-tiny-cpu",
+                "--model",
+                str(tiny_model),
+                "--gpus",
+                "cpu",
+                "--output-dir",
+                str(runs),
+            ],  # fmt: skip
+            stdout=out,
+            stderr=err,
+            cwd=REPO,
         )
         deadline = time.monotonic() + 300
         while not list(runs.glob("*/swift/checkpoint-*/trainer_state.json")):
@@ -140,7 +165,10 @@ def test_sigterm_keeps_checkpoints_and_resume_finishes(tiny_model, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["identity_check"] == "pass"
-    assert "checkpoint-" in result["resumed_from"] and result["steps"] == json.loads((run_dir / "plan.json").read_text())["total_steps"]
+    assert (
+        "checkpoint-" in result["resumed_from"]
+        and result["steps"] == json.loads((run_dir / "plan.json").read_text())["total_steps"]
+    )
     again = qwen_tune("run", "--resume", str(run_dir))
     assert again.returncode == 2 and "already finished" in again.stderr
 
@@ -156,10 +184,35 @@ def test_two_nodes_rendezvous_on_one_host(tiny_model, tmp_path):
     recipe = tmp_path / "two-epochs.yaml"  # the rendezvous is under test, not learning: 26 steps, no identity check
     recipe.write_text((REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 2"))
     nodes = [
-        subprocess.Popen([sys.executable, "-m", "qwen_tune", "run", "--recipe", str(recipe), "--model", str(tiny_model),
-                          "--gpus", "cpu", "--output-dir", str(runs), "--nnodes", "2", "--node-rank", str(rank),
-                          "--master-addr", "127.0.0.1", "--master-port", port, "--no-verify"],
-                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qwen_tune",
+                "run",
+                "--recipe",
+                str(recipe),
+                "--model",
+                str(tiny_model),
+                "--gpus",
+                "cpu",
+                "--output-dir",
+                str(runs),
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--no-verify",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
         for rank in (0, 1)
     ]
     outputs = [node.communicate(timeout=900)[0] for node in nodes]

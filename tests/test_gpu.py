@@ -75,7 +75,9 @@ def test_busy_gpu_is_refused_naming_the_process(tmp_path):
     )  # fmt: skip
     try:
         assert hog.stdout.readline().strip() == "held"
-        plan = subprocess.run([sys.executable, "-m", "qwen_tune", "plan", "--gpus", "0"], capture_output=True, text=True, cwd=REPO)
+        plan = subprocess.run(
+            [sys.executable, "-m", "qwen_tune", "plan", "--gpus", "0"], capture_output=True, text=True, cwd=REPO
+        )
         assert f"pid {hog.pid}" in plan.stdout and "run out of memory" in plan.stdout
         runs = tmp_path / "runs"
         online = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # the hub id passes; the busy GPU stops it

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXED_NOW
+
 from qwen_tune.errors import OutOfMemory, TrainingFailed
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.plan import fallback

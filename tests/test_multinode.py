@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXED_NOW
+
 from qwen_tune.errors import UsageError
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.slurm import sbatch_script
@@ -88,7 +88,9 @@ def test_plan_slurm_cli():
 def test_cpu_nodes_get_the_same_torchrun_env():
     """Several CPU machines rendezvous like GPU ones (gloo instead of NCCL): what the CI two-node test runs."""
     tiny = str(Path(__file__).parent / "data" / "tiny-config")
-    plan = plan_for(gpus="cpu", nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29533, recipe="demo-tiny-cpu", model=tiny)
+    plan = plan_for(
+        gpus="cpu", nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29533, recipe="demo-tiny-cpu", model=tiny
+    )
     assert plan.env == {"CUDA_VISIBLE_DEVICES": "", "NPROC_PER_NODE": "1", "NNODES": "2", "NODE_RANK": "1",
                         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     assert plan.setup.micro_batch_size * plan.grad_accum * 2 == plan.recipe.effective_batch_size

@@ -6,8 +6,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXED_NOW, gpu_inventory
+
 from qwen_tune.errors import DoesNotFit, ModelError, UsageError
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
@@ -24,8 +24,15 @@ TINY_CONFIG = str(Path(__file__).parent / "data" / "tiny-config")
 MATRIX = [
     (recipe, profile, gpus)
     for recipe in ("self-cognition-qwen2.5-7b", "self-cognition-qwen3-14b")
-    for profile, gpus in (("large", "h100"), ("24gb", "rtx4090"), ("16gb", "rtx4080"), ("qlora", "rtx3080"),
-                          ("qlora", "t4"), ("multi-gpu", "2xrtx3090"), ("multi-gpu", "4xa100-40gb"))  # fmt: skip
+    for profile, gpus in (
+        ("large", "h100"),
+        ("24gb", "rtx4090"),
+        ("16gb", "rtx4080"),
+        ("qlora", "rtx3080"),
+        ("qlora", "t4"),
+        ("multi-gpu", "2xrtx3090"),
+        ("multi-gpu", "4xa100-40gb"),
+    )  # fmt: skip
 ] + [("demo-tiny-cpu", "cpu", "cpu")]
 
 

@@ -4,19 +4,22 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import load_script
 
 
 def write_log(path: Path, losses: dict[int, float], total: int) -> Path:
-    path.write_text("".join(json.dumps({"loss": loss, "global_step/max_steps": f"{step}/{total}"}) + "\n" for step, loss in losses.items()))
+    path.write_text(
+        "".join(json.dumps({"loss": loss, "global_step/max_steps": f"{step}/{total}"}) + "\n" for step, loss in losses.items())
+    )
     return path
 
 
 def test_window_loss_compares_runs_that_log_at_different_intervals(tmp_path):
     bench = load_script("bench")
     every_step = write_log(tmp_path / "a.jsonl", {s: float(s) for s in range(1, 41)}, 40)
-    every_five = write_log(tmp_path / "b.jsonl", {1: 1.0, 5: 3.0, 10: 8.0, 40: 38.0}, 40)  # swift logs the mean since the last log
+    every_five = write_log(
+        tmp_path / "b.jsonl", {1: 1.0, 5: 3.0, 10: 8.0, 40: 38.0}, 40
+    )  # swift logs the mean since the last log
     assert bench.window_loss(every_step) == pytest.approx((36 + 37 + 38 + 39 + 40) / 5)
     assert bench.window_loss(every_five) == 38.0
     assert bench.window_loss(write_log(tmp_path / "c.jsonl", {38: 1.0, 40: 2.0}, 40)) is None  # neither: not comparable

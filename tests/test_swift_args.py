@@ -8,15 +8,14 @@ or misspelt flag fails in CI, not on the user's GPU.
 import argparse
 
 import pytest
-
 from test_plan import MATRIX, plan_for
 
 swift_arguments = pytest.importorskip("swift.arguments")
 
 
 def strict_parser(cls):
-    from transformers import HfArgumentParser
     from swift.utils.utils import _patch_get_type_hints
+    from transformers import HfArgumentParser
 
     with _patch_get_type_hints():  # swift's own parse_args patches type hints the same way
         parser = HfArgumentParser([cls], allow_abbrev=False)

@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import SCRIPTS, load_script
 
 wh = load_script("wheelhouse")
@@ -224,7 +223,9 @@ def test_box_cuda_comes_from_the_freeze():
 def _fake_bnb_wheel(path: Path) -> Path:
     libs = ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda128.so", "libbitsandbytes_cuda130.so", "libbitsandbytes_rocm72.so"]
     files = {f"bitsandbytes/{lib}": lib.encode() * 100 for lib in libs} | {"bitsandbytes/__init__.py": b"x = 1\n"}
-    record = "".join(f"{name},sha256=x,{len(data)}\n" for name, data in files.items()) + "bitsandbytes-0.50.2.dist-info/RECORD,,\n"
+    record = (
+        "".join(f"{name},sha256=x,{len(data)}\n" for name, data in files.items()) + "bitsandbytes-0.50.2.dist-info/RECORD,,\n"
+    )
     wheel = path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for name, data in files.items():
