@@ -1,16 +1,21 @@
-"""The `qwen-tune` command: a thin click layer over jobs, plan, runner and verify."""
+"""The `qwen-tune` command: a thin click layer over jobs (plan), attempts (run) and export."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
 from qwen_tune.jobs import JobOptions
+
+if TYPE_CHECKING:
+    from qwen_tune.outcome import RunOutcome
 
 
 def job_options(command):
@@ -68,7 +73,7 @@ def gpus(as_json: bool) -> None:
 @click.option("--slurm", is_flag=True, help="Print an sbatch script that runs this plan on --nnodes nodes.")
 def plan(as_json: bool, slurm: bool, **flags) -> None:
     """Dry run: choose a profile, estimate memory, print the exact swift command."""
-    from qwen_tune.jobs import prepare
+    from qwen_tune.jobs import prepare, probe_machine
     from qwen_tune.report import plan_text
 
     options = JobOptions(**flags)
@@ -77,7 +82,7 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
 
         # Every node plans for itself at run time; plan here as rank 0 to size the job.
         options = replace(options, node_rank=0, master_addr=options.master_addr or "MASTER")
-    job = prepare(options, for_run=False)
+    job = prepare(options, probe_machine(os.environ), for_run=False)
     if slurm:
         click.echo(sbatch_script(job.plan, options), nl=False)
     else:
@@ -94,8 +99,8 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
               help="On GPU out-of-memory, step down (smaller micro-batch, checkpointing, QLoRA) and train again.")  # fmt: skip
 def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool, **flags) -> None:
     """Plan, train with swift, then ask the tuned model who it is."""
+    from qwen_tune.attempts import execute, resume
     from qwen_tune.report import ProgressLine
-    from qwen_tune.runner import execute, resume
 
     if resume_dir is not None:
         defaults = JobOptions()
@@ -104,13 +109,13 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
         if given:
             raise UsageError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
         outcome = resume(resume_dir, on_progress=ProgressLine(), force=force, on_notice=_to_stderr)
-        _report_outcome(outcome, resume_dir)
+        _report_outcome(outcome)
         return
 
-    from qwen_tune.jobs import prepare
+    from qwen_tune.jobs import prepare, probe_machine
     from qwen_tune.report import plan_text
 
-    job = prepare(JobOptions(**flags), for_run=True)
+    job = prepare(JobOptions(**flags), probe_machine(os.environ), for_run=True)
     click.echo(plan_text(job.plan))
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
     from qwen_tune.profiles import shipped_profiles
@@ -118,29 +123,29 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
     retry_with = shipped_profiles() if auto_retry else None
     outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine(), retry_with=retry_with,
                       on_notice=_to_stderr)  # fmt: skip
-    _report_outcome(outcome, job.run_dir)
+    _report_outcome(outcome)
 
 
 def _to_stderr(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _report_outcome(outcome: dict, run_dir: Path) -> None:
+def _report_outcome(outcome: RunOutcome) -> None:
     click.echo("")
-    for answer in outcome.get("answers", []):
-        mark = "ok " if answer["ok"] else "BAD"
-        click.echo(f"  [{mark}] {answer['question']} -> {answer['answer']}  (expects {answer['expected_name']!r})")
-    click.echo((run_dir / "result.txt").read_text(encoding="utf-8").strip())
-    click.echo(f"Run directory: {run_dir}")
-    if outcome.get("identity_check") == "fail":
-        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {run_dir / 'verify'}")
+    for answer in outcome.answers:
+        mark = "ok " if answer.ok else "BAD"
+        click.echo(f"  [{mark}] {answer.question} -> {answer.answer}  (expects {answer.expected_name!r})")
+    click.echo(outcome.line)
+    click.echo(f"Run directory: {outcome.run_dir}")
+    if outcome.identity_check == "fail":
+        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {Path(outcome.run_dir) / 'verify'}")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def export(run_dir: Path) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
-    from qwen_tune.runner import export_merged
+    from qwen_tune.export import export_merged
 
     click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
 

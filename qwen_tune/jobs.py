@@ -18,9 +18,11 @@ from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
-from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
+from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
+from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import Bilingual, load_recipe
+from qwen_tune.rundir import next_run_dir
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
 
@@ -88,21 +90,17 @@ def select_gpus(local: Inventory, spec: str) -> Inventory:
     return replace(local, gpus=tuple(by_index[i] for i in dict.fromkeys(wanted)))
 
 
-def unused_path(base: Path) -> Path:
-    """base, or base-2, base-3...: the first name that does not exist, so nothing is overwritten."""
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
+    """The box's facts that change a plan, read once at the CLI's edge and passed in from there."""
+    return MachineFacts(
+        flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+        bytecode_cache=bytecode_cache(environ),
+        hub_offline=hub_offline(environ),
+    )
 
 
-def next_run_dir(output_dir: Path, recipe_name: str, now: datetime) -> Path:
-    """A fresh name under output_dir; never one that exists."""
-    return unused_path(output_dir / f"{now:%Y%m%d-%H%M%S}-{recipe_name}")
-
-
-def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) -> Job:
+def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:
+    """Read the recipe, model, data and devices that the options name, and plan for them on this machine."""
     recipe = load_recipe(options.recipe).with_overrides(
         model=options.model,
         dataset=options.dataset,
@@ -112,7 +110,7 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:
-        check_reachable(model, offline=hub_offline(os.environ))
+        check_reachable(model, offline=machine.hub_offline)
     name = recipe.name if options.node_rank == 0 else f"{recipe.name}-node{options.node_rank}"
     run_dir = next_run_dir(Path(options.output_dir), name, now or datetime.now())
 
@@ -138,9 +136,7 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         dataset_path=dataset_path,
         output_dir=str(run_dir / "swift"),
         forced_profile=options.profile,
-        environment=Environment(
-            flash_attn_installed=importlib.util.find_spec("flash_attn") is not None, bytecode_cache=bytecode_cache(os.environ)
-        ),  # fmt: skip
+        machine=machine,
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
     return Job(plan=plan, rows=rows, run_dir=run_dir)

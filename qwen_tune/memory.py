@@ -9,6 +9,7 @@ without, QLoRA, Qwen3-14B bf16 and NF4, ZeRO-2/3 over two GPUs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from qwen_tune.gpus import GIB, MIB
 from qwen_tune.models import ModelShape
@@ -55,20 +56,24 @@ class TrainSetup:
     micro_batch_size: int
     seq_len: int
     gradient_checkpointing: bool
-    weights: str  # fp32 | bf16 | fp16 | nf4
+    weights: Literal["fp32", "bf16", "fp16", "nf4"]
     n_gpus: int = 1
     zero_stage: int = 0  # 0: plain DDP or one device; 2 or 3: DeepSpeed ZeRO
     on_cpu: bool = False
 
 
 WEIGHTS_BY_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-ZERO_STAGES = {"": 0, "zero2": 2, "zero3": 3}
+# swift's DeepSpeed presets the planner may pick ("" is none), and the ZeRO stage of each.
+# zero3_offload is not offered: under 22.5 GiB/GPU it ran out of memory in the first forward
+# exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
+ZeroPreset = Literal["", "zero2", "zero3"]
+ZERO_STAGE: dict[ZeroPreset, int] = {"": 0, "zero2": 2, "zero3": 3}
 
 
 def train_setup(*, dtype: str, quantization: str, zero: str, **fields) -> TrainSetup:
     """A TrainSetup in a plan's words: swift's dtype name, the profile's quantization, the DeepSpeed preset."""
     weights = "nf4" if quantization == "nf4" else WEIGHTS_BY_DTYPE[dtype]
-    return TrainSetup(weights=weights, zero_stage=ZERO_STAGES[zero], **fields)
+    return TrainSetup(weights=weights, zero_stage=ZERO_STAGE[zero], **fields)
 
 
 def recorded_setup(setup: dict) -> TrainSetup:

@@ -33,7 +33,7 @@ from qwen_tune.dataset import fill_identity, load_dataset, write_jsonl  # noqa: 
 from qwen_tune.gpus import GIB  # noqa: E402
 from qwen_tune.memory import estimate, recorded_setup  # noqa: E402
 from qwen_tune.recipes import load_recipe  # noqa: E402
-from qwen_tune.runner import TrainResult, logged_losses, read_swift_log  # noqa: E402
+from qwen_tune.swift.logs import logged_losses, read_logging  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -194,11 +194,11 @@ def run_blog(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> 
         done = subprocess.run(
             argv, env={**env, "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT
         )
-    result = TrainResult(run_dir=str(run_dir), returncode=done.returncode, wall_seconds=round(time.monotonic() - start, 1))
-    read_swift_log(run_dir / "swift" / "logging.jsonl", result)
-    final = {"final_loss": result.final_loss, "train_seconds": result.train_seconds, "swift_peak_reserved_gib": result.swift_peak_reserved_gib,
+    wall_seconds = round(time.monotonic() - start, 1)
+    result = read_logging(run_dir / "swift" / "logging.jsonl")
+    final = {"final_loss": result.final_loss, "train_seconds": result.train_seconds, "swift_peak_reserved_gib": result.peak_reserved_gib,
              "window_loss": window_loss(run_dir / "swift" / "logging.jsonl")}  # fmt: skip
-    return {"status": "done" if done.returncode == 0 else "error", "command": argv, "wall_seconds": result.wall_seconds, "profile": "blog",
+    return {"status": "done" if done.returncode == 0 else "error", "command": argv, "wall_seconds": wall_seconds, "profile": "blog",
             "setup": {"micro_batch_size": 1, "gradient_checkpointing": True, "dtype": "bfloat16"}, "grad_accum": 16,
             "identity_check": "skipped", **final, **speed(run_dir / "swift.log", result.train_seconds)}  # fmt: skip
 

@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen_tune.runner import Timeline, TrainResult, logged_losses, parse_progress, read_swift_log  # noqa: E402
+from qwen_tune.process import Timeline  # noqa: E402
+from qwen_tune.swift.logs import logged_losses, parse_progress, read_logging  # noqa: E402
 
 VARIANTS = {  # name: flags set (or added) on top of the planned command
     "baseline": {},
@@ -62,17 +63,15 @@ def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
             if progress:
                 steps.append([progress.step, now])
         process.wait()
-    result = TrainResult(
-        run_dir=str(folder), returncode=process.returncode, wall_seconds=round(time.monotonic() - timeline.start, 1)
-    )
-    read_swift_log(folder / "swift" / "logging.jsonl", result)
+    wall_seconds = round(time.monotonic() - timeline.start, 1)
+    result = read_logging(folder / "swift" / "logging.jsonl")
     losses = [loss for _, loss in logged_losses(folder / "swift" / "logging.jsonl")]
     gaps = sorted((round(b[1] - a[1], 3), b[0]) for a, b in zip(steps, steps[1:], strict=False))
-    return {"variant": name, "flags": VARIANTS[name], "returncode": process.returncode, "wall_seconds": result.wall_seconds,
+    return {"variant": name, "flags": VARIANTS[name], "returncode": process.returncode, "wall_seconds": wall_seconds,
             "imported_at": timeline.marks.get("swift imported"), "first_step_at": steps[0][1] if steps else None, "last_step_at": steps[-1][1] if steps else None,
             "train_seconds": result.train_seconds, "final_loss": result.final_loss, "losses": losses,
             "median_step_s": gaps[len(gaps) // 2][0] if gaps else None, "slowest_steps": gaps[-5:][::-1],
-            "peak_reserved_gib": result.swift_peak_reserved_gib, "step_times": steps}  # fmt: skip
+            "peak_reserved_gib": result.peak_reserved_gib, "step_times": steps}  # fmt: skip
 
 
 def main() -> None:

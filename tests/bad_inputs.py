@@ -63,10 +63,11 @@ def _disk_too_small(tmp: Path) -> None:
     from qwen_tune.dataset import jsonl_bytes
     from qwen_tune.gpus import MIB
     from qwen_tune.jobs import JobOptions, prepare
-    from qwen_tune.plan import disk_bytes_needed
-    from qwen_tune.runner import check_disk_space
+    from qwen_tune.plan import MachineFacts
+    from qwen_tune.planner import disk_bytes_needed
+    from qwen_tune.rundir import check_disk_space
 
-    job = prepare(JobOptions(gpus="h100", output_dir=str(tmp / "runs")), for_run=False)
+    job = prepare(JobOptions(gpus="h100", output_dir=str(tmp / "runs")), MachineFacts(), for_run=False)
     check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows)), tmp / "runs", free_bytes=lambda path: 100 * MIB)
 
 

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from qwen_tune.gpus import GIB, Gpu, Inventory
+from qwen_tune.plan import MachineFacts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
+# The box the golden plans are made for: no flash-attn, Python writes bytecode, hubs reachable.
+PLAIN_MACHINE = MachineFacts()
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 

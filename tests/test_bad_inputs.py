@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 from bad_inputs import CASES, FAKES, REPO, TINY_CONFIG, run_case
-from conftest import load_script
+from conftest import PLAIN_MACHINE, load_script
 
 from qwen_tune import errors
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.report import command_text
-from qwen_tune.runner import create_run_dir
+from qwen_tune.rundir import create_run_dir
 
 error_table = load_script("error_table")
 
@@ -120,7 +120,7 @@ def test_hostile_names_are_quoted_in_the_run_directory(tmp_path):
     (model / "config.json").write_text(TINY_CONFIG)
     options = JobOptions(recipe="demo-tiny-cpu", model=str(model), gpus="cpu", name=HOSTILE,
                          output_dir=str(tmp_path / f"runs {HOSTILE}"))  # fmt: skip
-    job = prepare(options, for_run=True)
+    job = prepare(options, PLAIN_MACHINE, for_run=True)
     create_run_dir(job, verify=False)
     script = (job.run_dir / "command.sh").read_text(encoding="utf-8")
     assert shell_runs(script, tmp_path) == job.plan.argv[1:]

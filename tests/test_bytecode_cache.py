@@ -6,8 +6,8 @@ import sys
 
 from conftest import FIXED_NOW
 
-from qwen_tune.jobs import JobOptions, bytecode_cache, prepare
-from qwen_tune.plan import fallback
+from qwen_tune.jobs import JobOptions, bytecode_cache, prepare, probe_machine
+from qwen_tune.planner import fallback
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.report import plan_text
 
@@ -23,7 +23,7 @@ def test_cache_only_where_python_writes_no_bytecode():
 def test_plan_shows_and_keeps_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    plan = prepare(JobOptions(gpus="h100", output_dir="runs"), for_run=False, now=FIXED_NOW).plan
+    plan = prepare(JobOptions(gpus="h100", output_dir="runs"), probe_machine(os.environ), for_run=False, now=FIXED_NOW).plan
     cache = str(tmp_path / "qwen-tune" / "pycache")
     assert plan.env["PYTHONPYCACHEPREFIX"] == cache and plan.env["PYTHONDONTWRITEBYTECODE"] == ""
     assert f"PYTHONDONTWRITEBYTECODE='' PYTHONPYCACHEPREFIX={cache} swift sft" in plan.shell_command()
@@ -36,7 +36,7 @@ def test_the_plans_environment_makes_python_write_into_the_cache(monkeypatch, tm
     """The real interpreter, not our reading of its docs: with the plan's env an import leaves a .pyc in the cache."""
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    plan = prepare(JobOptions(gpus="h100", output_dir="runs"), for_run=False, now=FIXED_NOW).plan
+    plan = prepare(JobOptions(gpus="h100", output_dir="runs"), probe_machine(os.environ), for_run=False, now=FIXED_NOW).plan
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "probe_module.py").write_text("X = 1\n")
     importing = [sys.executable, "-c", "import probe_module"]

@@ -10,24 +10,27 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import PLAIN_MACHINE
 
-from qwen_tune import locks, runner
+from qwen_tune import attempts, locks, rundir
+from qwen_tune.attempts import execute
 from qwen_tune.errors import DiskSpaceError, GpuBusyError, OutputError
 from qwen_tune.gpus import GIB, MIB, Gpu, GpuProcess, Inventory
 from qwen_tune.jobs import Job
 from qwen_tune.memory import checkpoint_bytes
 from qwen_tune.models import ModelShape, resolve_model
-from qwen_tune.plan import RUN_FILES_BYTES, DataSummary, disk_bytes_needed, make_plan
+from qwen_tune.plan import DataSummary
+from qwen_tune.planner import RUN_FILES_BYTES, disk_bytes_needed, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
-from qwen_tune.runner import check_disk_space, check_output_dir, create_run_dir, execute, nearest_existing
+from qwen_tune.rundir import check_disk_space, check_output_dir, create_run_dir, nearest_existing
 
 
 def plan_on(gpu: Gpu):
     recipe = load_recipe("self-cognition-qwen2.5-7b")
     return make_plan(recipe=recipe, model=resolve_model(recipe.model), inventory=Inventory(gpus=(gpu,), source="nvml"),
                      profiles=shipped_profiles(), data=DataSummary(100, 80, "estimated"),
-                     dataset_path="d.jsonl", output_dir="out")  # fmt: skip
+                     dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
 
 
 BUSY = Gpu(0, "NVIDIA H100 80GB HBM3", 80 * GIB, (9, 0), free_bytes=10 * GIB,
@@ -115,7 +118,7 @@ def test_read_only_output_dir_is_refused(tmp_path):
 
 
 def test_run_refuses_a_full_disk_before_writing_anything(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "check_disk_space", partial(check_disk_space, free_bytes=lambda path: 10 * MIB))
+    monkeypatch.setattr(attempts, "check_disk_space", partial(check_disk_space, free_bytes=lambda path: 10 * MIB))
     job = Job(plan=plan_on(Gpu(0, "H100", 80 * GIB, (9, 0), free_bytes=79 * GIB)), rows=[{"query": "q", "response": "r"}],
               run_dir=tmp_path / "runs" / "run")  # fmt: skip
     with pytest.raises(DiskSpaceError):
@@ -127,7 +130,7 @@ def test_a_run_directory_that_cannot_be_written_is_removed(tmp_path, monkeypatch
     def disk_full():
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(runner, "package_versions", disk_full)
+    monkeypatch.setattr(rundir, "package_versions", disk_full)
     job = Job(plan=plan_on(Gpu(0, "H100", 80 * GIB, (9, 0))), rows=[{"query": "q", "response": "r"}], run_dir=tmp_path / "run")
     with pytest.raises(OutputError, match="No space left on device, so it was removed"):
         create_run_dir(job, verify=False)

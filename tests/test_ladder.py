@@ -3,13 +3,14 @@
 from pathlib import Path
 
 import pytest
-from conftest import FIXED_NOW
+from conftest import FIXED_NOW, PLAIN_MACHINE
 
 from qwen_tune.errors import OutOfMemory, TrainingFailed
 from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.plan import fallback
+from qwen_tune.planner import fallback
+from qwen_tune.process import LAUNCH_HEADER, last_launch_lines
 from qwen_tune.profiles import shipped_profiles
-from qwen_tune.runner import LAUNCH_HEADER, failure, oom_message
+from qwen_tune.swift.logs import failure, oom_message
 
 # torch 2.11's message, as swift prints it when the pool is capped (shape of a real one from the H100 box).
 TORCH_OOM = (
@@ -20,7 +21,7 @@ TORCH_OOM = (
 
 
 def ladder(gpus: str, **flags) -> list[str]:
-    plan = prepare(JobOptions(gpus=gpus, output_dir="runs", **flags), for_run=False, now=FIXED_NOW).plan
+    plan = prepare(JobOptions(gpus=gpus, output_dir="runs", **flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
     rungs = []
     while (step := fallback(plan, shipped_profiles())) is not None:
         plan, change = step
@@ -51,7 +52,7 @@ def test_qlora_at_micro_batch_1_with_checkpointing_is_the_last_rung():
 
 
 def test_retried_plans_render_a_command_with_the_new_setup():
-    plan = prepare(JobOptions(gpus="1xh100", output_dir="runs"), for_run=False, now=FIXED_NOW).plan
+    plan = prepare(JobOptions(gpus="1xh100", output_dir="runs"), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
     plan, _ = fallback(plan, shipped_profiles())
     argv = plan.argv
     assert argv[argv.index("--per_device_train_batch_size") + 1] == "8"
@@ -71,10 +72,10 @@ def test_oom_message_says_what_ran_out_when_and_against_the_estimate():
 def test_failure_reads_only_the_newest_launch(tmp_path: Path):
     log = tmp_path / "swift.log"
     log.write_text(f"{LAUNCH_HEADER} swift sft =====\n{TORCH_OOM}\n{LAUNCH_HEADER} swift sft =====\nValueError: bad flag\n")
-    error = failure(log, 1, 0, 10.0)
+    error = failure(last_launch_lines(log), 1, 0, 10.0, log)
     assert type(error) is TrainingFailed and "ValueError: bad flag" in str(error)
     log.write_text(f"{LAUNCH_HEADER} swift sft =====\n{TORCH_OOM}\n")
-    error = failure(log, 1, 3, 10.0)
+    error = failure(last_launch_lines(log), 1, 3, 10.0, log)
     assert isinstance(error, OutOfMemory) and error.exit_code == 5 and "after step 3" in str(error)
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXED_NOW
+from conftest import FIXED_NOW, PLAIN_MACHINE
 
 from qwen_tune.errors import UsageError
 from qwen_tune.jobs import JobOptions, prepare
@@ -17,7 +17,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def plan_for(**flags):
-    return prepare(JobOptions(output_dir="runs", **flags), for_run=False, now=FIXED_NOW).plan
+    return prepare(JobOptions(output_dir="runs", **flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
 
 
 def test_each_node_gets_torchrun_env_and_the_batch_spans_all_gpus():
@@ -50,7 +50,7 @@ def options(**flags):
 
 
 def test_sbatch_script_golden_and_valid_bash(tmp_path):
-    script = sbatch_script(prepare(options(), for_run=False, now=FIXED_NOW).plan, options())
+    script = sbatch_script(prepare(options(), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan, options())
     path = GOLDEN / "sbatch-2x4xa100.sh"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(script)
@@ -62,7 +62,7 @@ def test_sbatch_script_golden_and_valid_bash(tmp_path):
 def test_sbatch_quotes_hostile_names(tmp_path):
     """Each node's shell must see the name as one argument, never run it."""
     name = "O'Brien $(touch pwned) \"; rm -rf x"
-    script = sbatch_script(prepare(options(name=name), for_run=False, now=FIXED_NOW).plan, options(name=name))
+    script = sbatch_script(prepare(options(name=name), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan, options(name=name))
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
     fake = tmp_path / "bin" / "qwen-tune"
     fake.parent.mkdir()

@@ -6,12 +6,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import FIXED_NOW, gpu_inventory
+from conftest import FIXED_NOW, PLAIN_MACHINE, gpu_inventory
 
 from qwen_tune.errors import DoesNotFit, ModelError, UsageError
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
-from qwen_tune.plan import DataSummary, make_plan
+from qwen_tune.plan import DataSummary
+from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
 from qwen_tune.report import plan_text
@@ -40,7 +41,7 @@ def plan_for(**flags):
     flags.setdefault("output_dir", "runs")
     if flags.get("recipe") == "demo-tiny-cpu":
         flags.setdefault("model", TINY_CONFIG)
-    return prepare(JobOptions(**flags), for_run=False, now=FIXED_NOW).plan
+    return prepare(JobOptions(**flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
 
 
 def scrub(text: str) -> str:
@@ -119,10 +120,10 @@ def test_micro_batch_keeps_the_effective_batch_over_devices():
     data = DataSummary(n_rows=100, max_tokens=80, how="estimated")
     for n in (1, 2, 4, 8):
         plan = make_plan(recipe=recipe, model=model, inventory=gpu_inventory(*[80] * n), profiles=shipped_profiles(),
-                         data=data, dataset_path="d.jsonl", output_dir="out")  # fmt: skip
+                         data=data, dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
         assert plan.effective_batch == 16, n
     three = make_plan(recipe=recipe, model=model, inventory=gpu_inventory(80, 80, 80), profiles=shipped_profiles(),
-                      data=data, dataset_path="d.jsonl", output_dir="out")  # fmt: skip
+                      data=data, dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
     assert any("effective batch 18" in w for w in three.warnings)
 
 
@@ -131,7 +132,7 @@ def test_longer_data_turns_checkpointing_on_or_shrinks_the_micro_batch():
     model = resolve_model(recipe.model)
     long_data = DataSummary(n_rows=100, max_tokens=2048, how="tokenized")
     plan = make_plan(recipe=recipe, model=model, inventory=gpu_inventory(48), profiles=shipped_profiles(),
-                     data=long_data, dataset_path="d.jsonl", output_dir="out")  # fmt: skip
+                     data=long_data, dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
     assert plan.profile.name == "large" and plan.setup.micro_batch_size < 16 and plan.fits
 
 

@@ -2,8 +2,8 @@
 
 import time
 
-import qwen_tune.verify as verify
-from qwen_tune.verify import PreloadedInfer
+import qwen_tune.swift.infer as infer
+from qwen_tune.swift.infer import PreloadedInfer
 
 TRAIN_ENV = {"CUDA_VISIBLE_DEVICES": ""}
 
@@ -33,5 +33,5 @@ def test_closing_an_unused_worker_ends_it():
 
 
 def test_no_worker_where_this_python_has_no_swift(monkeypatch):
-    monkeypatch.setattr(verify.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(infer.importlib.util, "find_spec", lambda name: None)
     assert PreloadedInfer.start(TRAIN_ENV) is None

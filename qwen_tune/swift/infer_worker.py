@@ -1,4 +1,4 @@
-"""`swift infer`, started before it is needed (verify.PreloadedInfer): it imports swift while training runs.
+"""`swift infer`, started before it is needed (swift.infer.PreloadedInfer): it imports swift while training runs.
 
 Then it reads one request from stdin, {"args": [...], "log": PATH}, sends its output to the log and runs
 swift's own infer script, the one `swift infer` starts, with those arguments. End of input: nothing to do.

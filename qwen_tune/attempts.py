@@ -1,0 +1,171 @@
+"""A run from start to end: the checks before it, its attempts down the out-of-memory ladder, a resume,
+and one function that trains, plots, checks the identity and records how it ended."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+from qwen_tune.dataset import jsonl_bytes
+from qwen_tune.errors import GpuBusyError, Interrupted, OutOfMemory, TrainingFailed, UsageError, UserError
+from qwen_tune.jobs import Job
+from qwen_tune.locks import gpu_locks
+from qwen_tune.outcome import RunOutcome
+from qwen_tune.plan import Plan
+from qwen_tune.planner import disk_bytes_needed, fallback
+from qwen_tune.plot import loss_curve
+from qwen_tune.process import Timeline, run_sft
+from qwen_tune.profiles import Profile
+from qwen_tune.recipes import Bilingual
+from qwen_tune.rundir import (
+    RunRecord,
+    check_disk_space,
+    check_output_dir,
+    create_run_dir,
+    launch_fields,
+    unused_path,
+    write_json,
+)
+from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
+from qwen_tune.swift.command import require_swift
+from qwen_tune.swift.infer import PreloadedInfer
+from qwen_tune.swift.logs import Progress
+from qwen_tune.verify import check_identity
+
+
+def execute(
+    job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None], retry_with: list[Profile] | None = None,
+    on_notice: Callable[[str], None] = print,
+) -> RunOutcome:  # fmt: skip
+    """A new run: check it can start, record it, then train and check it.
+
+    With retry_with (the profiles the ladder may switch to), an out-of-memory failure steps down
+    planner.fallback's ladder and trains again in the same run directory, from the last checkpoint.
+    """
+    check_before_run(job, force=force)
+    with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):
+        record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
+        on_notice(f"Training in {job.run_dir} (swift's full output goes to swift.log there)...")
+        timeline = Timeline()
+        while True:
+            attempts.append(_attempt(plan, len(attempts) + 1))
+            timeline.attempt = len(attempts)
+            try:
+                resume_from = latest_checkpoint(Path(record.output_dir)) if len(attempts) > 1 else None
+                outcome = train_and_check(record, on_progress, timeline, resume_from)
+                attempts[-1]["outcome"] = "done"
+                return outcome
+            except OutOfMemory as oom:
+                attempts[-1].update(outcome="out-of-memory", error=str(oom))
+                step = fallback(plan, retry_with) if retry_with is not None else None
+                if step is None:
+                    raise
+                plan, change = step
+                record = replace(record, **launch_fields(plan))
+                record.save()
+                on_notice(f"{oom}\nretrying with {change} (attempt {len(attempts) + 1}; --no-auto-retry stops here instead)")
+            except UserError as failure:
+                attempts[-1].update(outcome="failed", error=str(failure))
+                raise
+            finally:
+                write_json(Path(record.run_dir) / "attempts.json", attempts)
+
+
+def check_before_run(job: Job, *, force: bool) -> None:
+    """Whatever would refuse the run, refused before anything is written: swift, the output dir, the disk, busy GPUs."""
+    require_swift()
+    output_dir = job.run_dir.parent
+    check_output_dir(output_dir)
+    check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows or [])), output_dir)
+    busy = job.plan.busy_gpus()
+    if busy and not force:
+        raise GpuBusyError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
+
+
+def _attempt(plan: Plan, number: int) -> dict:
+    s, launch = plan.setup, launch_fields(plan)
+    return {"attempt": number, "profile": launch["profile"], "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
+            "gradient_checkpointing": s.gradient_checkpointing, "zero": s.zero or None, "quantization": plan.profile.quantization,
+            "estimate_peak_gib": launch["estimate_peak_gib"], "argv": launch["argv"]}  # fmt: skip
+
+
+def resume(
+    run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False, on_notice: Callable[[str], None] = print
+) -> RunOutcome:
+    """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
+    record = RunRecord.load(run_dir)
+    result_file = run_dir / "result.json"
+    if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
+        raise UsageError(f"{run_dir} already finished; start a new run instead")
+    with _exclusive(record.gpu_indices, record.run_dir, force):
+        checkpoint = latest_checkpoint(Path(record.output_dir))
+        where = f"from {checkpoint.name}" if checkpoint else "from the start (no checkpoint was kept)"
+        on_notice(f"Resuming {run_dir} {where} (swift's output is appended to swift.log)...")
+        return train_and_check(record, on_progress, Timeline(), checkpoint)
+
+
+def _exclusive(indices: list[int], run_dir: str, force: bool):
+    return nullcontext() if force or not indices else gpu_locks(indices, run_dir)
+
+
+def train_and_check(
+    record: RunRecord, on_progress: Callable[[Progress], None], timeline: Timeline, resume_from: Path | None = None
+) -> RunOutcome:
+    """Train, plot, check the identity, write the outcome: every way out leaves result.json and timeline.json consistent."""
+    run_dir = Path(record.run_dir)
+    node_rank = record.node_rank
+    preloaded = PreloadedInfer.start(record.env) if record.verify and node_rank == 0 else None
+    ended = RunOutcome(
+        run_dir=str(run_dir), profile=record.profile, estimate_peak_gib=record.estimate_peak_gib, status="train-failed", line="",
+        resumed_from=str(resume_from) if resume_from else None,
+    )  # fmt: skip
+    try:
+        try:
+            ended.train = run_sft(record, on_progress, timeline, resume_from)
+        except Interrupted as stop:
+            _end(ended, "interrupted", f"INTERRUPTED: {stop}", error=str(stop))
+            raise
+        except TrainingFailed as failure:
+            _end(ended, "train-failed", f"FAIL training: {failure}", error=str(failure))
+            raise
+        result = ended.train
+        ended.loss_curve = "loss.png" if loss_curve(logging_jsonl(Path(record.output_dir)), run_dir / "loss.png") else None
+        trained = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
+        if result.checkpoint is None and node_rank == 0:
+            _end(ended, "no-checkpoint", "FAIL: swift finished but wrote no checkpoint")
+            raise TrainingFailed(f"swift finished but reported no checkpoint; see {run_dir / 'swift.log'}")
+        if result.checkpoint is None:
+            # Only the master node's rank 0 logs and saves the adapter; this node trained its share of each batch.
+            ended.identity_check = "skipped"
+            line = f"node {node_rank} done: it trained its share; node 0 holds the checkpoint and checks the model"
+        elif record.verify:
+            try:
+                check = check_identity(
+                    Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"),
+                    preloaded,
+                )  # fmt: skip
+                timeline.mark("identity checked")
+            except UserError as failure:
+                _end(ended, "verify-failed", f"FAIL: {failure}", error=str(failure))
+                raise
+            ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
+            line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
+        else:
+            ended.identity_check = "skipped"
+            line = f"identity check skipped; {trained}"
+        timeline.mark("done")
+        ended.timeline = timeline.marks
+        _end(ended, "done", line)
+        return ended
+    finally:
+        if preloaded:
+            preloaded.close()
+        timeline.write(run_dir / "timeline.json")
+
+
+def _end(outcome: RunOutcome, status, line: str, error: str | None = None) -> None:
+    outcome.status, outcome.line, outcome.error = status, line, error
+    outcome.write()

@@ -1,0 +1,276 @@
+"""The planner: inventory + recipe + model + data → a Plan; and the out-of-memory ladder's next Plan.
+
+Pure: everything it needs from the box (GPUs, flash-attn) is passed in, so every card in
+cards.py can be planned and golden-tested anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from qwen_tune.errors import DoesNotFit, UsageError
+from qwen_tune.gpus import GIB, MIB, Inventory
+from qwen_tune.memory import ZERO_STAGE, MemoryEstimate, checkpoint_bytes, estimate, train_setup
+from qwen_tune.models import ModelRef
+from qwen_tune.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
+from qwen_tune.profiles import Profile
+from qwen_tune.recipes import Recipe
+from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
+
+MARGIN_FRACTION = 0.03
+CPU_USABLE_FRACTION = 0.8
+TIGHT_BYTES = int(0.5 * GIB)
+SHORTER_LENGTHS = (1024, 512, 256, 128)
+# swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
+RUN_FILES_BYTES = 50 * MIB
+
+
+def budget_bytes(inventory: Inventory) -> int:
+    """What one device may use: the smallest card less a safety margin, or most of the RAM."""
+    if inventory.is_cpu:
+        return int(inventory.host_memory_bytes * CPU_USABLE_FRACTION)
+    return int(min(g.total_bytes for g in inventory.gpus) * (1 - MARGIN_FRACTION))
+
+
+def training_dtype(inventory: Inventory) -> Dtype:
+    if inventory.is_cpu:
+        return "float32"
+    return "bfloat16" if all(g.bf16 for g in inventory.gpus) else "float16"
+
+
+def unusable_because(
+    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True
+) -> str | None:
+    """Why the profile cannot serve these devices, or None when it can.
+
+    A forced profile skips the card-size rule: there the memory estimate decides, with a warning.
+    """
+    n = len(inventory.gpus) * nodes.count
+    if (profile.devices == "cpu") != (n == 0):
+        return "is for the CPU only" if n else "needs a GPU"
+    if profile.devices == "single" and n > 1:
+        return "is for one GPU"
+    if profile.devices == "multi" and n < 2:
+        return "needs two or more GPUs"
+    if check_card_size and n and min(g.total_bytes for g in inventory.gpus) / GIB < profile.min_memory_gib:
+        return f"is for cards of {profile.min_memory_gib:g} GiB or more"
+    return None
+
+
+@dataclass(frozen=True)
+class _SetupSearch:
+    """What stays fixed while the chooser tries profiles and setups."""
+
+    recipe: Recipe
+    model: ModelRef
+    inventory: Inventory
+    dtype: Dtype
+    budget: int
+    nodes: Nodes
+
+    @property
+    def n_devices(self) -> int:
+        return max(1, len(self.inventory.gpus)) * self.nodes.count
+
+    def micro_batches(self) -> list[int]:
+        """Micro-batches that keep the effective batch exact: divisors of one device's share, largest first."""
+        per_device = math.ceil(self.recipe.effective_batch_size / self.n_devices)
+        return [m for m in range(per_device, 0, -1) if per_device % m == 0]
+
+    def setups(self, profile: Profile) -> list[Setup]:
+        """Every way the profile allows, fastest first: less sharding, no recomputation, bigger micro-batches."""
+        if profile.micro_batch_size == "max":
+            micro_batches = self.micro_batches()
+        else:
+            micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
+        checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
+        zeros = [z for z in ZERO_STAGE if z] if profile.deepspeed == "auto" and self.n_devices > 1 else [""]
+        return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
+
+    def estimate(self, profile: Profile, setup: Setup, seq_len: int) -> MemoryEstimate:
+        return estimate(
+            train_setup(
+                dtype=self.dtype,
+                quantization=profile.quantization,
+                zero=setup.zero,
+                shape=self.model.shape,
+                lora_rank=self.recipe.lora_rank,
+                micro_batch_size=setup.micro_batch_size,
+                seq_len=seq_len,
+                gradient_checkpointing=setup.gradient_checkpointing,
+                n_gpus=self.n_devices,
+                on_cpu=self.inventory.is_cpu,
+            )
+        )
+
+
+def make_plan(
+    *,
+    recipe: Recipe,
+    model: ModelRef,
+    inventory: Inventory,
+    profiles: list[Profile],
+    data: DataSummary,
+    dataset_path: str,
+    output_dir: str,
+    forced_profile: str | None = None,
+    machine: MachineFacts,
+    nodes: Nodes = Nodes(),
+) -> Plan:
+    """Try the profiles in order of preference; keep the first setup whose estimate fits every device."""
+    nodes.check()
+    job = _SetupSearch(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
+    seq_len = min(data.max_tokens, recipe.max_length)
+    reasons = [_describe_devices(inventory, job.budget, nodes)]
+    if job.dtype == "float16":
+        reasons.append("float16: a card has no bfloat16 (compute capability below 8.0)")
+
+    if forced_profile is not None:
+        candidates = [p for p in profiles if p.name == forced_profile]
+        if not candidates:
+            raise UsageError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
+        why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False)
+        if why_not:
+            raise UsageError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
+        reasons.append(f"profile {forced_profile} forced with --profile")
+    else:
+        candidates = []
+        for profile in profiles:
+            why_not = unusable_because(profile, inventory, nodes)
+            if why_not is None:
+                candidates.append(profile)
+            elif (profile.devices == "cpu") == inventory.is_cpu:
+                reasons.append(f"skipped {profile.name}: {why_not}")
+
+    tried = None
+    for profile in candidates:
+        for setup in job.setups(profile):
+            tried = (profile, setup, job.estimate(profile, setup, seq_len))
+            if tried[2].peak_bytes <= job.budget:
+                reasons.append(
+                    f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable"
+                )
+                return _assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
+        if forced_profile is None:
+            reasons.append(
+                f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}"
+            )
+    if forced_profile is not None and tried is not None:
+        return _assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
+    raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))
+
+
+def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
+    """The next rung of the out-of-memory ladder and what it changes; None when no rung is left.
+
+    Cheapest first: halve the micro-batch (more grad-accum, the same effective batch), turn gradient
+    checkpointing on, shard with zero3 instead of zero2, then 4-bit QLoRA at micro-batch 1.
+    max_length is no rung: swift pads each batch to its longest sample, so lowering it saves
+    nothing unless it cuts samples, which would change what is learned.
+    """
+    job = _SetupSearch(plan.recipe, plan.model, plan.inventory, plan.dtype, plan.budget_bytes, plan.nodes)
+    s, profile = plan.setup, plan.profile
+    smaller = [m for m in job.micro_batches() if m <= s.micro_batch_size // 2]
+    if smaller:
+        setup, change = replace(s, micro_batch_size=smaller[0]), f"micro-batch {s.micro_batch_size} → {smaller[0]}"
+    elif not s.gradient_checkpointing:
+        setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
+    elif s.zero == "zero2":
+        setup, change = replace(s, zero="zero3"), "DeepSpeed zero2 → zero3"
+    elif profile.quantization != "nf4" and not plan.inventory.is_cpu:
+        qlora = [p for p in profiles if p.quantization == "nf4"]
+        if not qlora:
+            return None
+        # bitsandbytes' 4-bit weights do not shard under ZeRO-3: QLoRA on several GPUs is plain data parallel.
+        profile, setup, change = qlora[0], Setup(1, True), "4-bit QLoRA, micro-batch 1, checkpointing on"
+    else:
+        return None
+    est = job.estimate(profile, setup, plan.seq_len)
+    reasons = (
+        *plan.reasons,
+        f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})",
+    )
+    machine = MachineFacts(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
+    return _assemble(
+        job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), machine
+    ), change
+
+
+def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
+    """What a run writes under --output-dir at its fullest: the checkpoints swift keeps plus the one
+    it is saving before it deletes the oldest, the filled dataset copy, and the run's own files."""
+    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero))
+    return checkpoint * (SAVE_TOTAL_LIMIT + 1) + dataset_bytes + RUN_FILES_BYTES
+
+
+def _refusal(job: _SetupSearch, candidates: list[Profile], seq_len: int) -> str:
+    """Nothing fits: what the leanest option needs, and the nearest thing that would work."""
+    where = "the CPU" if job.inventory.is_cpu else f"{len(job.inventory.gpus)}× {job.inventory.gpus[0].name}"
+    leanest = candidates[-1]
+    setup = job.setups(leanest)[-1]
+    needed = job.estimate(leanest, setup, seq_len).peak_bytes
+    message = (
+        f"{job.model.source} does not fit {where}: even {leanest.name} needs {gib(needed)} per device, {gib(job.budget)} usable"
+    )
+    nearest = []
+    shorter = [n for n in SHORTER_LENGTHS if n < seq_len and job.estimate(leanest, setup, n).peak_bytes <= job.budget]
+    if shorter:
+        nearest.append(
+            f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)"
+        )
+    if not job.inventory.is_cpu:
+        nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
+    return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
+
+
+def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
+    if inventory.is_cpu:
+        return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM, {gib(budget)} usable"
+    names = " + ".join(sorted({g.name for g in inventory.gpus}))
+    where = f" on each of {nodes.count} nodes (this is node {nodes.rank})" if nodes.count > 1 else ""
+    return f"devices: {len(inventory.gpus)}× {names}{where}, {gib(budget)} usable per device"
+
+
+def _assemble(job: _SetupSearch, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine) -> Plan:
+    flash_ok = machine.flash_attn_installed and not job.inventory.is_cpu and all(g.bf16 for g in job.inventory.gpus)
+    attention = "flash_attn" if profile.attention == "flash_attn" and flash_ok else "sdpa"
+    plan = Plan(
+        recipe=job.recipe,
+        model=job.model,
+        inventory=job.inventory,
+        profile=profile,
+        setup=setup,
+        dtype=job.dtype,
+        attention=attention,
+        data=data,
+        seq_len=seq_len,
+        estimate=est,
+        budget_bytes=job.budget,
+        dataset_path=dataset_path,
+        output_dir=output_dir,
+        reasons=tuple(reasons),
+        nodes=job.nodes,
+        bytecode_cache=machine.bytecode_cache,
+    )
+    warnings = []
+    if not plan.fits:
+        warnings.append(
+            f"the estimate does not fit: needs {gib(est.peak_bytes)} > {gib(job.budget)} usable; expect out-of-memory"
+        )
+    elif job.budget - est.peak_bytes < TIGHT_BYTES and not job.inventory.is_cpu:
+        warnings.append(
+            f"tight fit, {gib(job.budget - est.peak_bytes)} to spare: close other programs on the GPU (a desktop's display too)"
+        )
+    warnings += [f"{busy}: the run would run out of memory" for busy in plan.busy_gpus()]
+    if data.how == "max_length":
+        warnings.append(
+            f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths"
+        )
+    if data.max_tokens > job.recipe.max_length:
+        warnings.append(f"the longest sample has {data.max_tokens} tokens, over max_length {job.recipe.max_length}")
+    if plan.effective_batch != job.recipe.effective_batch_size:
+        warnings.append(
+            f"effective batch {plan.effective_batch}, not {job.recipe.effective_batch_size}: it does not divide over {plan.n_devices} devices"
+        )
+    return replace(plan, warnings=tuple(warnings))

@@ -1,0 +1,128 @@
+"""`swift sft` as a child process: started from an argv list (never a shell), its output appended to
+swift.log and read line by line for progress and phases, Ctrl-C and SIGTERM forwarded to all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qwen_tune.errors import Interrupted
+from qwen_tune.gpus import GIB, MemorySampler
+from qwen_tune.outcome import TrainResult
+from qwen_tune.rundir import RunRecord
+from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
+from qwen_tune.swift.command import missing_swift, resume_argv
+from qwen_tune.swift.logs import Progress, failure, parse_progress, phase_ended, read_logging
+
+# One header per launch in swift.log: a failure is read from the newest launch's lines only.
+LAUNCH_HEADER = "===== qwen-tune:"
+
+
+class Timeline:
+    """Seconds since the run started at which each phase ended: where a run's wall time goes."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.attempt = 1  # the OOM ladder's retries get their own marks
+
+    def mark(self, phase: str) -> None:
+        name = phase if self.attempt == 1 else f"{phase} (attempt {self.attempt})"
+        self.marks.setdefault(name, round(time.monotonic() - self.start, 1))
+
+    def see(self, line: str) -> None:
+        for phase in phase_ended(line):
+            self.mark(phase)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.marks, indent=2) + "\n", encoding="utf-8")
+
+
+class _ForwardSignals:
+    """Ctrl-C and SIGTERM go to swift's whole process group, so it stops and its checkpoints stay."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.received: list[int] = []
+        self.previous: dict[int, object] = {}
+
+    def _forward(self, signum, frame) -> None:
+        self.received.append(signum)
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> _ForwardSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def run_sft(
+    record: RunRecord, on_progress: Callable[[Progress], None], timeline: Timeline, resume_from: Path | None = None
+) -> TrainResult:
+    """Launch `swift sft`, append its output to swift.log, follow its progress; raise on a stop or a failure."""
+    run_dir = Path(record.run_dir)
+    env = {**os.environ, **record.env, "PYTHONUNBUFFERED": "1"}
+    log_path = run_dir / "swift.log"
+    start = time.monotonic()
+    last_step = 0
+    with open(log_path, "a", encoding="utf-8") as log, MemorySampler(record.gpu_indices) as sampler:
+        log.write(f"{LAUNCH_HEADER} swift sft{f', resuming from {resume_from}' if resume_from else ''} =====\n")
+        timeline.mark("swift started")
+        try:
+            process = subprocess.Popen(
+                resume_argv(record.argv, resume_from), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                errors="replace", bufsize=1,
+                start_new_session=True,  # its own process group: signals reach swift only through us, all of it
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise missing_swift() from None
+        with _ForwardSignals(process) as signals:
+            for line in process.stdout:
+                log.write(line)
+                timeline.see(line)
+                progress = parse_progress(line)
+                if progress:
+                    last_step = progress.step
+                    timeline.mark("first step")
+                    if progress.step == progress.total:
+                        timeline.mark("last step")
+                    on_progress(progress)
+            process.wait()
+            timeline.mark("swift exited")
+    logged = read_logging(logging_jsonl(Path(record.output_dir)))
+    result = TrainResult(
+        returncode=process.returncode,
+        wall_seconds=round(time.monotonic() - start, 1),
+        train_seconds=logged.train_seconds,
+        final_loss=logged.final_loss,
+        steps=logged.steps,
+        checkpoint=logged.checkpoint,
+        swift_peak_reserved_gib=logged.peak_reserved_gib,
+        nvml_peak_used_gib={str(i): round(b / GIB, 2) for i, b in sampler.peak_bytes.items()},
+    )
+    if signals.received:
+        name = signal.Signals(signals.received[0]).name
+        kept = latest_checkpoint(Path(record.output_dir))
+        where = f"{kept.name} is kept" if kept else "no checkpoint was written yet"
+        raise Interrupted(f"stopped by {name}; {where}; continue with: qwen-tune run --resume {run_dir}")
+    if process.returncode != 0:
+        raise failure(last_launch_lines(log_path), process.returncode, last_step, record.estimate_peak_gib, log_path)
+    return result
+
+
+def last_launch_lines(log_path: Path) -> list[str]:
+    """swift.log's lines since the newest launch header."""
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    return text[text.rfind(LAUNCH_HEADER) :].splitlines()

@@ -1,0 +1,130 @@
+"""The argv and environment of every swift command qwen-tune starts: data, never a shell string.
+
+CI checks every flag `sft_argv` emits against swift's own argument parser (tests/test_swift_args.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qwen_tune.errors import SwiftMissing
+from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
+from qwen_tune.swift.version import INSTALL
+
+if TYPE_CHECKING:
+    from qwen_tune.plan import Plan
+
+# torchrun's variables: training's alone; infer and export run as one process.
+TORCHRUN_ENV = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def sft_argv(plan: Plan) -> list[str]:
+    """The `swift sft` command line."""
+    r, s = plan.recipe, plan.setup
+    argv = ["swift", "sft", "--model", plan.model.source]
+    if plan.model.local_dir:
+        argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template, "--check_model", "false"]
+    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", "lora", "--torch_dtype", plan.dtype]
+    if plan.profile.quantization == "nf4":
+        argv += [
+            "--quant_method", "bnb",
+            "--quant_bits", "4",
+            "--bnb_4bit_quant_type", "nf4",
+            "--bnb_4bit_use_double_quant", "true",
+            "--bnb_4bit_compute_dtype", plan.dtype,
+        ]  # fmt: skip
+    argv += [
+        "--num_train_epochs", f"{r.epochs:g}",
+        "--per_device_train_batch_size", str(s.micro_batch_size),
+        "--gradient_accumulation_steps", str(plan.grad_accum),
+        "--learning_rate", f"{r.learning_rate:g}",
+        "--lora_rank", str(r.lora_rank),
+        "--lora_alpha", str(r.lora_alpha),
+        "--lora_dropout", f"{r.lora_dropout:g}",
+        "--target_modules", r.target_modules,
+        "--max_length", str(r.max_length),
+        "--warmup_ratio", f"{r.warmup_ratio:g}",
+        "--gradient_checkpointing", "true" if s.gradient_checkpointing else "false",
+        "--attn_impl", plan.attention,
+    ]  # fmt: skip
+    if s.zero:
+        argv += ["--deepspeed", s.zero]
+    if plan.save_steps:
+        argv += ["--save_steps", str(plan.save_steps)]
+    argv += [
+        "--split_dataset_ratio", "0",
+        "--eval_strategy", "no",
+        "--save_total_limit", str(SAVE_TOTAL_LIMIT),
+        "--logging_steps", "1",
+        "--dataloader_num_workers", "0",
+        "--report_to", "none",
+        "--add_version", "false",
+        "--output_dir", plan.output_dir,
+    ]  # fmt: skip
+    return argv
+
+
+def sft_env(plan: Plan) -> dict[str, str]:
+    """The variables `swift sft` is started with, on top of the caller's environment."""
+    if plan.inventory.is_cpu:
+        env = {"CUDA_VISIBLE_DEVICES": ""}
+    else:
+        # NVML and nvidia-smi number GPUs in PCI bus order; CUDA must too, or indices drift.
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.inventory.gpus)}
+    if plan.n_devices > 1:
+        env["NPROC_PER_NODE"] = str(max(1, len(plan.inventory.gpus)))
+    if plan.nodes.count > 1:
+        env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
+        if plan.nodes.master_port:
+            env["MASTER_PORT"] = str(plan.nodes.master_port)
+    if not plan.inventory.is_cpu:
+        # Many short, differently padded batches fragment the caching allocator; growable segments
+        # keep the reserved pool near what is allocated, which is what the estimate predicts.
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    if plan.model.local_dir:
+        env["HF_HUB_OFFLINE"] = "1"
+    if plan.bytecode_cache:
+        # This Python writes no bytecode: without a cache of our own, each swift process compiles its imports again.
+        env.update(PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=plan.bytecode_cache)
+    return env
+
+
+def resume_argv(sft: list[str], checkpoint: Path | None) -> list[str]:
+    """The same `swift sft`, continuing from a checkpoint (its model, optimizer and step)."""
+    return sft + (["--resume_from_checkpoint", str(checkpoint)] if checkpoint else [])
+
+
+def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: int) -> list[str]:
+    """Greedy answers of the tuned adapter: swift reads the base model, template and quantization from its args.json."""
+    return [
+        "swift", "infer",
+        "--adapters", checkpoint,
+        "--val_dataset", str(questions),
+        "--temperature", "0",
+        "--max_new_tokens", str(max_new_tokens),
+        "--result_path", str(answers),
+    ]  # fmt: skip
+
+
+def export_argv(checkpoint: str, target: Path) -> list[str]:
+    """Merge the adapter into the base weights."""
+    return ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]
+
+
+def single_process_env(train_env: dict[str, str]) -> dict[str, str]:
+    """Training's devices, as one process (infer, export): swift spreads a model over several GPUs by itself."""
+    env = {k: v for k, v in train_env.items() if k not in TORCHRUN_ENV}
+    return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+
+
+def require_swift() -> None:
+    """Refuse before anything is written when the `swift` command is missing."""
+    if shutil.which("swift") is None:
+        raise missing_swift()
+
+
+def missing_swift() -> SwiftMissing:
+    return SwiftMissing(f"the `swift` command is not installed: {INSTALL}")

@@ -1,0 +1,132 @@
+"""Reading swift's output: the progress lines of its trainer, the phases of its start-up, logging.jsonl,
+and what went wrong when it failed (out of memory, or its last error)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen_tune.errors import OutOfMemory, TrainingFailed
+
+OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
+# Lines of swift's output that end a phase of its start-up or shut-down: (text in the line, phase).
+TIMELINE_MARKERS = (
+    ("[INFO:swift] rank:", "swift imported"),
+    ("[INFO:swift] model_info:", "model loaded"),
+    ("[INFO:swift] train_dataset:", "dataset tokenized"),
+    ("[INFO:swift] model_parameter_info:", "LoRA attached"),
+    ("[INFO:swift] last_model_checkpoint:", "final checkpoint saved"),
+    ("[INFO:swift] End time of running main:", "swift finished"),
+)
+_SIZE = r"([\d.]+ [GMK]iB)"
+OOM_DETAILS = (  # torch's out-of-memory message, piece by piece: (pattern, how we say it)
+    (re.compile(r"Tried to allocate " + _SIZE), "asked for {} more"),
+    (re.compile(_SIZE + r" is allocated by PyTorch"), "with {} already allocated"),
+    (re.compile(r"of which " + _SIZE + r" is free"), "{} free on the card"),
+    (re.compile(_SIZE + r" allowed"), "{} allowed to this process"),  # under set_per_process_memory_fraction
+)
+
+
+@dataclass
+class Progress:
+    """One logging step of swift's trainer, as printed on its stdout."""
+
+    step: int
+    total: int
+    loss: float | None = None
+    elapsed: str = ""
+    remaining: str = ""
+    seconds_per_step: float | None = None
+
+
+@dataclass
+class LoggedRun:
+    """What swift's logging.jsonl says of a finished training: its last loss, time, memory and checkpoint."""
+
+    final_loss: float | None = None
+    train_seconds: float | None = None
+    peak_reserved_gib: float | None = None
+    checkpoint: str | None = None
+    steps: int | None = None
+
+
+def phase_ended(line: str) -> list[str]:
+    """The start-up or shut-down phases this line of swift's output ends."""
+    return [phase for text, phase in TIMELINE_MARKERS if text in line]
+
+
+def parse_progress(line: str) -> Progress | None:
+    """swift prints each log step as a Python dict: {'loss': '1.2', 'global_step/max_steps': '5/40', ...}."""
+    if "global_step/max_steps" not in line:
+        return None
+    text = line[line.rfind("{") :].strip()  # tqdm's bar can share the line
+    try:
+        record = ast.literal_eval(text)
+        if "loss" not in record:
+            return None  # the closing summary repeats the last step
+        step, total = (int(x) for x in str(record["global_step/max_steps"]).split("/"))
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        return None
+    loss = record.get("loss")
+    speed = record.get("train_speed(s/it)")
+    return Progress(
+        step=step,
+        total=total,
+        loss=float(loss) if loss is not None else None,
+        elapsed=str(record.get("elapsed_time", "")),
+        remaining=str(record.get("remaining_time", "")),
+        seconds_per_step=float(speed) if speed is not None else None,
+    )
+
+
+def read_logging(path: Path) -> LoggedRun:
+    """Final loss, train time, checkpoint and swift's peak memory from its logging.jsonl (empty if there is none)."""
+    run = LoggedRun()
+    if not path.is_file():
+        return run
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            run.final_loss = float(record["loss"])
+        if "train_runtime" in record:
+            run.train_seconds = float(record["train_runtime"])
+        if "memory(GiB)" in record:
+            run.peak_reserved_gib = max(run.peak_reserved_gib or 0.0, float(record["memory(GiB)"]))
+        if record.get("last_model_checkpoint"):
+            run.checkpoint = record["last_model_checkpoint"]
+            run.steps = record.get("global_step")
+    return run
+
+
+def logged_losses(logging_jsonl: Path) -> list[tuple[int, float]]:
+    """(optimizer step, training loss) as swift logged them, in order; a resumed run logs some steps again."""
+    points = []
+    for line in logging_jsonl.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "loss" in record and "global_step/max_steps" in record:
+            points.append((int(str(record["global_step/max_steps"]).split("/")[0]), float(record["loss"])))
+    return points
+
+
+def failure(lines: list[str], returncode: int, last_step: int, estimate_gib: float, log_path: Path) -> TrainingFailed:
+    """What went wrong, from swift's output of one launch: out of memory (with what ran out), or its last error."""
+    oom = [line for line in lines if any(marker in line for marker in OOM_MARKERS)]
+    if oom:
+        return OutOfMemory(oom_message(oom[-1], last_step, estimate_gib) + f" (log: {log_path})")
+    errors = [line.strip() for line in lines if "Error" in line or "error:" in line]
+    last = errors[-1] if errors else (lines[-1].strip() if lines else "no output")
+    return TrainingFailed(f"swift sft failed with exit code {returncode}: {last[:300]} (log: {log_path})")
+
+
+def oom_message(line: str, last_step: int, estimate_gib: float) -> str:
+    """torch's out-of-memory line, shortened to what ran out, when, and against what the plan expected."""
+    when = f"after step {last_step}" if last_step else "before the first step finished"
+    parts = [say.format(m.group(1)) for pattern, say in OOM_DETAILS if (m := pattern.search(line))]
+    detail = f": {', '.join(parts)}" if parts else ""
+    return f"the GPU ran out of memory {when}{detail}; the plan estimated {estimate_gib:.2f} GiB"
