@@ -11,12 +11,16 @@ from qwen_tune.gpus import GIB, Gpu, Inventory
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
-def load_script(name: str):
-    """scripts/NAME.py as a module, to test its pure parts (scripts/ is no package)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def load_script(path: str):
+    """tools/PATH.py (e.g. "bench", "probes/startup_probe") as a module named after the file, to test its
+    pure parts (tools/ is no package)."""
+    name = Path(path).name
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(TOOLS / f"{path}.py"):
+        return sys.modules[name]  # one module per file: bad_inputs' Case is the same class for every test
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{path}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)

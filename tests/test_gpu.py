@@ -50,7 +50,7 @@ def test_gpus_command_json():
 
 def test_real_run_on_the_gpu(tmp_path):
     model = tmp_path / "tiny-qwen2"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(model)], check=True)
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_model.py"), "tiny", str(model)], check=True)
     done = subprocess.run(
         [sys.executable, "-m", "qwen_tune", "run", "--recipe", "demo-tiny-cpu", "--model", str(model), "--gpus", "0",
          "--output-dir", str(tmp_path / "runs")],  # fmt: skip

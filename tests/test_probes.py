@@ -1,4 +1,4 @@
-"""The speed tools' pure parts (scripts/): what they parse and compare must be right before a GPU call spends on them."""
+"""The speed tools' pure parts (tools/, tools/probes/): what they parse and compare must be right before a GPU call spends on them."""
 
 import json
 from pathlib import Path
@@ -26,7 +26,7 @@ def test_window_loss_compares_runs_that_log_at_different_intervals(tmp_path):
 
 
 def test_startup_probe_sums_import_time_by_package():
-    probe = load_script("startup_probe")
+    probe = load_script("probes/startup_probe")
     importtime = (
         "import time: self [us] | cumulative | imported package\n"
         "import time:      1000 |       1000 |     torch._C\n"
@@ -38,7 +38,7 @@ def test_startup_probe_sums_import_time_by_package():
 
 
 def test_speed_variants_change_or_add_flags_and_keep_the_rest():
-    variants = load_script("speed_variants")
+    variants = load_script("probes/speed_variants")
     argv = ["swift", "sft", "--attn_impl", "sdpa", "--output_dir", "a"]
     assert variants.with_flags(argv, {"--attn_impl": "eager", "--save_strategy": "no"}) == [
         "swift", "sft", "--attn_impl", "eager", "--output_dir", "a", "--save_strategy", "no"]  # fmt: skip

@@ -1,4 +1,4 @@
-"""A stand-in for nvidia-ml-py in the bad-input cases (tests/bad_inputs.py puts this folder on PYTHONPATH).
+"""A stand-in for nvidia-ml-py in the bad-input cases (tools/bad_inputs.py puts this folder on PYTHONPATH).
 
 FAKE_NVML unset: a box without the NVIDIA driver, as the real module reports it.
 FAKE_NVML='[{"name": "NVIDIA GeForce RTX 4090", "total_mib": 24564, "free_mib": 100, "cc": [8, 9]}]': those GPUs.

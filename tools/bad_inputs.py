@@ -1,7 +1,7 @@
 """The bad-input table: each case runs the real `qwen-tune` and must fail with one line, its own exit code,
 and nothing written.
 
-tests/test_bad_inputs.py checks every case; scripts/error_table.py renders them as the README's
+tests/test_bad_inputs.py checks every case; tools/error_table.py renders them as the README's
 "When things go wrong" table. NVML and swift are stand-ins (tests/fakes), so a case gives the same
 answer on any box, with GPUs or without, and can never train.
 """
