@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -39,8 +40,24 @@ def gpu_inventory(*memories_gib: float, cc=(8, 9), name="Test GPU") -> Inventory
     return Inventory(gpus=gpus, source="test")
 
 
+def swift_missing() -> str | None:
+    """Why ms-swift cannot run here, or None when both its package and its `swift` command are installed."""
+    if importlib.util.find_spec("swift") is None:
+        return "needs ms-swift, which this Python cannot import: pip install 'ms-swift>=4.6,<4.7' (CI has it)"
+    if shutil.which("swift") is None:
+        return "needs ms-swift's `swift` command, which is not on PATH (CI has it)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests need CUDA; skip them cleanly elsewhere (CI has no GPU)."""
+    """`gpu` tests need CUDA, `requires_swift` tests ms-swift: skip them cleanly, saying why, where they are missing."""
+    needs_swift = [item for item in items if "requires_swift" in item.keywords]
+    why = swift_missing() if needs_swift else None
+    if why:
+        for item in needs_swift:
+            item.add_marker(pytest.mark.skip(reason=why))
+    if not any("gpu" in item.keywords for item in items):
+        return
     try:
         import torch
 

@@ -48,6 +48,7 @@ def test_gpus_command_json():
     assert json.loads(done.stdout)["gpus"][0]["compute_capability"][0] >= 7
 
 
+@pytest.mark.requires_swift
 def test_real_run_on_the_gpu(tmp_path):
     model = tmp_path / "tiny-qwen2"
     subprocess.run([sys.executable, str(REPO / "tools" / "make_model.py"), "tiny", str(model)], check=True)
