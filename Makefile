@@ -26,7 +26,7 @@ gpus: $(STAMP)
 	qwen-tune gpus $(ARGS)
 
 $(TINY_MODEL)/config.json: | $(STAMP)  # order-only: reinstalling must not rebuild the model
-	$(PYTHON) scripts/make_model.py tiny $(TINY_MODEL)
+	$(PYTHON) tools/make_model.py tiny $(TINY_MODEL)
 
 demo: $(TINY_MODEL)/config.json  ## offline demo: a tiny random Qwen2 learns the identity on the CPU (~1 min)
 	qwen-tune run --recipe demo-tiny-cpu --model $(TINY_MODEL) --gpus cpu $(ARGS)
@@ -35,8 +35,8 @@ test: $(STAMP)  ## unit, golden and CPU end-to-end tests (GPU tests skip without
 	$(PYTHON) -m pytest $(ARGS)
 
 lint: $(STAMP)  ## ruff: mistakes (ruff check) and formatting (ruff format --check)
-	$(PYTHON) -m ruff check qwen_tune tests scripts
-	$(PYTHON) -m ruff format --check qwen_tune tests scripts
+	$(PYTHON) -m ruff check qwen_tune tests tools
+	$(PYTHON) -m ruff format --check qwen_tune tests tools
 
 test-gpu: $(STAMP)  ## on a GPU box: the NVML reader and a real run on the GPU
 	$(PYTHON) -m pytest -m gpu $(ARGS)
@@ -44,12 +44,12 @@ test-gpu: $(STAMP)  ## on a GPU box: the NVML reader and a real run on the GPU
 export: $(STAMP)  ## merge a run's adapter: make export RUN=runs/<run>
 	qwen-tune export $(RUN)
 
-bench: $(STAMP)  ## on a GPU box: every profile under its card's memory cap (scripts/bench.py); results in runs/bench
-	$(PYTHON) scripts/bench.py run $(ARGS)
-	$(PYTHON) scripts/bench.py report --results runs/bench/results.jsonl
+bench: $(STAMP)  ## on a GPU box: every profile under its card's memory cap (tools/bench.py); results in runs/bench
+	$(PYTHON) tools/bench.py run $(ARGS)
+	$(PYTHON) tools/bench.py report --results runs/bench/results.jsonl
 
 wheelhouse:  ## with network: wheels for an air-gapped GPU box (BOX_FREEZE=its pip freeze)
-	$(PYTHON) scripts/wheelhouse.py --freeze $(BOX_FREEZE) --out $(WHEELHOUSE) --extras $(EXTRAS)
+	$(PYTHON) tools/wheelhouse.py --freeze $(BOX_FREEZE) --out $(WHEELHOUSE) --extras $(EXTRAS)
 
 install-offline:  ## on the air-gapped box, PYTHON=its torch python: install the wheelhouse into $(SITE)
 	$(PYTHON) -m pip install --no-index --no-deps --upgrade --target $(SITE) $(WHEELHOUSE)/*.whl

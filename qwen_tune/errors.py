@@ -60,7 +60,7 @@ class GpuSelectionError(UserError):
 
 
 class NoGpuError(UserError):
-    """NVML or the driver is missing: planning for this box is impossible."""
+    """NVML or the driver is missing, or cannot name or size a GPU: planning for this box is impossible."""
 
     exit_code = 14
 

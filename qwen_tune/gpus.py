@@ -29,8 +29,8 @@ class Gpu:
     name: str
     total_bytes: int
     compute_capability: tuple[int, int]
-    free_bytes: int | None = None
-    uuid: str = ""
+    free_bytes: int | None = None  # None: NVML could not say (or a card from the table, never measured)
+    uuid: str | None = ""  # None: NVML could not say
     processes: tuple[GpuProcess, ...] = ()
 
     @property
@@ -49,8 +49,8 @@ class Inventory:
 
     gpus: tuple[Gpu, ...]
     source: str
-    driver_version: str = ""
-    cuda_version: str = ""
+    driver_version: str | None = ""  # None: NVML could not say
+    cuda_version: str | None = ""
     host_memory_bytes: int = 0
 
     @property
@@ -93,7 +93,14 @@ def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:
 
 
 def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
-    """Read every GPU through NVML, honouring CUDA_VISIBLE_DEVICES."""
+    """Read every GPU through NVML, honouring CUDA_VISIBLE_DEVICES.
+
+    Every query goes through `_query`. A fact NVML cannot give (NotSupported, NoPermission, ...)
+    becomes None: the driver or CUDA version, a GPU's UUID (then CUDA_VISIBLE_DEVICES can only name
+    it by index), its free memory (then the busy-GPU guard cannot judge it), its process list (empty).
+    A GPU NVML cannot reach, name, size or place in a generation stops qwen-tune with one line
+    (NoGpuError, exit 14) instead: a plan made without it would quietly use fewer GPUs than the box has.
+    """
     environ = os.environ if environ is None else environ
     try:
         import pynvml
@@ -107,44 +114,60 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
             "`qwen-tune plan --gpus rtx4090`, or train on the CPU with `--gpus cpu`"
         ) from exc
     try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-        devices = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            devices.append(
-                Gpu(
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                    total_bytes=int(memory.total),
-                    free_bytes=int(memory.free),
-                    compute_capability=tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),
-                    processes=_processes(pynvml, handle),
-                )
-            )
+        driver = _query(pynvml.nvmlSystemGetDriverVersion)
+        cuda = _query(pynvml.nvmlSystemGetCudaDriverVersion_v2)
+        devices = [_read_gpu(pynvml, index) for index in range(_query(pynvml.nvmlDeviceGetCount, what="the number of GPUs"))]
     finally:
-        pynvml.nvmlShutdown()
+        _query(pynvml.nvmlShutdown)
     if not devices:
         raise NoGpuError("the NVIDIA driver reports no GPU; train on the CPU with `--gpus cpu`")
     return Inventory(
         gpus=tuple(_visible_filter(devices, environ.get("CUDA_VISIBLE_DEVICES"))),
         source="nvml",
         driver_version=driver,
-        cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
+        cuda_version=None if cuda is None else f"{cuda // 1000}.{cuda % 1000 // 10}",
         host_memory_bytes=host_memory_bytes(),
     )
 
 
+def _read_gpu(pynvml, index: int) -> Gpu:
+    handle = _query(pynvml.nvmlDeviceGetHandleByIndex, index, what=f"GPU {index}")
+    memory = _query(pynvml.nvmlDeviceGetMemoryInfo, handle, what=f"GPU {index}'s memory")
+    free = getattr(memory, "free", None)
+    cc = _query(pynvml.nvmlDeviceGetCudaComputeCapability, handle, what=f"GPU {index}'s compute capability")
+    return Gpu(
+        index=index,
+        name=_query(pynvml.nvmlDeviceGetName, handle, what=f"GPU {index}'s name"),
+        uuid=_query(pynvml.nvmlDeviceGetUUID, handle),
+        total_bytes=int(memory.total),
+        free_bytes=int(free) if isinstance(free, int) else None,
+        compute_capability=tuple(cc),
+        processes=_processes(pynvml, handle),
+    )
+
+
+def _query(func, *args, default=None, what: str | None = None):
+    """One NVML call (nvitop's nvmlQuery is the model): its answer, text decoded, or `default` when NVML
+    cannot give it (NotSupported, NoPermission, Unknown, GPU lost, ...). With `what`, the fact is one a
+    plan cannot do without: the failure is a NoGpuError naming it instead."""
+    import pynvml
+
+    try:
+        value = func(*args)
+    except pynvml.NVMLError as exc:
+        if what is None:
+            return default
+        raise NoGpuError(
+            f"NVML cannot read {what} ({exc}); check the driver and the card with `nvidia-smi`, "
+            "or plan for a known card with `qwen-tune plan --gpus rtx4090`"
+        ) from exc
+    return _text(value) if isinstance(value, bytes) else value
+
+
 def _processes(pynvml, handle) -> tuple[GpuProcess, ...]:
     """Who else holds memory on the card, so a refusal can name them."""
-    try:
-        running = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-    except pynvml.NVMLError:
-        return ()
     found = []
-    for p in running:
+    for p in _query(pynvml.nvmlDeviceGetComputeRunningProcesses, handle, default=()):
         try:
             name = Path(f"/proc/{p.pid}/comm").read_text().strip()
         except OSError:
@@ -178,13 +201,15 @@ class MemorySampler:
         except Exception:  # no driver: nothing to sample, the run goes on
             return self
         self._stop = threading.Event()
-        handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in self.indices}
+        handles = {i: _query(pynvml.nvmlDeviceGetHandleByIndex, i) for i in self.indices}
+        handles = {i: handle for i, handle in handles.items() if handle is not None}  # a GPU NVML cannot reach: no peak
 
         def sample() -> None:
             while not self._stop.is_set():
                 for i, handle in handles.items():
-                    used = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-                    self.peak_bytes[i] = max(self.peak_bytes.get(i, 0), used)
+                    used = getattr(_query(pynvml.nvmlDeviceGetMemoryInfo, handle), "used", None)
+                    if isinstance(used, int):  # an unanswered sample is skipped, never a crashed thread
+                        self.peak_bytes[i] = max(self.peak_bytes.get(i, 0), used)
                 self._stop.wait(self.interval_s)
 
         self._thread = threading.Thread(target=sample, daemon=True)
@@ -197,4 +222,4 @@ class MemorySampler:
             self._thread.join()
             import pynvml
 
-            pynvml.nvmlShutdown()
+            _query(pynvml.nvmlShutdown)

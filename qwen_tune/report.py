@@ -9,13 +9,14 @@ from qwen_tune.plan import Plan
 
 
 def inventory_text(inventory: Inventory) -> str:
-    lines = [f"driver {inventory.driver_version}, CUDA {inventory.cuda_version}, {len(inventory.gpus)} GPU(s)"]
+    driver, cuda = (("?" if v is None else v) for v in (inventory.driver_version, inventory.cuda_version))
+    lines = [f"driver {driver}, CUDA {cuda}, {len(inventory.gpus)} GPU(s)"]
     for g in inventory.gpus:
         free = f"{g.free_bytes / GIB:6.1f}" if g.free_bytes is not None else "     ?"
         cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
         lines.append(
             f"  [{g.index}] {g.name:<28} {g.total_gib:6.1f} GiB total {free} GiB free  cc {cc}  "
-            f"bf16 {'yes' if g.bf16 else 'no '}  {g.uuid}"
+            f"bf16 {'yes' if g.bf16 else 'no '}  {'uuid ?' if g.uuid is None else g.uuid}"
         )
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Every kind of bad input through the real CLI (tests/bad_inputs.py): one line on stderr, its own exit
+"""Every kind of bad input through the real CLI (tools/bad_inputs.py): one line on stderr, its own exit
 code, nothing written, swift never started; and the README's table of them is what they print."""
 
 import inspect
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from bad_inputs import CASES, FAKES, REPO, TINY_CONFIG, run_case
 from conftest import PLAIN_MACHINE, load_script
 
 from qwen_tune import errors
@@ -19,7 +18,9 @@ from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.report import command_text
 from qwen_tune.rundir import create_run_dir
 
+bad_inputs = load_script("bad_inputs")
 error_table = load_script("error_table")
+CASES, FAKES, REPO, TINY_CONFIG, run_case = bad_inputs.CASES, bad_inputs.FAKES, bad_inputs.REPO, bad_inputs.TINY_CONFIG, bad_inputs.run_case  # fmt: skip
 
 ERROR_CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.UserError)]
 
@@ -62,7 +63,7 @@ def test_readme_lists_every_exit_code():
 
 def test_readme_table_is_what_the_cases_print(outcomes):
     rendered = error_table.render(CASES, outcomes)
-    assert error_table.table_in(README()) == rendered, "README.md is stale: run python scripts/error_table.py --write"
+    assert error_table.table_in(README()) == rendered, "README.md is stale: run python tools/error_table.py --write"
 
 
 def test_table_goes_between_the_markers():
@@ -77,7 +78,7 @@ def README() -> str:
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories (the notes.txt case covers root)")
 def test_read_only_output_dir_through_the_cli(tmp_path):
-    from bad_inputs import MODEL, Case, run_tiny
+    MODEL, Case, run_tiny = bad_inputs.MODEL, bad_inputs.Case, bad_inputs.run_tiny
 
     (tmp_path / "locked").mkdir(mode=0o500)
     outcome = run_case(Case("read-only --output-dir", 15, run_tiny(output_dir="{tmp}/locked/runs"), MODEL), tmp_path)

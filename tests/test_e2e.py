@@ -12,8 +12,7 @@ from packaging.specifiers import SpecifierSet
 
 from qwen_tune.swift.version import SUPPORTED
 
-pytest.importorskip("swift")
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.requires_swift]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,7 @@ def qwen_tune(*args, timeout=900):
 def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny-qwen2"
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(out)], capture_output=True, text=True
+        [sys.executable, str(REPO / "tools" / "make_model.py"), "tiny", str(out)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     return out

@@ -48,9 +48,10 @@ def test_gpus_command_json():
     assert json.loads(done.stdout)["gpus"][0]["compute_capability"][0] >= 7
 
 
+@pytest.mark.requires_swift
 def test_real_run_on_the_gpu(tmp_path):
     model = tmp_path / "tiny-qwen2"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny", str(model)], check=True)
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_model.py"), "tiny", str(model)], check=True)
     done = subprocess.run(
         [sys.executable, "-m", "qwen_tune", "run", "--recipe", "demo-tiny-cpu", "--model", str(model), "--gpus", "0",
          "--output-dir", str(tmp_path / "runs")],  # fmt: skip
@@ -80,11 +81,16 @@ def test_busy_gpu_is_refused_naming_the_process(tmp_path):
         )
         assert f"pid {hog.pid}" in plan.stdout and "run out of memory" in plan.stdout
         runs = tmp_path / "runs"
-        online = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # the hub id passes; the busy GPU stops it
+        # Every earlier guard passes, so only the busy GPU can stop it: the hub id resolves, and a swift is on
+        # PATH (tests/fakes/bin's, which only notes that it ran) where ms-swift is not installed.
+        online = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        online.update(
+            PATH=f"{os.environ['PATH']}{os.pathsep}{REPO / 'tests' / 'fakes' / 'bin'}", FAKE_SWIFT_RAN=str(tmp_path / "swift-ran")
+        )
         run = subprocess.run([sys.executable, "-m", "qwen_tune", "run", "--gpus", "0", "--output-dir", str(runs)],
                              capture_output=True, text=True, cwd=REPO, env=online)  # fmt: skip
-        assert run.returncode == 17 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr
-        assert not runs.exists()
+        assert run.returncode == 17 and f"pid {hog.pid}" in run.stderr and "--force" in run.stderr, run.stderr
+        assert not runs.exists() and not (tmp_path / "swift-ran").exists()
     finally:
         hog.kill()
         hog.wait()

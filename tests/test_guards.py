@@ -1,11 +1,16 @@
-"""Guards before a run starts: the output dir, the disk, GPUs busy with another program, and GPUs held
-by another qwen-tune run. Each refuses before anything is written."""
+"""Guards before a run starts, in the order execute() checks them: swift installed, the output dir, the disk,
+GPUs busy with another program, GPUs held by another qwen-tune run. Each refuses before anything is written.
+
+A test of one guard through execute() sets up every earlier guard to pass (the `launchable` fixture: a
+swift on PATH, a writable output dir, room on the disk, a free GPU nobody locks), so it fails on the guard
+it targets and on no other, and asserts that guard's own error and message."""
 
 import errno
 import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +19,7 @@ from conftest import PLAIN_MACHINE
 
 from qwen_tune import attempts, locks, rundir
 from qwen_tune.attempts import execute
-from qwen_tune.errors import DiskSpaceError, GpuBusyError, OutputError
+from qwen_tune.errors import DiskSpaceError, GpuBusyError, OutputError, SwiftMissing, TrainingFailed
 from qwen_tune.gpus import GIB, MIB, Gpu, GpuProcess, Inventory
 from qwen_tune.jobs import Job
 from qwen_tune.memory import checkpoint_bytes
@@ -33,51 +38,107 @@ def plan_on(gpu: Gpu):
                      dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
 
 
+FREE = Gpu(0, "NVIDIA H100 80GB HBM3", 80 * GIB, (9, 0), free_bytes=79 * GIB)
 BUSY = Gpu(0, "NVIDIA H100 80GB HBM3", 80 * GIB, (9, 0), free_bytes=10 * GIB,
            processes=(GpuProcess(4242, "python3", 69 * GIB),))  # fmt: skip
+FAKE_SWIFT = Path(__file__).resolve().parent / "fakes" / "bin"
 
 
-def test_busy_gpu_is_named_with_its_processes():
-    plan = plan_on(BUSY)
-    (busy,) = plan.busy_gpus()
-    assert "GPU 0 has 10.00 GiB free" in busy and "pid 4242 python3 69.00 GiB" in busy
-    assert any("run out of memory" in w for w in plan.warnings)
-    assert not plan_on(Gpu(0, "H100", 80 * GIB, (9, 0), free_bytes=79 * GIB)).busy_gpus()
+@pytest.fixture
+def launchable(tmp_path, monkeypatch):
+    """Every guard passes unless a test breaks one: tests/fakes/bin's swift first on PATH (it only notes that
+    it ran), 100 GiB free on the disk, GPU locks in tmp_path/locks. Returns where the fake swift leaves its mark."""
+    monkeypatch.setenv("PATH", f"{FAKE_SWIFT}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_SWIFT_RAN", str(tmp_path / "swift-ran"))
+    monkeypatch.setattr(attempts, "check_disk_space", partial(check_disk_space, free_bytes=lambda path: 100 * GIB))
+    monkeypatch.setattr(locks, "LOCK_DIR", tmp_path / "locks")
+    return tmp_path / "swift-ran"
 
 
-def test_run_refuses_a_busy_gpu_before_writing_anything(tmp_path):
-    job = Job(plan=plan_on(BUSY), rows=[{"query": "q", "response": "r"}], run_dir=tmp_path / "run")
-    with pytest.raises(GpuBusyError, match="pass --force"):
-        execute(job, verify=False, force=False, on_progress=print)
-    assert not (tmp_path / "run").exists()
+def job_on(gpu: Gpu, run_dir: Path) -> Job:
+    return Job(plan=plan_on(gpu), rows=[{"query": "q", "response": "r"}], run_dir=run_dir)
 
 
-def test_a_held_gpu_names_the_other_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(locks, "LOCK_DIR", tmp_path)
+def refused(job: Job, error, match: str, swift_ran: Path, force: bool = False):
+    """execute() refuses with that guard's error and message, and neither writes nor starts anything."""
+    with pytest.raises(error, match=match) as caught:
+        execute(job, verify=False, force=force, on_progress=print)
+    assert type(caught.value) is error
+    assert not job.run_dir.exists() and not swift_ran.exists()
+    return caught.value
+
+
+@contextmanager
+def gpu_held_by_another_run(lock_dir: Path, index: int):
+    """Another process holding GPU `index`'s lock, as another qwen-tune run would; yields its pid."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from pathlib import Path; from qwen_tune import locks;"
-         f"locks.LOCK_DIR = Path({str(tmp_path)!r});"
-         "ctx = locks.gpu_locks([1], 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"],
+         f"locks.LOCK_DIR = Path({str(lock_dir)!r});"
+         f"ctx = locks.gpu_locks([{index}], 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(GpuBusyError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {holder.pid}, runs/other\)"):
-            with locks.gpu_locks([0, 1], "runs/mine"):
-                pass
-        with locks.gpu_locks([0], "runs/mine"):  # other GPUs stay usable
-            pass
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
-    time.sleep(0.1)
-    with locks.gpu_locks([1], "runs/mine"):  # released when the holder dies
-        assert "runs/mine" in Path(tmp_path / "gpu-1.lock").read_text()
+
+
+def test_with_every_guard_passing_the_run_starts_swift(launchable, tmp_path):
+    """The control for the refusals above: `launchable` alone lets execute() past every guard to swift."""
+    job = job_on(FREE, tmp_path / "runs" / "run")
+    with pytest.raises(TrainingFailed) as caught:  # the fake swift trains nothing and exits 99
+        execute(job, verify=False, force=False, on_progress=print, on_notice=lambda text: None)
+    assert type(caught.value) is TrainingFailed and "exit code 99" in str(caught.value)
+    assert launchable.exists() and job.run_dir.is_dir()
+
+
+# 1. swift installed
+
+
+def test_run_refuses_without_swift_before_anything_else(launchable, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no swift; every later guard would pass
+    error = refused(
+        job_on(FREE, tmp_path / "runs" / "run"), SwiftMissing, r"the `swift` command is not installed: pip install", launchable
+    )
+    assert error.exit_code == 19
+
+
+# 2. the output dir
+
+
+def test_output_dir_under_a_file_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    assert nearest_existing(tmp_path / "notes.txt" / "runs" / "a") == tmp_path / "notes.txt"
+    with pytest.raises(OutputError, match="notes.txt is not a directory; pick another --output-dir"):
+        check_output_dir(tmp_path / "notes.txt" / "runs")
+    check_output_dir(tmp_path / "new" / "runs")  # made when the run starts
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_dir_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="locked is not writable"):
+        check_output_dir(locked / "runs")
+
+
+def test_run_refuses_an_output_dir_under_a_file_before_writing_anything(launchable, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    error = refused(
+        job_on(FREE, tmp_path / "notes.txt" / "runs" / "run"), OutputError, "notes.txt is not a directory", launchable
+    )
+    assert error.exit_code == 15 and (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
+# 3. the disk
 
 
 def test_disk_estimate_counts_three_checkpoints_the_data_and_the_logs():
-    plan = plan_on(Gpu(0, "H100", 80 * GIB, (9, 0), free_bytes=79 * GIB))
+    plan = plan_on(FREE)
     checkpoint = 20_185_088 * 12 + MIB  # Qwen2.5-7B, rank 8: adapter and AdamW moments in fp32
     assert disk_bytes_needed(plan, dataset_bytes=1000) == 3 * checkpoint + 1000 + RUN_FILES_BYTES
     assert 0.7 * GIB < disk_bytes_needed(plan, 0) < 0.8 * GIB
@@ -100,30 +161,55 @@ def test_disk_check_compares_with_what_is_free(tmp_path):
     assert asked == [tmp_path / "runs"]
 
 
-def test_output_dir_under_a_file_is_refused(tmp_path):
-    (tmp_path / "notes.txt").write_text("")
-    assert nearest_existing(tmp_path / "notes.txt" / "runs" / "a") == tmp_path / "notes.txt"
-    with pytest.raises(OutputError, match="notes.txt is not a directory; pick another --output-dir"):
-        check_output_dir(tmp_path / "notes.txt" / "runs")
-    check_output_dir(tmp_path / "new" / "runs")  # made when the run starts
-    assert not (tmp_path / "new").exists()
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_output_dir_is_refused(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    with pytest.raises(OutputError, match="locked is not writable"):
-        check_output_dir(locked / "runs")
-
-
-def test_run_refuses_a_full_disk_before_writing_anything(tmp_path, monkeypatch):
+def test_run_refuses_a_full_disk_before_writing_anything(launchable, tmp_path, monkeypatch):
     monkeypatch.setattr(attempts, "check_disk_space", partial(check_disk_space, free_bytes=lambda path: 10 * MIB))
-    job = Job(plan=plan_on(Gpu(0, "H100", 80 * GIB, (9, 0), free_bytes=79 * GIB)), rows=[{"query": "q", "response": "r"}],
-              run_dir=tmp_path / "runs" / "run")  # fmt: skip
-    with pytest.raises(DiskSpaceError):
-        execute(job, verify=False, force=True, on_progress=print)
-    assert not (tmp_path / "runs").exists()
+    error = refused(
+        job_on(FREE, tmp_path / "runs" / "run"), DiskSpaceError, r"needs about \d+ MiB .*, 10 MiB is free", launchable
+    )
+    assert error.exit_code == 16 and not (tmp_path / "runs").exists()
+
+
+# 4. GPUs busy with another program
+
+
+def test_busy_gpu_is_named_with_its_processes():
+    plan = plan_on(BUSY)
+    (busy,) = plan.busy_gpus()
+    assert "GPU 0 has 10.00 GiB free" in busy and "pid 4242 python3 69.00 GiB" in busy
+    assert any("run out of memory" in w for w in plan.warnings)
+    assert not plan_on(FREE).busy_gpus()
+
+
+def test_run_refuses_a_busy_gpu_before_writing_anything(launchable, tmp_path):
+    error = refused(job_on(BUSY, tmp_path / "runs" / "run"), GpuBusyError, r"GPU 0 has 10.00 GiB free.*pid 4242 python3.*pass --force",
+                    launchable)  # fmt: skip
+    assert error.exit_code == 17
+
+
+# 5. GPUs held by another qwen-tune run
+
+
+def test_a_held_gpu_names_the_other_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "LOCK_DIR", tmp_path)
+    with gpu_held_by_another_run(tmp_path, 1) as pid:
+        with pytest.raises(GpuBusyError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {pid}, runs/other\)"):
+            with locks.gpu_locks([0, 1], "runs/mine"):
+                pass
+        with locks.gpu_locks([0], "runs/mine"):  # other GPUs stay usable
+            pass
+    time.sleep(0.1)
+    with locks.gpu_locks([1], "runs/mine"):  # released when the holder dies
+        assert "runs/mine" in Path(tmp_path / "gpu-1.lock").read_text()
+
+
+def test_run_refuses_a_gpu_another_run_holds_before_writing_anything(launchable, tmp_path):
+    with gpu_held_by_another_run(tmp_path / "locks", 0) as pid:
+        error = refused(job_on(FREE, tmp_path / "runs" / "run"), GpuBusyError,
+                        rf"GPU 0 is in use by another qwen-tune run \(pid {pid}, runs/other\)", launchable)  # fmt: skip
+    assert error.exit_code == 17
+
+
+# After the guards
 
 
 def test_a_run_directory_that_cannot_be_written_is_removed(tmp_path, monkeypatch):
@@ -131,7 +217,7 @@ def test_a_run_directory_that_cannot_be_written_is_removed(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(rundir, "package_versions", disk_full)
-    job = Job(plan=plan_on(Gpu(0, "H100", 80 * GIB, (9, 0))), rows=[{"query": "q", "response": "r"}], run_dir=tmp_path / "run")
+    job = job_on(Gpu(0, "H100", 80 * GIB, (9, 0)), tmp_path / "run")
     with pytest.raises(OutputError, match="No space left on device, so it was removed"):
         create_run_dir(job, verify=False)
     assert not (tmp_path / "run").exists()

@@ -2,12 +2,15 @@
 
 import time
 
+import pytest
+
 import qwen_tune.swift.infer as infer
 from qwen_tune.swift.infer import PreloadedInfer
 
 TRAIN_ENV = {"CUDA_VISIBLE_DEVICES": ""}
 
 
+@pytest.mark.requires_swift
 def test_it_runs_swifts_own_infer_on_the_arguments_it_is_sent(tmp_path):
     worker = PreloadedInfer.start(TRAIN_ENV)
     try:
@@ -17,6 +20,7 @@ def test_it_runs_swifts_own_infer_on_the_arguments_it_is_sent(tmp_path):
     assert "--adapters" in (tmp_path / "infer.log").read_text()  # swift infer's own argument parser answered
 
 
+@pytest.mark.requires_swift
 def test_a_worker_that_died_leaves_the_check_to_plain_swift_infer(tmp_path):
     worker = PreloadedInfer.start(TRAIN_ENV)
     worker.process.kill()
@@ -25,6 +29,7 @@ def test_a_worker_that_died_leaves_the_check_to_plain_swift_infer(tmp_path):
     worker.close()
 
 
+@pytest.mark.requires_swift
 def test_closing_an_unused_worker_ends_it():
     worker = PreloadedInfer.start(TRAIN_ENV)
     time.sleep(0.2)

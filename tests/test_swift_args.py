@@ -10,7 +10,13 @@ import argparse
 import pytest
 from test_plan import MATRIX, plan_for
 
-swift_arguments = pytest.importorskip("swift.arguments")
+pytestmark = pytest.mark.requires_swift
+
+
+def sft_arguments():
+    from swift.arguments import SftArguments
+
+    return SftArguments
 
 
 def strict_parser(cls):
@@ -29,7 +35,7 @@ def strict_parser(cls):
 
 
 def unknown_flags(argv, cls=None):
-    _, unknown = strict_parser(cls or swift_arguments.SftArguments).parse_known_args(argv)
+    _, unknown = strict_parser(cls or sft_arguments()).parse_known_args(argv)
     return unknown
 
 

@@ -1,4 +1,4 @@
-"""scripts/wheelhouse.py: the pure parts (no network, no pip resolution, no GPU)."""
+"""tools/wheelhouse.py: the pure parts (no network, no pip resolution, no GPU)."""
 
 import base64
 import hashlib
@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS, load_script
+from conftest import TOOLS, load_script
 
 wh = load_script("wheelhouse")
 
@@ -75,7 +75,7 @@ def test_project_requirements_drop_torch(tmp_path):
 
 
 def test_project_requirements_of_this_repo_keep_swift_and_lose_torch():
-    reqs = wh.project_requirements(SCRIPTS.parent / "pyproject.toml")
+    reqs = wh.project_requirements(TOOLS.parent / "pyproject.toml")
     assert any(r.startswith("ms-swift") for r in reqs)
     assert not any(wh.requirement_name(r) == "torch" for r in reqs)
 

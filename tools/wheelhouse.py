@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build an offline wheelhouse for an air-gapped GPU box that already has Python and torch.
 
-    python scripts/wheelhouse.py --freeze BOX_FREEZE.txt [--python 3.12] [--out wheelhouse]
+    python tools/wheelhouse.py --freeze BOX_FREEZE.txt [--python 3.12] [--out wheelhouse]
         [--extras deepspeed,bitsandbytes] [--platform manylinux_2_34_x86_64 ...]
 
 The box's torch and CUDA stack must stay as they are, so pip resolves ms-swift and qwen-tune for
@@ -245,7 +245,7 @@ def resolve(work: Path, local: Path, requirements: list[str], flags: list[str]) 
     try:
         pip([*args, *flags, "--target", str(target), "-c", str(constraints), "-f", str(local), *requirements], "resolve")
     except WheelhouseError as err:  # most often a box pin that ms-swift can't live with
-        raise WheelhouseError(f"{err}; to let pip replace a box pin, add it to UNPINNED in scripts/wheelhouse.py") from None
+        raise WheelhouseError(f"{err}; to let pip replace a box pin, add it to UNPINNED in tools/wheelhouse.py") from None
     return json.loads(report.read_text())
 
 

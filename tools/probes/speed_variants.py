@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a planned `swift sft` again with some flags changed, and time each step (issue 5: what is faster).
 
-    python scripts/speed_variants.py RUN_DIR --variants baseline,eager --out DIR [--py-spy]
+    python tools/probes/speed_variants.py RUN_DIR --variants baseline,eager --out DIR [--py-spy]
 
 RUN_DIR is a qwen-tune run (its command.json gives the argv and environment). Each variant trains
 into DIR/VARIANT/swift on the same data; one JSON line per variant goes to DIR/variants.jsonl:
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from qwen_tune.process import Timeline  # noqa: E402

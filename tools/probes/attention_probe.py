@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What does attention cost the first time it meets a new batch shape? (issue 5: steps that stall)
 
-    python scripts/attention_probe.py --out attention.json [--heads 28 --kv-heads 4 --head-dim 128 --batch 16]
+    python tools/probes/attention_probe.py --out attention.json [--heads 28 --kv-heads 4 --head-dim 128 --batch 16]
 
 swift pads each batch to its own longest sample, so a short-sample job meets a new (batch, length)
 shape every few steps. This times forward + backward of one layer's attention, as transformers calls

@@ -6,8 +6,9 @@ model hub. The tokenizer is trained on the dataset text itself so that a tiny
 vocabulary still gives whole-character (Chinese) and whole-word (English)
 tokens, which keeps sequences short and memorization fast.
 
-Heavy imports (torch, transformers, tokenizers) stay inside functions so that
-importing ``qwen_tune`` stays fast.
+Used only by tools/make_model.py (and through it tools/bench.py and the tests that build the
+tiny model), so it lives in tools/, not in the installed package. Heavy imports (torch,
+transformers, tokenizers) stay inside functions.
 """
 
 from __future__ import annotations
@@ -202,23 +203,17 @@ def _tokenizer_config(tok: Any) -> dict:
 TINY_SHAPE = ModelShape("qwen2", 128, 2, 4, 2, 32, 512, 8192, True)  # vocab: the tokenizer's cap
 
 
-def build_tiny_qwen2(out_dir: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
-    """A 2-layer, 128-wide Qwen2 that memorises the identity data on a CPU in seconds.
-
-    TINY_SHAPE's vocabulary only caps the BPE vocabulary; the embedding gets len(tokenizer)
-    rounded up to a multiple of 64, since thousands of unused rows would slow a CPU step and
-    dilute the softmax of a tiny model. Deterministic for a given seed and multiset of texts.
-    """
-    return build_model(out_dir, texts, TINY_SHAPE, seed=seed, tiny=True)
-
-
 def build_model(
     out_dir: Path, texts: Iterable[str], shape: ModelShape, *, seed: int = 0, tiny: bool = False, device: str = "cpu"
 ) -> Path:
     """A loadable Qwen2/Qwen3 model dir of the given shape: random weights, corpus-trained tokenizer.
 
     Real shapes (tiny=False) keep the published vocabulary size and dtype (bf16), so memory and
-    speed are those of the real model; random weights say nothing about quality.
+    speed are those of the real model; random weights say nothing about quality. With tiny=True
+    (TINY_SHAPE: 2 layers, 128 wide, memorises the identity data on a CPU in seconds) the shape's
+    vocabulary only caps the BPE vocabulary; the embedding gets len(tokenizer) rounded up to a
+    multiple of 64, since thousands of unused rows would slow a CPU step and dilute the softmax of
+    a tiny model. Deterministic for a given seed and multiset of texts.
     """
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM

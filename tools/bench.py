@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark the profiles on a real GPU, each under the memory of the card it is for.
 
-    python scripts/bench.py run --cases 7b-24gb,7b-16gb --models-dir /dev/shm/models --results bench.jsonl
-    python scripts/bench.py report --results docs/bench-results.jsonl
+    python tools/bench.py run --cases 7b-24gb,7b-16gb --models-dir /dev/shm/models --results bench.jsonl
+    python tools/bench.py report --results docs/bench-results.jsonl
 
 `run` builds the random-weight model of each case's shape when it is missing
-(scripts/make_model.py), then runs the real `qwen-tune run` with the profile forced and torch's
-memory pool capped to the card (scripts/card_emulator), and appends one JSON line per case:
+(tools/make_model.py), then runs the real `qwen-tune run` with the profile forced and torch's
+memory pool capped to the card (tools/card_emulator), and appends one JSON line per case:
 fit or OOM, swift's and NVML's peak memory, train and wall time, final loss, identity check,
 and the estimator's prediction with its error. `report` prints the Markdown table for
 docs/hardware-validation.md.
@@ -39,7 +39,7 @@ from qwen_tune.swift.logs import logged_losses, read_logging  # noqa: E402
 @dataclass(frozen=True)
 class Case:
     recipe: str
-    shape: str  # scripts/make_model.py shape
+    shape: str  # tools/make_model.py shape
     profile: str | None  # None: let qwen-tune choose
     cap_gib: float | None  # torch's pool on the emulated card: its memory less the CUDA context
     card: str
@@ -114,7 +114,7 @@ def gpu_name() -> str:
 def ensure_model(shape: str, models_dir: Path) -> Path:
     model = models_dir / shape
     if not (model / "config.json").exists():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), shape, str(model)], check=True)
+        subprocess.run([sys.executable, str(REPO / "tools" / "make_model.py"), shape, str(model)], check=True)
     return model
 
 
@@ -135,7 +135,7 @@ def subset(rows: int, out: Path) -> Path:
 
 def case_env(case: Case, memory_dir: Path) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "scripts" / "card_emulator"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tools" / "card_emulator"), env.get("PYTHONPATH", "")])
     env["QWEN_TUNE_MEMORY_REPORT"] = str(memory_dir)
     if case.cap_gib:
         env["QWEN_TUNE_MEMORY_CAP_GIB"] = str(case.cap_gib)

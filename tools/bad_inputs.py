@@ -1,7 +1,7 @@
 """The bad-input table: each case runs the real `qwen-tune` and must fail with one line, its own exit code,
 and nothing written.
 
-tests/test_bad_inputs.py checks every case; scripts/error_table.py renders them as the README's
+tests/test_bad_inputs.py checks every case; tools/error_table.py renders them as the README's
 "When things go wrong" table. NVML and swift are stand-ins (tests/fakes), so a case gives the same
 answer on any box, with GPUs or without, and can never train.
 """
@@ -125,6 +125,12 @@ CASES = (
         {**one_rtx4090(free_mib=24000), "CUDA_VISIBLE_DEVICES": "2"},
     ),
     Case("no NVIDIA driver (NVML)", 14, ("gpus",)),
+    Case(
+        "NVML cannot say how much memory a GPU has",
+        14,
+        ("gpus",),
+        env={**one_rtx4090(free_mib=24000), "FAKE_NVML_UNSUPPORTED": "nvmlDeviceGetMemoryInfo"},
+    ),
     Case("`--output-dir` cannot be written", 15, run_tiny(output_dir="{tmp}/notes.txt/runs"), {**MODEL, "notes.txt": "mine\n"}),
     Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),
     Case("another program fills the GPU", 17, run_tiny(gpus="0"), MODEL, one_rtx4090(free_mib=100)),

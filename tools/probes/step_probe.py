@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast can one training step of the recipe's LoRA be, outside swift? (issue 5: what bounds the speed)
 
-    python scripts/step_probe.py MODEL_DIR --out probe.json [--batch 16 --seq 80 --steps 10]
+    python tools/probes/step_probe.py MODEL_DIR --out probe.json [--batch 16 --seq 80 --steps 10]
 
 Loads the model in bf16 with sdpa on cuda:0, attaches the recipe's LoRA with peft (r8, alpha 32,
 all-linear), then times forward + backward + AdamW on random tokens: the GPU time (CUDA events),

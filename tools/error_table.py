@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Run every bad-input case (tests/bad_inputs.py) and print the README's "When things go wrong" table.
+"""Run every bad-input case (tools/bad_inputs.py) and print the README's "When things go wrong" table.
 
-    python scripts/error_table.py           # print the table
-    python scripts/error_table.py --write   # put it in README.md, between the error-table markers
+    python tools/error_table.py           # print the table
+    python tools/error_table.py --write   # put it in README.md, between the error-table markers
 
 The messages are qwen-tune's own, from real runs, with the case's directory shown as <tmp>;
 tests/test_bad_inputs.py fails when README.md's table is not what this prints.
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 START, END = "<!-- error-table:start -->", "<!-- error-table:end -->"
 
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tools")]
 
 from bad_inputs import CASES, Case, Outcome, run_case  # noqa: E402
 

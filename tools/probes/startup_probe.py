@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where does swift's start-up time go on this box? (issue 5: the fixed cost of every run)
 
-    python scripts/startup_probe.py --out startup.json [--importtime-dir DIR]
+    python tools/probes/startup_probe.py --out startup.json [--importtime-dir DIR]
 
 Times, each in a fresh interpreter: Python itself, `import torch`, swift's `swift` launcher (which
 only spawns the worker), the worker's `from swift.pipelines import sft_main` twice (cold, then with

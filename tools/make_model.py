@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Build a random-weight Qwen model directory offline, for demos, tests and benchmarks.
 
-    python scripts/make_model.py tiny build/tiny-qwen2
-    python scripts/make_model.py qwen2.5-7b /dev/shm/qwen2.5-7b      # exact published shape, bf16
+    python tools/make_model.py tiny build/tiny-qwen2
+    python tools/make_model.py qwen2.5-7b /dev/shm/qwen2.5-7b      # exact published shape, bf16
 
 `tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. The others have the exact
 shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
@@ -17,11 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout's qwen_tune, and modelgen beside this file
+
+from modelgen import TINY_SHAPE, build_model  # noqa: E402
 
 from qwen_tune.dataset import fill_identity, load_dataset, row_texts  # noqa: E402
 from qwen_tune.errors import UserError  # noqa: E402
-from qwen_tune.modelgen import TINY_SHAPE, build_model  # noqa: E402
 from qwen_tune.models import BUILTIN_SHAPES  # noqa: E402
 from qwen_tune.recipes import load_recipe  # noqa: E402
 
