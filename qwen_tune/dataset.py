@@ -19,9 +19,12 @@ from qwen_tune.recipes import BUILTIN_PREFIX, Bilingual
 PLACEHOLDERS = ("{{NAME}}", "{{AUTHOR}}")
 ROLES = ("system", "user", "assistant")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-# What a placeholder looks like: {{NAME}}, {{AUTHOR}}, or a misspelt {{AUTHOUR}}. Lower case or
+# What a placeholder looks like: {{NAME}}, {{AUTHOR}}, or a misspelt {{AUTHOUR}}. Other lower-case or
 # spaced braces ({{ user.name }}) are left alone: that is template text a dataset may teach.
 _PLACEHOLDER = re.compile(r"\{\{[A-Z][A-Z0-9_]*\}\}")
+# ...but name and author in any case, spaced, or in single braces ({{name}}, {{ NAME }}, {AUTHOR}) are
+# the two placeholders mistyped: trained as they are, the model would learn the braces.
+_MISCASED = re.compile(r"\{\{\s*(name|author)\s*\}\}|(?<!\{)\{\s*(name|author)\s*\}(?!\})", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,19 @@ def builtin_datasets() -> list[str]:
 def load_dataset(spec: str) -> Dataset:
     """Read a JSON array or JSON Lines file of query/response or messages rows."""
     path = dataset_path(spec)
+    if path.is_dir():
+        raise DatasetError(f"dataset {path} is a directory: --dataset takes a .json or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"dataset {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read dataset {path}: {exc}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"dataset {path}: line {line} is not UTF-8 text; save the file as UTF-8") from None
     if not text.strip():
         raise DatasetError(f"dataset {path} is empty: it needs query/response or messages rows")
     rows = _parse_rows(path, text)
@@ -75,7 +85,15 @@ def _parse_rows(path: Path, text: str) -> list:
         if text.lstrip().startswith("["):
             raise DatasetError(f"dataset {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     else:
-        return whole if isinstance(whole, list) else [whole]
+        if isinstance(whole, list):
+            return whole
+        if isinstance(whole, dict) and not {"query", "response", "messages"} & set(whole):
+            keys = ", ".join(repr(k) for k in list(whole)[:3])
+            raise DatasetError(
+                f"dataset {path} is one JSON object (keys {keys}), not rows: give a JSON array of rows, "
+                "or JSON Lines with one row a line"
+            )
+        return [whole]
     rows = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -105,10 +123,20 @@ def _check_row(path: Path, number: int, row: object) -> None:
         return
     if "query" in row or "response" in row:
         for key in ("query", "response"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                raise fail(f"has {key!r} that is {_json_kind(value)}, not text; put it in quotes")
+            if not value or not value.strip():
                 raise fail(f"has an empty or missing {key!r}")
+        if row.get("system") is not None and not isinstance(row["system"], str):
+            raise fail(f"has 'system' that is {_json_kind(row['system'])}, not text")
         return
     raise fail("has neither query/response nor messages; see README 'Your own data'")
+
+
+def _json_kind(value: object) -> str:
+    kinds = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def row_texts(row: dict) -> list[str]:
@@ -141,7 +169,15 @@ def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[
             filled.append({**row, "messages": messages})
         else:
             filled.append({k: fill(v, zh) if isinstance(v, str) else v for k, v in row.items()})
-        left = [m.group() for text in row_texts(filled[-1]) for m in _PLACEHOLDER.finditer(text)]
+        texts = row_texts(filled[-1])
+        miscased = [m.group() for text in texts for m in _MISCASED.finditer(text)]
+        if miscased:
+            right = "{{" + (miscased[0].strip("{} ").upper()) + "}}"
+            raise DatasetError(
+                f"dataset {dataset.path}: row {len(filled)} has {miscased[0]}, which qwen-tune does not fill; "
+                f"write {right} (upper case, two braces, no spaces)"
+            )
+        left = [m.group() for text in texts for m in _PLACEHOLDER.finditer(text)]
         if left:
             raise DatasetError(
                 f"dataset {dataset.path}: row {len(filled)} has the placeholder {left[0]}, which qwen-tune does not fill "

@@ -72,9 +72,16 @@ def test_an_unknown_placeholder_is_refused_naming_the_row(tmp_path):
 
 
 def test_template_text_is_not_a_placeholder(tmp_path):
-    rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{name}}; I am {{NAME}}."}\n'
+    rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{ author_id }}; I am {{NAME}}."}\n'
     (row,) = fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
-    assert row["response"] == "Write {{ user.name }} or {{name}}; I am Xiaoqian."
+    assert row["response"] == "Write {{ user.name }} or {{ author_id }}; I am Xiaoqian."
+
+
+@pytest.mark.parametrize("typo", ["{{name}}", "{{ NAME }}", "{NAME}", "{{Author}}", "{ author }"])
+def test_miscased_placeholders_are_refused(tmp_path, typo):
+    rows = f'{{"query": "Who?", "response": "I am {typo}."}}\n'
+    with pytest.raises(DatasetError, match=r"row 1 has .* write \{\{(NAME|AUTHOR)\}\}"):
+        fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
 
 
 def test_missing_and_unreadable(tmp_path):
@@ -82,7 +89,7 @@ def test_missing_and_unreadable(tmp_path):
         load_dataset(str(tmp_path / "nope.jsonl"))
     binary = tmp_path / "bin.jsonl"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(DatasetError, match="cannot read"):
+    with pytest.raises(DatasetError, match="line 1 is not UTF-8 text; save the file as UTF-8"):
         load_dataset(str(binary))
     with pytest.raises(DatasetError, match="no built-in dataset"):
         load_dataset("builtin:nope")
