@@ -13,6 +13,13 @@ from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
 from qwen_tune.jobs import JobOptions
 
 
+def _not_empty(context, parameter, value: str | None) -> str | None:
+    """An empty --name would quietly train the recipe's identity instead: refused."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty; leave the flag out to keep the recipe's", context, parameter)
+    return value
+
+
 def job_options(command):
     """The flags `plan` and `run` share; their defaults are JobOptions' own."""
     defaults = JobOptions()
@@ -22,8 +29,13 @@ def job_options(command):
         click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
         click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
-        click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
-        click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option("--name", callback=_not_empty, help="The model's new name (fills {{NAME}}; overrides the recipe)."),
+        click.option("--author", callback=_not_empty, help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option(
+            "--max-length",
+            type=click.IntRange(16, 131072),
+            help="Longest row in tokens (overrides the recipe's max_length); longer rows are refused.",
+        ),
         click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
         click.option(
             "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."

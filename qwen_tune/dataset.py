@@ -87,11 +87,11 @@ def _parse_rows(path: Path, text: str) -> list:
     else:
         if isinstance(whole, list):
             return whole
-        if isinstance(whole, dict) and not {"query", "response", "messages"} & set(whole):
-            keys = ", ".join(repr(k) for k in list(whole)[:3])
+        lists = [key for key, value in whole.items() if _holds_rows(value)] if isinstance(whole, dict) else []
+        if lists and not {"query", "response", "messages"} & set(whole):
             raise DatasetError(
-                f"dataset {path} is one JSON object (keys {keys}), not rows: give a JSON array of rows, "
-                "or JSON Lines with one row a line"
+                f"dataset {path} is one JSON object with a list under {lists[0]!r}, not rows: "
+                "give the list itself (a JSON array of rows), or JSON Lines with one row a line"
             )
         return [whole]
     rows = []
@@ -103,6 +103,10 @@ def _parse_rows(path: Path, text: str) -> list:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"dataset {path}: line {line_number} is not valid JSON: {exc.msg}") from None
     return rows
+
+
+def _holds_rows(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def _check_row(path: Path, number: int, row: object) -> None:
@@ -223,6 +227,26 @@ def token_lengths(rows: list[dict], system: str, tokenizer_file: Path | None) ->
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
         return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)], "tokenized"
     return [estimate_tokens(t) for t in texts], "estimated"
+
+
+def check_lengths(path: Path, lengths: list[int], max_length: int, how: str) -> None:
+    """Rows over max_length are dropped by swift without a word (or, if all are, it crashes late):
+    refused here, naming them, so the user raises the limit or shortens them."""
+    over = [number for number, length in enumerate(lengths, start=1) if length > max_length]
+    if not over:
+        return
+    rows = ", ".join(map(str, over[:10])) + (f" and {len(over) - 10} more" if len(over) > 10 else "")
+    counted = "tokens" if how == "tokenized" else "tokens, estimated without the model's tokenizer"
+    raise DatasetError(
+        f"dataset {path}: swift would skip rows longer than max_length {max_length}: "
+        f"row{'s' if len(over) > 1 else ''} {rows} of {len(lengths)} (the longest has {max(lengths)} {counted}); "
+        f"pass --max-length {_round_up(max(lengths))} or shorten those rows"
+    )
+
+
+def _round_up(tokens: int) -> int:
+    """A limit people would type: the next multiple of 256."""
+    return -(-tokens // 256) * 256
 
 
 def estimate_tokens(text: str) -> int:

@@ -51,7 +51,7 @@ def test_plan_json():
         (("plan", "--gpus", "rtx9999"), ("unknown card",), 2),
         (("plan", "--gpus", "h100", "--profile", "nope"), ("unknown profile 'nope'",), 2),
         (("plan", "--gpus", "h100", "--dataset", "/nonexistent/data.jsonl"), ("does not exist",), 10),
-        (("plan", "--gpus", "h100", "--dataset", str(DATA / "tiny-config" / "config.json")), ("one JSON object",), 10),
+        (("plan", "--gpus", "h100", "--dataset", str(DATA / "tiny-config" / "config.json")), ("row 1",), 10),
         (("plan", "--gpus", "h100", "--recipe", "nope"), ("unknown recipe",), 12),
         (("plan", "--gpus", "h100", "--model", "/nonexistent/model"), ("does not exist",), 11),
         (("run", "--gpus", "rtx4090"), ("card names are for plan",), 2),

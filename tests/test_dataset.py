@@ -105,3 +105,13 @@ def test_filled_copy_is_never_overwritten(tmp_path):
 def test_token_estimate_is_conservative_for_chinese():
     assert estimate_tokens("你好世界") == 4
     assert 2 <= estimate_tokens("Hello world") <= 4
+
+
+def test_rows_over_max_length_are_refused_with_their_numbers(tmp_path):
+    from qwen_tune.dataset import check_lengths
+
+    check_lengths(tmp_path / "d.jsonl", [10, 512], 512, "tokenized")
+    with pytest.raises(DatasetError, match=r"rows 2, 3 of 3 \(the longest has 900 tokens\); pass --max-length 1024"):
+        check_lengths(tmp_path / "d.jsonl", [10, 513, 900], 512, "tokenized")
+    with pytest.raises(DatasetError, match=r"rows 1, .*, 10 and 2 more of 12 .*estimated"):
+        check_lengths(tmp_path / "d.jsonl", [600] * 12, 512, "estimated")
