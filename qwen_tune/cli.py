@@ -20,6 +20,32 @@ def _not_empty(context, parameter, value: str | None) -> str | None:
     return value
 
 
+def _epilog(examples: tuple[str, ...], *notes: str) -> str:
+    """Examples that run as printed, then what a flag can name; \b keeps click from rewrapping them."""
+    lines = ["\b", "Examples:", *(f"  {example}" for example in examples)]
+    for note in notes:
+        lines += ["", "\b", note]
+    return "\n".join(lines)
+
+
+def _choices() -> tuple[str, ...]:
+    """The shipped recipes and profiles and the known cards, read where they are defined."""
+    from qwen_tune.cards import KNOWN_CARDS
+    from qwen_tune.config import shipped_names
+
+    return (
+        f"Shipped recipes (--recipe): {', '.join(shipped_names('recipes'))}",
+        f"Profiles (--profile): {', '.join(p.name for p in _profiles())}",
+        f"Known cards (--gpus, plan only): {', '.join(c.key for c in KNOWN_CARDS)}; or memory: 24GiB, 2x80GiB",
+    )
+
+
+def _profiles():
+    from qwen_tune.profiles import shipped_profiles
+
+    return shipped_profiles()
+
+
 def job_options(command):
     """The flags `plan` and `run` share; their defaults are JobOptions' own."""
     defaults = JobOptions()
@@ -57,13 +83,24 @@ def job_options(command):
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_epilog(
+        (
+            "qwen-tune plan --gpus rtx4080             # what would a 16 GB card do?",
+            "qwen-tune gpus                            # this box's GPUs",
+            "qwen-tune run --gpus 0 --name Alice --author 'ACME Labs'",
+            "qwen-tune plan --help                     # each command's own options and examples",
+        ),
+        "README.md explains each command, the profiles, and what each error means.",
+    ),
+)
 @click.version_option(package_name="qwen-tune")
 def cli() -> None:
     """Plan, run and verify LoRA fine-tuning of Qwen models with ms-swift."""
 
 
-@cli.command()
+@cli.command(epilog=_epilog(("qwen-tune gpus", "qwen-tune gpus --json", "CUDA_VISIBLE_DEVICES=1 qwen-tune gpus")))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def gpus(as_json: bool) -> None:
     """List this box's NVIDIA GPUs (NVML; honours CUDA_VISIBLE_DEVICES)."""
@@ -74,12 +111,23 @@ def gpus(as_json: bool) -> None:
     click.echo(json.dumps(asdict(inventory), indent=2) if as_json else inventory_text(inventory))
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        (
+            "qwen-tune plan --gpus rtx4080                      # a 16 GB card you don't have",
+            "qwen-tune plan --gpus 2xrtx3090 --recipe self-cognition-qwen3-14b",
+            "qwen-tune plan --gpus h100 --name Alice --author 'ACME Labs' --json",
+            "qwen-tune plan --gpus 24GiB --max-length 1024",
+            "qwen-tune plan --gpus 4xh100 --nnodes 2 --slurm > train.sbatch",
+        ),
+        *_choices(),
+    )
+)
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print the Plan as JSON.")
 @click.option("--slurm", is_flag=True, help="Print an sbatch script that runs this plan on --nnodes nodes.")
 def plan(as_json: bool, slurm: bool, **flags) -> None:
-    """Dry run: choose a profile, estimate memory, print the exact swift command."""
+    """Dry run: pick a profile, estimate memory, print the swift command."""
     from qwen_tune.jobs import prepare
     from qwen_tune.report import plan_text
 
@@ -93,13 +141,24 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
     if slurm:
         click.echo(sbatch_script(job.plan, options), nl=False)
     else:
-        click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan))
+        click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan, dry_run=True))
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        (
+            "qwen-tune run                                      # the default recipe on every GPU here",
+            "qwen-tune run --gpus 0 --name Alice --author 'ACME Labs'",
+            "qwen-tune run --gpus 0,1 --dataset my_identity.jsonl --max-length 1024",
+            "qwen-tune run --recipe demo-tiny-cpu --gpus cpu    # after `make demo` built its tiny model",
+            "qwen-tune run --resume runs/20261123-120000-self-cognition-qwen2.5-7b",
+        ),
+        *_choices()[:2],
+    )
+)
 @job_options
 @click.option("--no-verify", is_flag=True, help="Skip the identity check after training.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), metavar="RUN_DIR",
               help="Continue an interrupted run in RUN_DIR from its last checkpoint, as it was planned.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Start even if the GPUs' free memory is short or another qwen-tune run holds them.")
 @click.option("--auto-retry/--no-auto-retry", default=True, show_default=True,
@@ -148,8 +207,8 @@ def _report_outcome(outcome: dict, run_dir: Path) -> None:
         raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {run_dir / 'verify'}")
 
 
-@cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@cli.command(epilog=_epilog(("qwen-tune export runs/20261123-120000-self-cognition-qwen2.5-7b",)))
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 def export(run_dir: Path) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
     from qwen_tune.runner import export_merged
