@@ -133,13 +133,16 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
 
     options = JobOptions(**flags)
     if slurm:
-        from qwen_tune.slurm import sbatch_script
+        from qwen_tune.slurm import ignored_flags, sbatch_script, this_launcher
 
+        ignored = ignored_flags(options, as_json=as_json)
+        if ignored:
+            raise UsageError(f"--slurm prints a script, and SLURM gives each node its rank and master: drop {', '.join(ignored)}")
         # Every node plans for itself at run time; plan here as rank 0 to size the job.
-        options = replace(options, node_rank=0, master_addr=options.master_addr or "MASTER")
+        options = replace(options, master_addr="MASTER")
     job = prepare(options, for_run=False)
     if slurm:
-        click.echo(sbatch_script(job.plan, options), nl=False)
+        click.echo(sbatch_script(job.plan, replace(options, master_addr=None), this_launcher()), nl=False)
     else:
         click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan, dry_run=True))
 
