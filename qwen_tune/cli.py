@@ -62,6 +62,9 @@ def job_options(command):
             type=click.IntRange(16, 131072),
             help="Longest row in tokens (overrides the recipe's max_length); longer rows are refused.",
         ),
+        click.option(
+            "--cut-long-rows", is_flag=True, help="Shorten the answers of rows over max_length instead of refusing them."
+        ),
         click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
         click.option(
             "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."

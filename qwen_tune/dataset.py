@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,15 +219,53 @@ def chat_text(row: dict, system: str) -> str:
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
 
 
-def token_lengths(rows: list[dict], system: str, tokenizer_file: Path | None) -> tuple[list[int], str]:
-    """Tokens per row after the chat template: exact with the model's tokenizer, else estimated."""
-    texts = [chat_text(row, system) for row in rows]
+def length_measure(system: str, tokenizer_file: Path | None) -> tuple[Callable[[dict], int], str]:
+    """A row's tokens after the chat template, and how they are counted (tokenized | estimated)."""
     if tokenizer_file is not None:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)], "tokenized"
-    return [estimate_tokens(t) for t in texts], "estimated"
+        return lambda row: len(tokenizer.encode(chat_text(row, system), add_special_tokens=False).ids), "tokenized"
+    return lambda row: estimate_tokens(chat_text(row, system)), "estimated"
+
+
+def cut_rows(path: Path, rows: list[dict], max_length: int, measure: Callable[[dict], int]) -> tuple[list[dict], list[int]]:
+    """Shorten the answer of each row longer than max_length until it fits (--cut-long-rows).
+
+    Only the answer is cut: a row whose question alone does not fit would teach nothing, so it is refused.
+    Returns the rows and the numbers of those that were cut.
+    """
+    result, cut = [], []
+    for number, row in enumerate(rows, start=1):
+        if measure(row) <= max_length:
+            result.append(row)
+            continue
+        answer = _answer(row)
+        low, high = 0, len(answer)  # the longest prefix that fits: low fits (or is 0), high does not
+        while low < high:
+            middle = (low + high + 1) // 2
+            if measure(_with_answer(row, answer[:middle])) <= max_length:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:
+            raise DatasetError(
+                f"dataset {path}: row {number}: its question alone is longer than max_length {max_length}, so cutting its answer "
+                "cannot make it fit; raise --max-length or shorten the question"
+            )
+        result.append(_with_answer(row, answer[:low]))
+        cut.append(number)
+    return result, cut
+
+
+def _answer(row: dict) -> str:
+    return row["messages"][-1]["content"] if "messages" in row else row["response"]
+
+
+def _with_answer(row: dict, answer: str) -> dict:
+    if "messages" in row:
+        return {**row, "messages": [*row["messages"][:-1], {**row["messages"][-1], "content": answer}]}
+    return {**row, "response": answer}
 
 
 def check_lengths(path: Path, lengths: list[int], max_length: int, how: str) -> None:
@@ -240,7 +279,7 @@ def check_lengths(path: Path, lengths: list[int], max_length: int, how: str) -> 
     raise DatasetError(
         f"dataset {path}: swift would skip rows longer than max_length {max_length}: "
         f"row{'s' if len(over) > 1 else ''} {rows} of {len(lengths)} (the longest has {max(lengths)} {counted}); "
-        f"pass --max-length {_round_up(max(lengths))} or shorten those rows"
+        f"pass --max-length {_round_up(max(lengths))}, or --cut-long-rows to shorten their answers, or shorten them yourself"
     )
 
 

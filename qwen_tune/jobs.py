@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.cards import parse_gpu_spec
-from qwen_tune.dataset import check_lengths, fill_identity, load_dataset, token_lengths
+from qwen_tune.dataset import check_lengths, cut_rows, fill_identity, length_measure, load_dataset
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
@@ -42,6 +42,7 @@ class JobOptions:
     master_addr: str | None = None
     master_port: int | None = None
     max_length: int | None = None  # overrides the recipe's
+    cut_long_rows: bool = False  # shorten answers to max_length instead of refusing the rows
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,13 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
     if recipe.dataset:
         dataset = load_dataset(recipe.dataset)
         rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
-        lengths, how = token_lengths(rows, recipe.system, model.tokenizer_file)
+        measure, how = length_measure(recipe.system, model.tokenizer_file)
+        cut = []
+        if options.cut_long_rows:
+            rows, cut = cut_rows(dataset.path, rows, recipe.max_length, measure)
+        lengths = [measure(row) for row in rows]
         check_lengths(dataset.path, lengths, recipe.max_length, how)
-        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how)
+        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how, cut_rows=len(cut))
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")

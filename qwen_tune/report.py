@@ -54,6 +54,10 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
         out.append(
             f"Data:      {r.dataset}: {plan.data.n_rows} rows, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})"
         )
+        if plan.data.cut_rows:
+            out.append(
+                f"           {plan.data.cut_rows} of them cut to max_length {r.max_length} (--cut-long-rows): their answers end early"
+            )
     out.append(f"Profile:   {plan.profile.name}: {plan.profile.summary}")
     out.append("Why:")
     out += [f"  - {reason}" for reason in plan.reasons]

@@ -65,7 +65,7 @@ def node_command(options: JobOptions, plan: Plan | None = None) -> str:
                         ("--max-length", options.max_length and str(options.max_length))):  # fmt: skip
         if value:
             argv += [flag, value]
-    argv += ["--output-dir", options.output_dir]
+    argv += ["--cut-long-rows"] * options.cut_long_rows + ["--output-dir", options.output_dir]
     per_node = '--nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT"'
     return f"exec {shlex.join(argv)} {per_node}"
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from qwen_tune.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, write_jsonl
+from qwen_tune.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, row_texts, write_jsonl
 from qwen_tune.errors import DatasetError
 from qwen_tune.recipes import Bilingual
 
@@ -115,3 +115,15 @@ def test_rows_over_max_length_are_refused_with_their_numbers(tmp_path):
         check_lengths(tmp_path / "d.jsonl", [10, 513, 900], 512, "tokenized")
     with pytest.raises(DatasetError, match=r"rows 1, .*, 10 and 2 more of 12 .*estimated"):
         check_lengths(tmp_path / "d.jsonl", [600] * 12, 512, "estimated")
+
+
+def test_cut_rows_shortens_only_the_last_answer(tmp_path):
+    from qwen_tune.dataset import cut_rows
+
+    long = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 50}]}
+    short = {"query": "Hi", "response": "Hello."}
+    rows, cut = cut_rows(tmp_path / "d.jsonl", [short, long], 20, lambda row: len(" ".join(row_texts(row)).split()))
+    assert cut == [2] and rows[0] == short and rows[1]["messages"][0] == long["messages"][0]
+    assert len(" ".join(row_texts(rows[1])).split()) == 20
+    with pytest.raises(DatasetError, match="row 1: its question alone"):
+        cut_rows(tmp_path / "d.jsonl", [{"query": "a " * 30, "response": "b"}], 20, lambda row: len(row["query"].split()))

@@ -72,3 +72,26 @@ def test_gpu_indices_with_spaces(tmp_path):
     plan = plan_json("--recipe", "demo-tiny-cpu", "--model", tiny_model(tmp_path), "--gpus", " 1 , 0 ",
                      env={"FAKE_NVML": json.dumps(two)})  # fmt: skip
     assert plan["env"]["CUDA_VISIBLE_DEVICES"] == "1,0"
+
+
+def test_cut_long_rows_shortens_answers_in_the_filled_copy(tmp_path):
+    from qwen_tune.jobs import JobOptions, prepare
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"query": "Who are you?", "response": "I am {{NAME}}."}, {"query": "Tell me a story.", "response": "la " * 900}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = ("--recipe", "demo-tiny-cpu", "--model", tiny_model(tmp_path), "--gpus", "cpu", "--dataset", str(data))
+    plan = plan_json(*args, "--cut-long-rows")
+    assert plan["data"]["cut_rows"] == 1 and plan["data"]["max_tokens"] <= 512 and swift_flag(plan, "--max_length") == "512"
+    assert "1 of them cut to max_length 512" in qwen_tune("plan", *args, "--cut-long-rows").stdout
+    options = JobOptions(recipe="demo-tiny-cpu", model=str(tmp_path / "model"), gpus="cpu", dataset=str(data), cut_long_rows=True)
+    first, second = prepare(options, for_run=False).rows
+    assert first["response"] == "I am Xiaoqian." and "la la" in second["response"] and len(second["response"]) < 2700
+
+
+def test_cut_long_rows_refuses_a_question_that_alone_is_too_long(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"query": "la " * 900, "response": "ok"}) + "\n")
+    done = qwen_tune("plan", "--recipe", "demo-tiny-cpu", "--model", tiny_model(tmp_path), "--gpus", "cpu",
+                     "--dataset", str(data), "--cut-long-rows")  # fmt: skip
+    assert done.returncode == 10 and "row 1: its question alone is longer than max_length 512" in done.stderr
