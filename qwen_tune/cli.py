@@ -13,11 +13,15 @@ from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
 from qwen_tune.jobs import JobOptions
 
 
-def _not_empty(context, parameter, value: str | None) -> str | None:
-    """An empty --name would quietly train the recipe's identity instead: refused."""
-    if value is not None and not value.strip():
-        raise click.BadParameter("must not be empty; leave the flag out to keep the recipe's", context, parameter)
-    return value
+def _not_empty(fallback: str):
+    """An empty value would quietly mean the default (an empty --name trains the recipe's identity): refused."""
+
+    def check(context, parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter(f"must not be empty; leave the flag out {fallback}", context, parameter)
+        return value
+
+    return check
 
 
 def _epilog(examples: tuple[str, ...], *notes: str) -> str:
@@ -50,13 +54,35 @@ def job_options(command):
     """The flags `plan` and `run` share; their defaults are JobOptions' own."""
     defaults = JobOptions()
     options = [
-        click.option("--recipe", default=defaults.recipe, show_default=True, help="Shipped recipe name or a recipe .yaml file."),
-        click.option("--model", help="Local model directory or hub id (overrides the recipe)."),
-        click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
-        click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
+        click.option(
+            "--recipe",
+            default=defaults.recipe,
+            callback=_not_empty("for the default recipe"),
+            show_default=True,
+            help="Shipped recipe name or a recipe .yaml file.",
+        ),
+        click.option(
+            "--model", callback=_not_empty("to keep the recipe's"), help="Local model directory or hub id (overrides the recipe)."
+        ),
+        click.option(
+            "--dataset",
+            callback=_not_empty("to keep the recipe's"),
+            help="JSON/JSONL file of query/response or messages rows (overrides the recipe).",
+        ),
+        click.option(
+            "--profile",
+            callback=_not_empty("to let qwen-tune choose"),
+            help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing.",
+        ),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
-        click.option("--name", callback=_not_empty, help="The model's new name (fills {{NAME}}; overrides the recipe)."),
-        click.option("--author", callback=_not_empty, help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option(
+            "--name",
+            callback=_not_empty("to keep the recipe's"),
+            help="The model's new name (fills {{NAME}}; overrides the recipe).",
+        ),
+        click.option(
+            "--author", callback=_not_empty("to keep the recipe's"), help="Who made it (fills {{AUTHOR}}; overrides the recipe)."
+        ),
         click.option(
             "--max-length",
             type=click.IntRange(16, 131072),
@@ -76,7 +102,11 @@ def job_options(command):
             show_default=True,
             help="This machine's rank (0 is the master).",
         ),
-        click.option("--master-addr", help="The rank-0 machine's address, the same on every node."),
+        click.option(
+            "--master-addr",
+            callback=_not_empty("for a run on one machine"),
+            help="The rank-0 machine's address, the same on every node.",
+        ),
         click.option(
             "--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."
         ),

@@ -78,7 +78,7 @@ CASES = (
     Case("`--gpus` has an empty item", 2, ("plan", "--gpus", "0,")),
     Case("`--gpus` is empty", 2, ("plan", "--gpus", "")),
     Case("`--gpus` names a GPU twice", 2, ("plan", "--gpus", "0,0")),
-    Case("`--name` or `--author` is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
+    Case("`--name`, `--author`, `--dataset`, `--model`, `--recipe` ... is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
     Case("`plan --slurm` with a flag it would drop", 2, ("plan", "--slurm", "--gpus", "h100", "--nnodes", "2", "--json")),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),

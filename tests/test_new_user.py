@@ -95,3 +95,9 @@ def test_cut_long_rows_refuses_a_question_that_alone_is_too_long(tmp_path):
     done = qwen_tune("plan", "--recipe", "demo-tiny-cpu", "--model", tiny_model(tmp_path), "--gpus", "cpu",
                      "--dataset", str(data), "--cut-long-rows")  # fmt: skip
     assert done.returncode == 10 and "row 1: its question alone is longer than max_length 512" in done.stderr
+
+
+def test_no_flag_takes_an_empty_value():
+    for flag in ("--recipe", "--model", "--dataset", "--profile", "--name", "--author", "--master-addr"):
+        done = qwen_tune("plan", "--gpus", "h100", flag, " ")
+        assert done.returncode == 2 and f"'{flag}': must not be empty; leave the flag out" in done.stderr, done.stderr
