@@ -268,6 +268,18 @@ def _with_answer(row: dict, answer: str) -> dict:
     return {**row, "response": answer}
 
 
+def fit_to_max_length(
+    path: Path, rows: list[dict], max_length: int, measure: Callable[[dict], int], how: str, *, cut: bool
+) -> tuple[list[dict], list[int], int]:
+    """The rows (answers shortened when cut), their lengths, and how many were cut; rows too long are refused."""
+    cut_numbers: list[int] = []
+    if cut:
+        rows, cut_numbers = cut_rows(path, rows, max_length, measure)
+    lengths = [measure(row) for row in rows]
+    check_lengths(path, lengths, max_length, how)
+    return rows, lengths, len(cut_numbers)
+
+
 def check_lengths(path: Path, lengths: list[int], max_length: int, how: str) -> None:
     """Rows over max_length are dropped by swift without a word (or, if all are, it crashes late):
     refused here, naming them, so the user raises the limit or shortens them."""

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_tune.errors import GpuSelectionError, NoGpuError
+from qwen_tune.errors import GpuSelectionError, NoGpuError, UsageError
 
 MIB = 1024**2
 GIB = 1024**3
@@ -61,8 +61,6 @@ class Inventory:
 def parse_indices(spec: str) -> tuple[int, ...]:
     """--gpus '0,1' (spaces allowed) → (0, 1); an empty item, a negative index or one named twice is a
     mistake, never silently fixed."""
-    from qwen_tune.errors import UsageError
-
     items = [item.strip() for item in spec.split(",")]
     if "" in items:
         raise UsageError(f"--gpus {spec!r}: an empty GPU index; give indices like 0,1 (`qwen-tune gpus` lists them)")

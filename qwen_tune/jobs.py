@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.cards import parse_gpu_spec
-from qwen_tune.dataset import check_lengths, cut_rows, fill_identity, length_measure, load_dataset
+from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
@@ -126,12 +126,8 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         dataset = load_dataset(recipe.dataset)
         rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
         measure, how = length_measure(recipe.system, model.tokenizer_file)
-        cut = []
-        if options.cut_long_rows:
-            rows, cut = cut_rows(dataset.path, rows, recipe.max_length, measure)
-        lengths = [measure(row) for row in rows]
-        check_lengths(dataset.path, lengths, recipe.max_length, how)
-        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how, cut_rows=len(cut))
+        rows, lengths, cut = fit_to_max_length(dataset.path, rows, recipe.max_length, measure, how, cut=options.cut_long_rows)
+        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how, cut_rows=cut)
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
