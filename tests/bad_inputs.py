@@ -155,6 +155,12 @@ CASES = (
         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("learning_rate: 3.0e-3", "learning_rate: 3")},
     ),
     Case("no recipe of that name", 12, run_tiny(recipe="self-cognition")),
+    Case(
+        "the recipe is not UTF-8",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.encode().replace(b"description: a tiny random", b"description: a tiny r\xe9ndom")},
+    ),
     Case("`--recipe` is a directory", 12, run_tiny(recipe="{tmp}/model"), MODEL),
     Case("`--gpus` names a GPU this box lacks", 13, run_tiny(gpus="0,1"), MODEL, one_rtx4090(free_mib=24000)),
     Case(
