@@ -28,7 +28,8 @@ def find_config(kind: str, name_or_path: str) -> Path:
         raise ConfigError(f"{kind[:-1]} {name_or_path} is a directory: give a shipped name or a .yaml file")
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(f"{kind[:-1]} file {name_or_path} does not exist")
+            hint = f"; the shipped one is --{kind[:-1]} {path.stem}" if path.stem in shipped_names(kind) else ""
+            raise ConfigError(f"{kind[:-1]} file {name_or_path} does not exist{hint}")
         return path
     shipped = configs_dir() / kind / f"{name_or_path}.yaml"
     if not shipped.is_file():

@@ -161,6 +161,7 @@ CASES = (
         run_tiny(recipe="{tmp}/recipe.yaml"),
         {**MODEL, "recipe.yaml": DEMO_RECIPE.encode().replace(b"description: a tiny random", b"description: a tiny r\xe9ndom")},
     ),
+    Case("a shipped recipe named as a file", 12, run_tiny(recipe="demo-tiny-cpu.yaml"), MODEL),
     Case("`--recipe` is a directory", 12, run_tiny(recipe="{tmp}/model"), MODEL),
     Case("`--gpus` names a GPU this box lacks", 13, run_tiny(gpus="0,1"), MODEL, one_rtx4090(free_mib=24000)),
     Case(
