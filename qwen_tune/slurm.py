@@ -51,7 +51,7 @@ def ignored_flags(options: JobOptions, *, as_json: bool) -> list[str]:
     return [flag for flag, given in dropped if given]
 
 
-def node_command(options: JobOptions, plan: Plan | None = None) -> str:
+def node_command(options: JobOptions, plan: Plan) -> str:
     """`qwen-tune run` with the user's choices, quoted, plus the per-node values SLURM fills in.
 
     Paths become absolute (the nodes may start elsewhere), and a local model is named by its directory.
@@ -59,7 +59,7 @@ def node_command(options: JobOptions, plan: Plan | None = None) -> str:
     argv = ["qwen-tune", "run"]
     if options.recipe != DEFAULT_RECIPE:
         argv += ["--recipe", _absolute(options.recipe)]
-    model = str(plan.model.local_dir) if plan and plan.model.local_dir else options.model
+    model = str(plan.model.local_dir) if plan.model.local_dir else options.model
     for flag, value in (("--model", model), ("--dataset", options.dataset and _absolute(options.dataset)),
                         ("--profile", options.profile), ("--name", options.name), ("--author", options.author),
                         ("--max-length", options.max_length and str(options.max_length))):  # fmt: skip
