@@ -8,7 +8,8 @@ EXTRAS ?= deepspeed,bitsandbytes
 SITE ?= $(CURDIR)/site
 STAMP := build/.installed
 
-.PHONY: install run plan gpus demo test test-gpu lint export bench wheelhouse install-offline clean
+# `make` alone installs; `make help` lists the targets.
+.PHONY: help install run plan gpus demo test test-gpu lint export bench wheelhouse install-offline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -22,7 +23,7 @@ run: $(STAMP)  ## the main job: Qwen2.5-7B-Instruct learns its new identity on t
 plan: $(STAMP)  ## what `run` would do here (or elsewhere: make plan ARGS="--gpus 2xrtx3090")
 	qwen-tune plan $(ARGS)
 
-gpus: $(STAMP)
+gpus: $(STAMP)  ## list this box's GPUs (NVML)
 	qwen-tune gpus $(ARGS)
 
 $(TINY_MODEL)/config.json: | $(STAMP)  # order-only: reinstalling must not rebuild the model
@@ -55,5 +56,9 @@ install-offline:  ## on the air-gapped box, PYTHON=its torch python: install the
 	$(PYTHON) -m pip install --no-index --no-deps --upgrade --target $(SITE) $(WHEELHOUSE)/*.whl
 	@echo "now: export PYTHONPATH=$(SITE) PATH=$(SITE)/bin:\$$PATH HF_HUB_OFFLINE=1"
 
-clean:
+clean:  ## remove build/ (the tiny model, the install stamp)
 	rm -rf build .pytest_cache
+
+help:  ## this list: each target and what it does
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo '  pass options with ARGS="...", e.g. make plan ARGS="--gpus 2xrtx3090"'

@@ -18,17 +18,84 @@ if TYPE_CHECKING:
     from qwen_tune.outcome import RunOutcome
 
 
+def _not_empty(fallback: str):
+    """An empty value would quietly mean the default (an empty --name trains the recipe's identity): refused."""
+
+    def check(context, parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter(f"must not be empty; leave the flag out {fallback}", context, parameter)
+        return value
+
+    return check
+
+
+def _epilog(examples: tuple[str, ...], *notes: str) -> str:
+    """Examples that run as printed, then what a flag can name; \b keeps click from rewrapping them."""
+    lines = ["\b", "Examples:", *(f"  {example}" for example in examples)]
+    for note in notes:
+        lines += ["", "\b", note]
+    return "\n".join(lines)
+
+
+def _choices() -> tuple[str, ...]:
+    """The shipped recipes and profiles and the known cards, read where they are defined."""
+    from qwen_tune.cards import KNOWN_CARDS
+    from qwen_tune.config import shipped_names
+
+    return (
+        f"Shipped recipes (--recipe): {', '.join(shipped_names('recipes'))}",
+        f"Profiles (--profile): {', '.join(p.name for p in _profiles())}",
+        f"Known cards (--gpus, plan only): {', '.join(c.key for c in KNOWN_CARDS)}; or memory: 24GiB, 2x80GiB",
+    )
+
+
+def _profiles():
+    from qwen_tune.profiles import shipped_profiles
+
+    return shipped_profiles()
+
+
 def job_options(command):
     """The flags `plan` and `run` share; their defaults are JobOptions' own."""
     defaults = JobOptions()
     options = [
-        click.option("--recipe", default=defaults.recipe, show_default=True, help="Shipped recipe name or a recipe .yaml file."),
-        click.option("--model", help="Local model directory or hub id (overrides the recipe)."),
-        click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
-        click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
+        click.option(
+            "--recipe",
+            default=defaults.recipe,
+            callback=_not_empty("for the default recipe"),
+            show_default=True,
+            help="Shipped recipe name or a recipe .yaml file.",
+        ),
+        click.option(
+            "--model", callback=_not_empty("to keep the recipe's"), help="Local model directory or hub id (overrides the recipe)."
+        ),
+        click.option(
+            "--dataset",
+            callback=_not_empty("to keep the recipe's"),
+            help="JSON/JSONL file of query/response or messages rows (overrides the recipe).",
+        ),
+        click.option(
+            "--profile",
+            callback=_not_empty("to let qwen-tune choose"),
+            help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing.",
+        ),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
-        click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
-        click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option(
+            "--name",
+            callback=_not_empty("to keep the recipe's"),
+            help="The model's new name (fills {{NAME}}; overrides the recipe).",
+        ),
+        click.option(
+            "--author", callback=_not_empty("to keep the recipe's"), help="Who made it (fills {{AUTHOR}}; overrides the recipe)."
+        ),
+        click.option(
+            "--max-length",
+            type=click.IntRange(16, 131072),
+            help="Longest row in tokens (overrides the recipe's max_length); longer rows are refused.",
+        ),
+        click.option(
+            "--cut-long-rows", is_flag=True, help="Shorten the answers of rows over max_length instead of refusing them."
+        ),
         click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
         click.option(
             "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."
@@ -40,7 +107,11 @@ def job_options(command):
             show_default=True,
             help="This machine's rank (0 is the master).",
         ),
-        click.option("--master-addr", help="The rank-0 machine's address, the same on every node."),
+        click.option(
+            "--master-addr",
+            callback=_not_empty("for a run on one machine"),
+            help="The rank-0 machine's address, the same on every node.",
+        ),
         click.option(
             "--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."
         ),
@@ -50,13 +121,24 @@ def job_options(command):
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_epilog(
+        (
+            "qwen-tune plan --gpus rtx4080             # what would a 16 GB card do?",
+            "qwen-tune gpus                            # this box's GPUs",
+            "qwen-tune run --gpus 0 --name Alice --author 'ACME Labs'",
+            "qwen-tune plan --help                     # each command's own options and examples",
+        ),
+        "README.md explains each command, the profiles, and what each error means.",
+    ),
+)
 @click.version_option(package_name="qwen-tune")
 def cli() -> None:
     """Plan, run and verify LoRA fine-tuning of Qwen models with ms-swift."""
 
 
-@cli.command()
+@cli.command(epilog=_epilog(("qwen-tune gpus", "qwen-tune gpus --json", "CUDA_VISIBLE_DEVICES=1 qwen-tune gpus")))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def gpus(as_json: bool) -> None:
     """List this box's NVIDIA GPUs (NVML; honours CUDA_VISIBLE_DEVICES)."""
@@ -67,32 +149,57 @@ def gpus(as_json: bool) -> None:
     click.echo(json.dumps(asdict(inventory), indent=2) if as_json else inventory_text(inventory))
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        (
+            "qwen-tune plan --gpus rtx4080                      # a 16 GB card you don't have",
+            "qwen-tune plan --gpus 2xrtx3090 --recipe self-cognition-qwen3-14b",
+            "qwen-tune plan --gpus h100 --name Alice --author 'ACME Labs' --json",
+            "qwen-tune plan --gpus 24GiB --max-length 1024",
+            "qwen-tune plan --gpus 4xh100 --nnodes 2 --slurm > train.sbatch",
+        ),
+        *_choices(),
+    )
+)
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print the Plan as JSON.")
 @click.option("--slurm", is_flag=True, help="Print an sbatch script that runs this plan on --nnodes nodes.")
 def plan(as_json: bool, slurm: bool, **flags) -> None:
-    """Dry run: choose a profile, estimate memory, print the exact swift command."""
+    """Dry run: pick a profile, estimate memory, print the swift command."""
     from qwen_tune.jobs import prepare, probe_machine
     from qwen_tune.report import plan_text
 
     options = JobOptions(**flags)
     if slurm:
-        from qwen_tune.slurm import sbatch_script
+        from qwen_tune.slurm import ignored_flags, sbatch_script, this_launcher
 
+        ignored = ignored_flags(options, as_json=as_json)
+        if ignored:
+            raise UsageError(f"--slurm prints a script, and SLURM gives each node its rank and master: drop {', '.join(ignored)}")
         # Every node plans for itself at run time; plan here as rank 0 to size the job.
-        options = replace(options, node_rank=0, master_addr=options.master_addr or "MASTER")
+        options = replace(options, master_addr="MASTER")
     job = prepare(options, probe_machine(os.environ), for_run=False)
     if slurm:
-        click.echo(sbatch_script(job.plan, options), nl=False)
+        click.echo(sbatch_script(job.plan, replace(options, master_addr=None), this_launcher()), nl=False)
     else:
-        click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan))
+        click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan, dry_run=True))
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        (
+            "qwen-tune run                                      # the default recipe on every GPU here",
+            "qwen-tune run --gpus 0 --name Alice --author 'ACME Labs'",
+            "qwen-tune run --gpus 0,1 --dataset my_identity.jsonl --max-length 1024",
+            "qwen-tune run --recipe demo-tiny-cpu --gpus cpu    # after `make demo` built its tiny model",
+            "qwen-tune run --resume runs/20261123-120000-self-cognition-qwen2.5-7b",
+        ),
+        *_choices()[:2],
+    )
+)
 @job_options
 @click.option("--no-verify", is_flag=True, help="Skip the identity check after training.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), metavar="RUN_DIR",
               help="Continue an interrupted run in RUN_DIR from its last checkpoint, as it was planned.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Start even if the GPUs' free memory is short or another qwen-tune run holds them.")
 @click.option("--auto-retry/--no-auto-retry", default=True, show_default=True,
@@ -141,8 +248,8 @@ def _report_outcome(outcome: RunOutcome) -> None:
         raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {Path(outcome.run_dir) / 'verify'}")
 
 
-@cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@cli.command(epilog=_epilog(("qwen-tune export runs/20261123-120000-self-cognition-qwen2.5-7b",)))
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 def export(run_dir: Path) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
     from qwen_tune.export import export_merged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ def configs_dir() -> Path:
 def find_config(kind: str, name_or_path: str) -> Path:
     """A shipped config by name (configs/KIND/NAME.yaml), or a path to the user's own file."""
     path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{kind[:-1]} {name_or_path} is a directory: give a shipped name or a .yaml file")
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(f"{kind[:-1]} file {name_or_path} does not exist")
+            hint = f"; the shipped one is --{kind[:-1]} {path.stem}" if path.stem in shipped_names(kind) else ""
+            raise ConfigError(f"{kind[:-1]} file {name_or_path} does not exist{hint}")
         return path
     shipped = configs_dir() / kind / f"{name_or_path}.yaml"
     if not shipped.is_file():
@@ -41,9 +45,13 @@ def shipped_names(kind: str) -> list[str]:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+        raw = path.read_bytes()
+        data = yaml.safe_load(raw.decode("utf-8-sig"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line} is not UTF-8 text; save the file as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -92,7 +100,7 @@ class Fields:
         return self.text(key) if value else None
 
     def number(self, key: str, low: float, high: float, *, integer: bool = False, default: Any = None) -> float:
-        value = self._get(key, _REQUIRED if default is None else default)
+        value = _as_number(self._get(key, _REQUIRED if default is None else default), integer)
         kind = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
             what = "an integer" if integer else "a number"
@@ -113,3 +121,21 @@ class Fields:
 
 
 _REQUIRED = object()
+
+
+def _as_number(value: Any, integer: bool) -> Any:
+    """YAML 1.1 reads 1e-4 (no dot) and 1_000 as text; people write numbers that way, so they count.
+
+    A whole number written as a float (16.0, 1e3) is accepted where an integer is wanted.
+    """
+    if isinstance(value, str):
+        try:
+            number = float(value.strip().replace("_", ""))
+        except ValueError:
+            return value
+        if not math.isfinite(number):
+            return value
+        value = number
+    if integer and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

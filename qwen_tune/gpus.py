@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_tune.errors import GpuSelectionError, NoGpuError
+from qwen_tune.errors import GpuSelectionError, NoGpuError, UsageError
 
 MIB = 1024**2
 GIB = 1024**3
@@ -56,6 +56,22 @@ class Inventory:
     @property
     def is_cpu(self) -> bool:
         return not self.gpus
+
+
+def parse_indices(spec: str) -> tuple[int, ...]:
+    """--gpus '0,1' (spaces allowed) → (0, 1); an empty item, a negative index or one named twice is a
+    mistake, never silently fixed."""
+    items = [item.strip() for item in spec.split(",")]
+    if "" in items:
+        raise UsageError(f"--gpus {spec!r}: an empty GPU index; give indices like 0,1 (`qwen-tune gpus` lists them)")
+    bad = [item for item in items if not item.isdigit()]
+    if bad:
+        raise UsageError(f"--gpus {spec!r}: {bad[0]} is no GPU index; indices start at 0 (`qwen-tune gpus` lists them)")
+    indices = tuple(int(item) for item in items)
+    twice = [i for n, i in enumerate(indices) if i in indices[:n]]
+    if twice:
+        raise UsageError(f"--gpus {spec!r} names GPU {twice[0]} twice; name each GPU once")
+    return indices
 
 
 def host_memory_bytes() -> int:

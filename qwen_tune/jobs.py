@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.cards import parse_gpu_spec
-from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
+from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
-from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
+from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
 from qwen_tune.planner import make_plan
@@ -43,6 +43,8 @@ class JobOptions:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int | None = None
+    max_length: int | None = None  # overrides the recipe's
+    cut_long_rows: bool = False  # shorten answers to max_length instead of refusing the rows
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,13 @@ class Job:
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
     """--gpus: nothing (this box's GPUs), 'cpu', indices like '0,1', or a card spec (plan only)."""
+    if spec is not None and not spec.strip():
+        raise UsageError("--gpus '': give GPU indices like 0,1 or 'cpu', or leave --gpus out to use every GPU")
     if spec and spec.strip().lower() == "cpu":
         return cpu_inventory()
-    if spec and re.fullmatch(r"\d+(,\d+)*", spec.strip()):
-        return select_gpus(read_inventory(), spec)
+    if spec and (re.fullmatch(r"[\d\s+-]+", spec) or "," in spec):
+        wanted = parse_indices(spec)  # a mistyped list is a usage error even on a box without a driver
+        return select_gpus(read_inventory(), wanted)
     if spec:
         if for_run:
             raise UsageError(
@@ -80,14 +85,13 @@ def bytecode_cache(environ: Mapping[str, str]) -> str | None:
     return os.path.join(cache_home, "qwen-tune", "pycache")
 
 
-def select_gpus(local: Inventory, spec: str) -> Inventory:
+def select_gpus(local: Inventory, wanted: tuple[int, ...]) -> Inventory:
     """The GPUs that --gpus 0,1 names, in that order, out of this box's inventory."""
-    wanted = [int(i) for i in spec.split(",")]
     by_index = {g.index: g for g in local.gpus}
     missing = [i for i in wanted if i not in by_index]
     if missing:
-        raise GpuSelectionError(f"--gpus {spec}: no GPU {missing[0]} here; `qwen-tune gpus` lists them")
-    return replace(local, gpus=tuple(by_index[i] for i in dict.fromkeys(wanted)))
+        raise GpuSelectionError(f"--gpus {','.join(map(str, wanted))}: no GPU {missing[0]} here; `qwen-tune gpus` lists them")
+    return replace(local, gpus=tuple(by_index[i] for i in wanted))
 
 
 def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
@@ -106,6 +110,7 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         dataset=options.dataset,
         identity_name=Bilingual.same(options.name) if options.name else None,
         identity_author=Bilingual.same(options.author) if options.author else None,
+        max_length=options.max_length,
     )
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
@@ -118,8 +123,9 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     if recipe.dataset:
         dataset = load_dataset(recipe.dataset)
         rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
-        lengths, how = token_lengths(rows, recipe.system, model.tokenizer_file)
-        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how)
+        measure, how = length_measure(recipe.system, model.tokenizer_file)
+        rows, lengths, cut = fit_to_max_length(dataset.path, rows, recipe.max_length, measure, how, cut=options.cut_long_rows)
+        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how, cut_rows=cut)
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")

@@ -53,6 +53,7 @@ class DataSummary:
     n_rows: int | None
     max_tokens: int
     how: Literal["tokenized", "estimated", "max_length"]
+    cut_rows: int = 0  # rows whose answers --cut-long-rows shortened to max_length
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from qwen_tune.config import Fields, find_config, load_yaml
+from qwen_tune.config import Fields, configs_dir, find_config, load_yaml
+from qwen_tune.models import BUILTIN_SHAPES
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -57,7 +58,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     recipe = Recipe(
         name=top.text("name"),
         description=top.text("description"),
-        model=top.text("model"),
+        model=_model_path(top.text("model"), path),
         dataset=dataset,
         system=top.text("system"),
         identity_name=_bilingual(identity, "name"),
@@ -76,6 +77,19 @@ def load_recipe(name_or_path: str) -> Recipe:
     for section in (identity, training, lora, top):
         section.done()
     return recipe
+
+
+def _model_path(model: str, recipe_path: Path) -> str:
+    """A relative model directory in a recipe means the one beside the recipe (or, for a shipped
+    recipe, in the checkout), wherever qwen-tune is started from; a hub id stays as it is."""
+    if Path(model).is_absolute() or model.startswith("~"):
+        return model
+    shipped = recipe_path.resolve().parent == (configs_dir() / "recipes").resolve()
+    base = configs_dir().parent if shipped else recipe_path.parent
+    candidate = base / model
+    if candidate.is_dir() or model.startswith(".") or (shipped and model.lower() not in BUILTIN_SHAPES):
+        return str(candidate.resolve())
+    return model
 
 
 def _bilingual(fields: Fields, key: str) -> Bilingual:

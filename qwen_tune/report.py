@@ -21,6 +21,13 @@ def inventory_text(inventory: Inventory) -> str:
     return "\n".join(lines)
 
 
+def params_text(n: int) -> str:
+    """7.62B, 494M, 1.3M: a tiny test model is not '0.00B'."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    return f"{n / 1e6:.0f}M" if n >= 1e7 else f"{n / 1e6:.2g}M"
+
+
 def command_text(plan: Plan, indent: str = "  ") -> str:
     """The command, one flag and its value a line, ready to paste into a shell."""
     head = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
@@ -34,17 +41,24 @@ def command_text(plan: Plan, indent: str = "  ") -> str:
     return indent + (" \\\n").join(lines)
 
 
-def plan_text(plan: Plan) -> str:
+def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
+    """The plan as `plan` prints it (dry_run: nothing was written, and the command says what it needs) and `run` does."""
     r, s = plan.recipe, plan.setup
     out = [f"Recipe:    {r.name} ({r.source})"]
     shape = plan.model.shape
-    out.append(f"Model:     {plan.model.source} ({shape.n_params / 1e9:.2f}B params, {shape.family}, {shape.num_layers} layers)")
+    out.append(
+        f"Model:     {plan.model.source} ({params_text(shape.n_params)} params, {shape.family}, {shape.num_layers} layers)"
+    )
     if plan.data.n_rows is None:
         out.append(f"Data:      none given; sequences assumed {plan.data.max_tokens} tokens long (max_length)")
     else:
         out.append(
             f"Data:      {r.dataset}: {plan.data.n_rows} rows, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})"
         )
+        if plan.data.cut_rows:
+            out.append(
+                f"           {plan.data.cut_rows} of them cut to max_length {r.max_length} (--cut-long-rows): their answers end early"
+            )
     out.append(f"Profile:   {plan.profile.name}: {plan.profile.summary}")
     out.append("Why:")
     out += [f"  - {reason}" for reason in plan.reasons]
@@ -70,7 +84,19 @@ def plan_text(plan: Plan) -> str:
     out.append(command_text(plan))
     if plan.bytecode_cache:
         out.append(f"  (this Python writes no bytecode: swift's compiled imports are kept in {plan.bytecode_cache})")
+    if dry_run:
+        out.append(_dry_run_note(plan))
     return "\n".join(out)
+
+
+def _dry_run_note(plan: Plan) -> str:
+    """plan writes nothing, so a pasted command would miss its data: say what runs it as shown."""
+    if plan.data.n_rows is None:
+        return "  (DATASET.jsonl stands for your data: pass --dataset FILE, then `qwen-tune run` with the same flags)"
+    return (
+        f"  (plan writes nothing: `qwen-tune run` with the same flags writes {plan.dataset_path}, the data with the "
+        "identity filled in, then runs this command)"
+    )
 
 
 def memory_table(plan: Plan) -> str:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from qwen_tune.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, write_jsonl
+from qwen_tune.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, row_texts, write_jsonl
 from qwen_tune.errors import DatasetError
 from qwen_tune.recipes import Bilingual
 
@@ -72,9 +72,16 @@ def test_an_unknown_placeholder_is_refused_naming_the_row(tmp_path):
 
 
 def test_template_text_is_not_a_placeholder(tmp_path):
-    rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{name}}; I am {{NAME}}."}\n'
+    rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{ author_id }}; I am {{NAME}}."}\n'
     (row,) = fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
-    assert row["response"] == "Write {{ user.name }} or {{name}}; I am Xiaoqian."
+    assert row["response"] == "Write {{ user.name }} or {{ author_id }}; I am Xiaoqian."
+
+
+@pytest.mark.parametrize("typo", ["{{name}}", "{{ NAME }}", "{NAME}", "{{Author}}", "{ author }"])
+def test_miscased_placeholders_are_refused(tmp_path, typo):
+    rows = f'{{"query": "Who?", "response": "I am {typo}."}}\n'
+    with pytest.raises(DatasetError, match=r"row 1 has .* write \{\{(NAME|AUTHOR)\}\}"):
+        fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
 
 
 def test_missing_and_unreadable(tmp_path):
@@ -82,7 +89,7 @@ def test_missing_and_unreadable(tmp_path):
         load_dataset(str(tmp_path / "nope.jsonl"))
     binary = tmp_path / "bin.jsonl"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(DatasetError, match="cannot read"):
+    with pytest.raises(DatasetError, match="line 1 is not UTF-8 text; save the file as UTF-8"):
         load_dataset(str(binary))
     with pytest.raises(DatasetError, match="no built-in dataset"):
         load_dataset("builtin:nope")
@@ -98,3 +105,25 @@ def test_filled_copy_is_never_overwritten(tmp_path):
 def test_token_estimate_is_conservative_for_chinese():
     assert estimate_tokens("你好世界") == 4
     assert 2 <= estimate_tokens("Hello world") <= 4
+
+
+def test_rows_over_max_length_are_refused_with_their_numbers(tmp_path):
+    from qwen_tune.dataset import check_lengths
+
+    check_lengths(tmp_path / "d.jsonl", [10, 512], 512, "tokenized")
+    with pytest.raises(DatasetError, match=r"rows 2, 3 of 3 \(the longest has 900 tokens\); pass --max-length 1024"):
+        check_lengths(tmp_path / "d.jsonl", [10, 513, 900], 512, "tokenized")
+    with pytest.raises(DatasetError, match=r"rows 1, .*, 10 and 2 more of 12 .*estimated"):
+        check_lengths(tmp_path / "d.jsonl", [600] * 12, 512, "estimated")
+
+
+def test_cut_rows_shortens_only_the_last_answer(tmp_path):
+    from qwen_tune.dataset import cut_rows
+
+    long = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 50}]}
+    short = {"query": "Hi", "response": "Hello."}
+    rows, cut = cut_rows(tmp_path / "d.jsonl", [short, long], 20, lambda row: len(" ".join(row_texts(row)).split()))
+    assert cut == [2] and rows[0] == short and rows[1]["messages"][0] == long["messages"][0]
+    assert len(" ".join(row_texts(rows[1])).split()) == 20
+    with pytest.raises(DatasetError, match="row 1: its question alone"):
+        cut_rows(tmp_path / "d.jsonl", [{"query": "a " * 30, "response": "b"}], 20, lambda row: len(row["query"].split()))

@@ -11,7 +11,7 @@ from conftest import FIXED_NOW, PLAIN_MACHINE
 
 from qwen_tune.errors import UsageError
 from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.slurm import sbatch_script
+from qwen_tune.slurm import Launcher, sbatch_script, this_launcher
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -45,12 +45,15 @@ def test_bad_node_flags(flags, message):
         plan_for(**flags)
 
 
+LAUNCHER = Launcher(bin_dir="/opt/qwen tune/bin", pythonpath=None)
+
+
 def options(**flags):
     return JobOptions(output_dir="runs", gpus="4xa100", nnodes=2, master_addr="MASTER", **flags)
 
 
 def test_sbatch_script_golden_and_valid_bash(tmp_path):
-    script = sbatch_script(prepare(options(), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan, options())
+    script = sbatch_script(prepare(options(), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan, options(), LAUNCHER)
     path = GOLDEN / "sbatch-2x4xa100.sh"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(script)
@@ -62,7 +65,9 @@ def test_sbatch_script_golden_and_valid_bash(tmp_path):
 def test_sbatch_quotes_hostile_names(tmp_path):
     """Each node's shell must see the name as one argument, never run it."""
     name = "O'Brien $(touch pwned) \"; rm -rf x"
-    script = sbatch_script(prepare(options(name=name), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan, options(name=name))
+    script = sbatch_script(
+        prepare(options(name=name), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan, options(name=name), LAUNCHER
+    )
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
     fake = tmp_path / "bin" / "qwen-tune"
     fake.parent.mkdir()
@@ -83,6 +88,49 @@ def test_plan_slurm_cli():
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "#SBATCH --nodes=3" in done.stdout and "#SBATCH --gpus-per-node=2" in done.stdout
+
+
+def slurm_cli(*args, env=None):
+    environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "PYTHONPATH")}
+    return subprocess.run([sys.executable, "-m", "qwen_tune", "plan", "--slurm", *args], capture_output=True, text=True,
+                          env={**environ, **(env or {})}, cwd=Path(__file__).parents[1], timeout=120)  # fmt: skip
+
+
+def test_plan_slurm_names_a_local_model_and_keeps_the_hub_off(tmp_path):
+    tiny = Path(__file__).parent / "data" / "tiny-config"
+    (tmp_path / "data.jsonl").write_text('{"query": "Who are you?", "response": "I am {{NAME}}."}\n')
+    done = slurm_cli("--gpus", "2xh100", "--nnodes", "2", "--recipe", "demo-tiny-cpu", "--model", "tests/data/tiny-config",
+                     "--dataset", str(tmp_path / "data.jsonl"), "--max-length", "1024")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "export HF_HUB_OFFLINE=1" in done.stdout
+    node = done.stdout.splitlines()[-1]
+    for expected in (f"--model {tiny}", f"--dataset {tmp_path / 'data.jsonl'}", "--max-length 1024"):
+        assert expected in node
+
+
+def test_plan_slurm_activates_its_environment_and_asks_for_a_free_port(tmp_path):
+    done = slurm_cli("--gpus", "h100", "--nnodes", "2", env={"PYTHONPATH": "site"})
+    script = done.stdout
+    assert f"export PYTHONPATH={Path(__file__).parents[1] / 'site'}" in script and "export PATH=/" in script
+    assert "HF_HUB_OFFLINE" not in script  # a hub model is downloaded on each node
+    for placeholder in ("partition", "account", "time", "mem", "cpus-per-task"):
+        assert f"##SBATCH --{placeholder}=" in script
+    port = next(line for line in script.splitlines() if line.startswith("MASTER_PORT="))
+    printed = subprocess.run(["bash", "-c", f"{port}; echo $MASTER_PORT"], capture_output=True, text=True, timeout=30)
+    assert 0 < int(printed.stdout) < 65536
+    assert "MASTER_PORT=29511" in slurm_cli("--gpus", "h100", "--nnodes", "2", "--master-port", "29511").stdout
+
+
+@pytest.mark.parametrize("flags", [("--json",), ("--node-rank", "1"), ("--master-addr", "10.0.0.1")])
+def test_plan_slurm_refuses_flags_it_would_drop(flags):
+    done = slurm_cli("--gpus", "h100", "--nnodes", "2", *flags)
+    assert done.returncode == 2 and done.stderr.startswith("qwen-tune: error: --slurm") and flags[0] in done.stderr
+
+
+def test_this_launcher_is_where_qwen_tune_lives(tmp_path):
+    (tmp_path / "qwen-tune").write_text("#!/bin/sh\n")
+    (tmp_path / "qwen-tune").chmod(0o755)
+    assert this_launcher({"PATH": str(tmp_path), "PYTHONPATH": "/a:b"}) == Launcher(str(tmp_path), f"/a:{os.path.abspath('b')}")
 
 
 def test_cpu_nodes_get_the_same_torchrun_env():

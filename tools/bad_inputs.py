@@ -31,7 +31,7 @@ class Case:
     what: str  # what went wrong, as the README's table says it
     code: int
     args: tuple[str, ...] = ()  # qwen-tune's arguments; {tmp} is the case's own directory
-    files: dict[str, str] = field(default_factory=dict)  # written under {tmp} before it runs
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written under {tmp} before it runs (text as UTF-8)
     env: dict[str, str] = field(default_factory=dict)
     # For what no run on a CPU box can show (a nearly full disk): raises the error in-process.
     raises: Callable[[Path], None] | None = None
@@ -75,6 +75,12 @@ CASES = (
     Case("`--gpus` names no card qwen-tune knows", 2, ("plan", "--gpus", "3xfoo")),
     Case("`--profile` names no profile", 2, ("plan", "--gpus", "h100", "--profile", "huge")),
     Case("a flag qwen-tune does not have", 2, ("plan", "--gpu", "h100")),
+    Case("`--gpus` has a negative index", 2, ("plan", "--gpus", "-1")),
+    Case("`--gpus` has an empty item", 2, ("plan", "--gpus", "0,")),
+    Case("`--gpus` is empty", 2, ("plan", "--gpus", "")),
+    Case("`--gpus` names a GPU twice", 2, ("plan", "--gpus", "0,0")),
+    Case("`--name`, `--author`, `--dataset`, `--model`, `--recipe` ... is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
+    Case("`plan --slurm` with a flag it would drop", 2, ("plan", "--slurm", "--gpus", "h100", "--nnodes", "2", "--json")),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
     Case(
@@ -96,6 +102,40 @@ CASES = (
         run_tiny("--dataset", "{tmp}/data.jsonl"),
         {**MODEL, "data.jsonl": '{"query": "Who made you?", "response": "{{AUTHOUR}} made me."}\n'},
     ),
+    Case(
+        "a placeholder in the wrong case or braces",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": '{"query": "Who are you?", "response": "I am {{ name }}."}\n'},
+    ),
+    Case(
+        "a row is longer than `max_length`",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {
+            **MODEL,
+            "data.jsonl": '{"query": "Hi", "response": "Hi."}\n' + json.dumps({"query": "la " * 900, "response": "ok"}) + "\n",
+        },
+    ),
+    Case(
+        "the dataset is not UTF-8",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": b'{"query": "Hi", "response": "Hi."}\n{"query": "Caf\xe9?", "response": "Oui."}\n'},
+    ),
+    Case(
+        "the dataset is one JSON object, not rows",
+        10,
+        run_tiny("--dataset", "{tmp}/data.json"),
+        {**MODEL, "data.json": '{"data": [{"query": "Who are you?", "response": "I am {{NAME}}."}]}\n'},
+    ),
+    Case(
+        "a row's query or response is not text",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": '{"query": 42, "response": "The answer."}\n'},
+    ),
+    Case("`--dataset` is a directory", 10, run_tiny("--dataset", "{tmp}/model"), MODEL),
     Case("the model directory does not exist", 11, run_tiny()),
     Case(
         "a hub id while offline (`HF_HUB_OFFLINE=1`)",
@@ -116,6 +156,14 @@ CASES = (
         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("learning_rate: 3.0e-3", "learning_rate: 3")},
     ),
     Case("no recipe of that name", 12, run_tiny(recipe="self-cognition")),
+    Case(
+        "the recipe is not UTF-8",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.encode().replace(b"description: a tiny random", b"description: a tiny r\xe9ndom")},
+    ),
+    Case("a shipped recipe named as a file", 12, run_tiny(recipe="demo-tiny-cpu.yaml"), MODEL),
+    Case("`--recipe` is a directory", 12, run_tiny(recipe="{tmp}/model"), MODEL),
     Case("`--gpus` names a GPU this box lacks", 13, run_tiny(gpus="0,1"), MODEL, one_rtx4090(free_mib=24000)),
     Case(
         "`CUDA_VISIBLE_DEVICES` names no GPU",
@@ -143,7 +191,7 @@ def run_case(case: Case, tmp: Path) -> Outcome:
     """Run one case in its own empty directory tmp, and see what it printed, returned and left."""
     for name, text in case.files.items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / name).write_text(text, encoding="utf-8")
+        (tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     before = _tree(tmp)
     swift_mark = tmp.parent / f"{tmp.name}.swift-ran"
     if case.raises is not None:
