@@ -17,7 +17,7 @@ from qwen_tune.cards import parse_gpu_spec
 from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
-from qwen_tune.models import check_reachable, hub_offline, resolve_model
+from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import Bilingual, load_recipe
@@ -109,7 +109,7 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         identity_name=Bilingual.same(options.name) if options.name else None,
         identity_author=Bilingual.same(options.author) if options.author else None,
     )
-    model = resolve_model(recipe.model)
+    model = resolve_model(recipe.model, fetch=hub_fetcher(os.environ))
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:
         check_reachable(model, offline=hub_offline(os.environ))
