@@ -46,7 +46,7 @@ def test_bad_node_flags(flags, message):
 
 
 def options(**flags):
-    return JobOptions(output_dir="runs", gpus="4xa100", nnodes=2, master_addr="MASTER", **flags)
+    return JobOptions(output_dir="runs", gpus="4xa100-80gb", nnodes=2, master_addr="MASTER", **flags)
 
 
 def test_sbatch_script_golden_and_valid_bash(tmp_path):
