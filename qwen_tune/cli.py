@@ -21,6 +21,11 @@ def job_options(command):
         click.option("--model", help="Local model directory or hub id (overrides the recipe)."),
         click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
         click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
+        click.option(
+            "--tuner",
+            type=click.Choice(["lora", "full"]),
+            help="lora: train an adapter; full: every weight (overrides the recipe).",
+        ),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
         click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
         click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
@@ -48,7 +53,7 @@ def job_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qwen-tune")
 def cli() -> None:
-    """Plan, run and verify LoRA fine-tuning of Qwen models with ms-swift."""
+    """Plan, run and verify LoRA or full fine-tuning of Qwen models with ms-swift."""
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
 from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
 from qwen_tune.profiles import shipped_profiles
-from qwen_tune.recipes import Bilingual, load_recipe
+from qwen_tune.recipes import Bilingual, load_recipe, with_tuner
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
 
@@ -33,6 +33,7 @@ class JobOptions:
     model: str | None = None
     dataset: str | None = None
     profile: str | None = None
+    tuner: str | None = None  # lora | full; None: the recipe's
     gpus: str | None = None
     name: str | None = None
     author: str | None = None
@@ -109,6 +110,7 @@ def prepare(options: JobOptions, *, for_run: bool, now: datetime | None = None) 
         identity_name=Bilingual.same(options.name) if options.name else None,
         identity_author=Bilingual.same(options.author) if options.author else None,
     )
+    recipe = with_tuner(recipe, options.tuner)
     model = resolve_model(recipe.model, fetch=hub_fetcher(os.environ))
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:

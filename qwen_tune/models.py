@@ -260,6 +260,20 @@ def shape_from_config(config_path: Path) -> ModelShape:
             intermediate_size=int(config["intermediate_size"]),
             vocab_size=int(config["vocab_size"]),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            **(_moe_fields(config, config_path) if family == "qwen3_moe" else {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: missing or bad field {exc}; is this a complete model config?") from None
+
+
+def _moe_fields(config: dict, config_path: Path) -> dict[str, int]:
+    """The experts of a qwen3_moe config; the released models route in every layer, and so must this one."""
+    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1)) != 1:
+        raise ModelError(
+            f"{config_path}: dense layers among the MoE layers (mlp_only_layers/decoder_sparse_step) are not planned for"
+        )
+    return {
+        "num_experts": int(config["num_experts"]),
+        "experts_per_token": int(config["num_experts_per_tok"]),
+        "moe_intermediate_size": int(config["moe_intermediate_size"]),
+    }

@@ -10,9 +10,10 @@ import math
 import shlex
 from dataclasses import asdict, dataclass, replace
 
+from qwen_tune.cards import KNOWN_CARDS
 from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.gpus import GIB, MIB, Inventory
-from qwen_tune.memory import MemoryEstimate, checkpoint_bytes, estimate, train_setup
+from qwen_tune.memory import MemoryEstimate, checkpoint_bytes, estimate, host_bytes, train_setup
 from qwen_tune.models import ModelRef
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Recipe
@@ -21,9 +22,17 @@ from qwen_tune.recipes import Recipe
 MARGIN_FRACTION = 0.03
 CPU_USABLE_FRACTION = 0.8
 TIGHT_BYTES = int(0.5 * GIB)
+# A refusal names a bigger GPU only where one is sold.
+LARGEST_CARD_BYTES = max(c.memory_mib for c in KNOWN_CARDS) * MIB
 # zero3_offload is not offered: under 22.5 GiB/GPU it ran out of memory in the first forward
 # exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
 ZERO_STAGES = ("zero2", "zero3")
+# Full fine-tuning's optimizer state is 8× its weights: moving it to host memory is its last rung.
+FULL_ZERO_STAGES = (*ZERO_STAGES, "zero3_offload")
+# Host memory zero3_offload may pin, of the RAM this box reports.
+HOST_USABLE_FRACTION = 0.8
+# Above this a full fine-tuning learning rate is a LoRA one: it wrecks what the model knew.
+FULL_MAX_LEARNING_RATE = 5e-5
 SHORTER_LENGTHS = (1024, 512, 256, 128)
 # swift keeps the newest checkpoints only (--save_total_limit).
 SAVE_TOTAL_LIMIT = 2
@@ -70,7 +79,7 @@ class Setup:
 
     micro_batch_size: int
     gradient_checkpointing: bool
-    zero: str = ""  # "" | zero2 | zero3
+    zero: str = ""  # "" | zero2 | zero3 | zero3_offload (full fine-tuning only)
 
     def describe(self, profile: Profile) -> str:
         parts = [f"micro-batch {self.micro_batch_size}", f"checkpointing {'on' if self.gradient_checkpointing else 'off'}"]
@@ -194,12 +203,14 @@ def training_dtype(inventory: Inventory) -> str:
 
 
 def unusable_because(
-    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True
+    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True, tuner: str = "lora"
 ) -> str | None:
     """Why the profile cannot serve these devices, or None when it can.
 
     A forced profile skips the card-size rule: there the memory estimate decides, with a warning.
     """
+    if tuner == "full" and profile.quantization == "nf4":
+        return "trains LoRA on 4-bit weights; full fine-tuning trains the 16-bit weights themselves"
     n = len(inventory.gpus) * nodes.count
     if (profile.devices == "cpu") != (n == 0):
         return "is for the CPU only" if n else "needs a GPU"
@@ -239,24 +250,34 @@ class _Job:
         else:
             micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
         checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
-        zeros = ZERO_STAGES if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
+        stages = FULL_ZERO_STAGES if self.recipe.tuner == "full" else ZERO_STAGES
+        zeros = stages if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
 
-    def estimate(self, profile: Profile, setup: Setup, seq_len: int) -> MemoryEstimate:
-        return estimate(
-            train_setup(
-                dtype=self.dtype,
-                quantization=profile.quantization,
-                zero=setup.zero,
-                shape=self.model.shape,
-                lora_rank=self.recipe.lora_rank,
-                micro_batch_size=setup.micro_batch_size,
-                seq_len=seq_len,
-                gradient_checkpointing=setup.gradient_checkpointing,
-                n_gpus=self.n_devices,
-                on_cpu=self.inventory.is_cpu,
-            )
+    def fits(self, est: MemoryEstimate, setup: Setup) -> bool:
+        """The estimate fits every device, and what zero3_offload pins fits the host (when its RAM is known)."""
+        host = host_bytes(self._setup(setup, 1)) * max(1, len(self.inventory.gpus)) // self.n_devices
+        host_ok = not host or not self.inventory.host_memory_bytes
+        host_ok = host_ok or host <= self.inventory.host_memory_bytes * HOST_USABLE_FRACTION
+        return est.peak_bytes <= self.budget and host_ok
+
+    def _setup(self, setup: Setup, seq_len: int, quantization: str = "none", n_gpus: int | None = None):
+        return train_setup(
+            dtype=self.dtype,
+            quantization=quantization,
+            zero=setup.zero,
+            shape=self.model.shape,
+            lora_rank=self.recipe.lora_rank,
+            micro_batch_size=setup.micro_batch_size,
+            seq_len=seq_len,
+            gradient_checkpointing=setup.gradient_checkpointing,
+            n_gpus=n_gpus or self.n_devices,
+            on_cpu=self.inventory.is_cpu,
+            tuner=self.recipe.tuner,
         )
+
+    def estimate(self, profile: Profile, setup: Setup, seq_len: int, n_gpus: int | None = None) -> MemoryEstimate:
+        return estimate(self._setup(setup, seq_len, profile.quantization, n_gpus))
 
 
 def make_plan(
@@ -278,20 +299,27 @@ def make_plan(
     seq_len = min(data.max_tokens, recipe.max_length)
     reasons = [_describe_devices(inventory, job.budget, nodes)]
     if job.dtype == "float16":
+        if recipe.tuner == "full":
+            raise DoesNotFit(
+                f"full fine-tuning needs bfloat16 and {inventory.gpus[0].name} has none (compute capability below 8.0): "
+                "train LoRA (--tuner lora), or use an Ampere or newer card"
+            )
         reasons.append("float16: a card has no bfloat16 (compute capability below 8.0)")
+    if recipe.tuner == "full":
+        reasons.append("full fine-tuning: every weight trains, with its gradient and AdamW state")
 
     if forced_profile is not None:
         candidates = [p for p in profiles if p.name == forced_profile]
         if not candidates:
             raise UsageError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
-        why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False)
+        why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False, tuner=recipe.tuner)
         if why_not:
             raise UsageError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
         reasons.append(f"profile {forced_profile} forced with --profile")
     else:
         candidates = []
         for profile in profiles:
-            why_not = unusable_because(profile, inventory, nodes)
+            why_not = unusable_because(profile, inventory, nodes, tuner=recipe.tuner)
             if why_not is None:
                 candidates.append(profile)
             elif (profile.devices == "cpu") == inventory.is_cpu:
@@ -301,7 +329,7 @@ def make_plan(
     for profile in candidates:
         for setup in job.setups(profile):
             tried = (profile, setup, job.estimate(profile, setup, seq_len))
-            if tried[2].peak_bytes <= job.budget:
+            if job.fits(tried[2], setup):
                 reasons.append(
                     f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable"
                 )
@@ -332,6 +360,10 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
     elif s.zero == "zero2":
         setup, change = replace(s, zero="zero3"), "DeepSpeed zero2 → zero3"
+    elif s.zero == "zero3" and plan.recipe.tuner == "full":
+        setup, change = replace(s, zero="zero3_offload"), "DeepSpeed zero3 → zero3_offload"
+    elif plan.recipe.tuner == "full":
+        return None  # QLoRA would train an adapter, not the model that was asked for
     elif profile.quantization != "nf4" and not plan.inventory.is_cpu:
         qlora = [p for p in profiles if p.quantization == "nf4"]
         if not qlora:
@@ -354,7 +386,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
     """What a run writes under --output-dir at its fullest: the checkpoints swift keeps plus the one
     it is saving before it deletes the oldest, the filled dataset copy, and the run's own files."""
-    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero))
+    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero), tuner=plan.recipe.tuner)
     return checkpoint * (SAVE_TOTAL_LIMIT + 1) + dataset_bytes + RUN_FILES_BYTES
 
 
@@ -373,9 +405,30 @@ def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
         nearest.append(
             f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)"
         )
-    if not job.inventory.is_cpu:
+    if not job.inventory.is_cpu and needed / (1 - MARGIN_FRACTION) <= LARGEST_CARD_BYTES:
         nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
+    if not job.inventory.is_cpu and job.recipe.tuner == "full":
+        nearest += _more_gpus(job, seq_len)
     return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
+
+
+def _more_gpus(job: _Job, seq_len: int) -> list[str]:
+    """For full fine-tuning: the fewest of these cards that ZeRO-3 (or zero3_offload) fits, and LoRA here."""
+    card, options = job.inventory.gpus[0].name, []
+    for n in (2, 4, 8, 16, 32, 64):
+        if n <= job.n_devices:
+            continue
+        fitting = [
+            z
+            for z in ("zero3", "zero3_offload")
+            if estimate(job._setup(Setup(1, True, z), seq_len, n_gpus=n)).peak_bytes <= job.budget
+        ]
+        if fitting:
+            host = host_bytes(job._setup(Setup(1, True, fitting[0]), seq_len, n_gpus=n))
+            pinned = f" and {math.ceil(host / GIB)} GiB of host memory" if host else ""
+            options.append(f"{n}× {card} with {fitting[0]}{pinned}")
+            break
+    return [*options, "LoRA on these cards (--tuner lora)"]
 
 
 def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
@@ -407,6 +460,14 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
         nodes=job.nodes,
         bytecode_cache=environment.bytecode_cache,
     )
+    if setup.zero == "zero3_offload":
+        host = host_bytes(job._setup(setup, seq_len)) * len(job.inventory.gpus) // job.n_devices
+        known = (
+            f" of {gib(job.inventory.host_memory_bytes)}"
+            if job.inventory.host_memory_bytes
+            else " (RAM not known here: check it)"
+        )
+        plan = replace(plan, reasons=(*plan.reasons, f"zero3_offload pins {gib(host)} of host memory on each node{known}"))
     warnings = []
     if not plan.fits:
         warnings.append(
@@ -420,6 +481,10 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
     if data.how == "max_length":
         warnings.append(
             f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths"
+        )
+    if job.recipe.tuner == "full" and job.recipe.learning_rate > FULL_MAX_LEARNING_RATE:
+        warnings.append(
+            f"learning rate {job.recipe.learning_rate:g} is a LoRA rate: full fine-tuning usually takes 1e-5 to 2e-5 (set it in the recipe)"
         )
     if data.max_tokens > job.recipe.max_length:
         warnings.append(f"the longest sample has {data.max_tokens} tokens, over max_length {job.recipe.max_length}")
@@ -436,7 +501,7 @@ def swift_argv(plan: Plan) -> list[str]:
     argv = ["swift", "sft", "--model", plan.model.source]
     if plan.model.local_dir:
         argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template, "--check_model", "false"]
-    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", "lora", "--torch_dtype", plan.dtype]
+    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", r.tuner, "--torch_dtype", plan.dtype]
     if plan.profile.quantization == "nf4":
         argv += [
             "--quant_method", "bnb",
@@ -450,10 +515,15 @@ def swift_argv(plan: Plan) -> list[str]:
         "--per_device_train_batch_size", str(s.micro_batch_size),
         "--gradient_accumulation_steps", str(plan.grad_accum),
         "--learning_rate", f"{r.learning_rate:g}",
-        "--lora_rank", str(r.lora_rank),
-        "--lora_alpha", str(r.lora_alpha),
-        "--lora_dropout", f"{r.lora_dropout:g}",
-        "--target_modules", r.target_modules,
+    ]  # fmt: skip
+    if r.tuner == "lora":
+        argv += [
+            "--lora_rank", str(r.lora_rank),
+            "--lora_alpha", str(r.lora_alpha),
+            "--lora_dropout", f"{r.lora_dropout:g}",
+            "--target_modules", r.target_modules,
+        ]  # fmt: skip
+    argv += [
         "--max_length", str(r.max_length),
         "--warmup_ratio", f"{r.warmup_ratio:g}",
         "--gradient_checkpointing", "true" if s.gradient_checkpointing else "false",
