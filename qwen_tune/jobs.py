@@ -17,6 +17,7 @@ from qwen_tune.cards import parse_gpu_spec
 from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
+from qwen_tune.memory import Tuner
 from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, Environment, Nodes, Plan, make_plan
 from qwen_tune.profiles import shipped_profiles
@@ -33,7 +34,7 @@ class JobOptions:
     model: str | None = None
     dataset: str | None = None
     profile: str | None = None
-    tuner: str | None = None  # lora | full; None: the recipe's
+    tuner: Tuner | None = None  # None: the recipe's
     gpus: str | None = None
     name: str | None = None
     author: str | None = None

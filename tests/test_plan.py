@@ -34,7 +34,11 @@ MATRIX = [
         ("multi-gpu", "2xrtx3090"),
         ("multi-gpu", "4xa100-40gb"),
     )  # fmt: skip
-] + [("demo-tiny-cpu", "cpu", "cpu")]
+] + [
+    ("self-cognition-qwen3-8b-full", "large", "h100"),
+    ("self-cognition-qwen3-8b-full", "multi-gpu", "2xrtx4090"),
+    ("demo-tiny-cpu", "cpu", "cpu"),
+]
 
 
 def plan_for(**flags):
