@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from qwen_tune.cards import KNOWN_CARDS
 from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.gpus import GIB, MIB, Inventory
-from qwen_tune.memory import MemoryEstimate, checkpoint_bytes, estimate, host_bytes, train_setup
+from qwen_tune.memory import MemoryEstimate, Tuner, checkpoint_bytes, estimate, host_bytes, train_setup
 from qwen_tune.models import ModelRef
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Recipe
@@ -24,7 +24,7 @@ CPU_USABLE_FRACTION = 0.8
 TIGHT_BYTES = int(0.5 * GIB)
 # A refusal names a bigger GPU only where one is sold.
 LARGEST_CARD_BYTES = max(c.memory_mib for c in KNOWN_CARDS) * MIB
-# zero3_offload is not offered: under 22.5 GiB/GPU it ran out of memory in the first forward
+# zero3_offload is not offered for LoRA: under 22.5 GiB/GPU it ran out of memory in the first forward
 # exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
 ZERO_STAGES = ("zero2", "zero3")
 # Full fine-tuning's optimizer state is 8× its weights: moving it to host memory is its last rung.
@@ -203,7 +203,7 @@ def training_dtype(inventory: Inventory) -> str:
 
 
 def unusable_because(
-    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True, tuner: str = "lora"
+    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True, tuner: Tuner = "lora"
 ) -> str | None:
     """Why the profile cannot serve these devices, or None when it can.
 
@@ -256,10 +256,15 @@ class _Job:
 
     def fits(self, est: MemoryEstimate, setup: Setup) -> bool:
         """The estimate fits every device, and what zero3_offload pins fits the host (when its RAM is known)."""
-        host = host_bytes(self._setup(setup, 1)) * max(1, len(self.inventory.gpus)) // self.n_devices
+        host = self.host_bytes_per_node(setup)
         host_ok = not host or not self.inventory.host_memory_bytes
         host_ok = host_ok or host <= self.inventory.host_memory_bytes * HOST_USABLE_FRACTION
         return est.peak_bytes <= self.budget and host_ok
+
+    def host_bytes_per_node(self, setup: Setup, n_gpus: int | None = None) -> int:
+        """What zero3_offload pins in one node's RAM: its GPUs' share of the model and optimizer."""
+        n_gpus = n_gpus or self.n_devices
+        return host_bytes(self._setup(setup, 1, n_gpus=n_gpus)) * min(n_gpus, max(1, len(self.inventory.gpus))) // n_gpus
 
     def _setup(self, setup: Setup, seq_len: int, quantization: str = "none", n_gpus: int | None = None):
         return train_setup(
@@ -424,7 +429,7 @@ def _more_gpus(job: _Job, seq_len: int) -> list[str]:
             if estimate(job._setup(Setup(1, True, z), seq_len, n_gpus=n)).peak_bytes <= job.budget
         ]
         if fitting:
-            host = host_bytes(job._setup(Setup(1, True, fitting[0]), seq_len, n_gpus=n))
+            host = host_bytes(job._setup(Setup(1, True, fitting[0]), seq_len, n_gpus=n))  # n cards of one node
             pinned = f" and {math.ceil(host / GIB)} GiB of host memory" if host else ""
             options.append(f"{n}× {card} with {fitting[0]}{pinned}")
             break
@@ -461,7 +466,7 @@ def _finish(job: _Job, profile, setup, est, data, seq_len, dataset_path, output_
         bytecode_cache=environment.bytecode_cache,
     )
     if setup.zero == "zero3_offload":
-        host = host_bytes(job._setup(setup, seq_len)) * len(job.inventory.gpus) // job.n_devices
+        host = job.host_bytes_per_node(setup)
         known = (
             f" of {gib(job.inventory.host_memory_bytes)}"
             if job.inventory.host_memory_bytes

@@ -285,3 +285,18 @@ def test_a_local_qwen3_moe_dir_plans(tmp_path):
     model = resolve_model(str(tmp_path))
     assert model.shape == resolve_model("Qwen/Qwen3-30B-A3B").shape
     assert (model.swift_model_type, model.swift_template) == ("qwen3_moe", "qwen3")
+
+
+def test_zero3_offload_needs_the_host_memory_it_pins():
+    recipe, data = load_recipe("self-cognition-qwen3-8b-full"), DataSummary(n_rows=100, max_tokens=80, how="estimated")
+    model = resolve_model(recipe.model)
+
+    def plan_with_ram(gib_of_ram):
+        inventory = replace(gpu_inventory(24, 24), host_memory_bytes=gib_of_ram * 2**30)
+        return make_plan(recipe=recipe, model=model, inventory=inventory, profiles=shipped_profiles(), data=data,
+                         dataset_path="d.jsonl", output_dir="out")  # fmt: skip
+
+    assert plan_with_ram(256).setup.zero == "zero3_offload"
+    assert any("pins 137.31 GiB of host memory on each node of 256.00 GiB" in r for r in plan_with_ram(256).reasons)
+    with pytest.raises(DoesNotFit):
+        plan_with_ram(64)
