@@ -418,7 +418,7 @@ def _refusal(job: _Job, candidates: list[Profile], seq_len: int) -> str:
 
 
 def _more_gpus(job: _Job, seq_len: int) -> list[str]:
-    """For full fine-tuning: the fewest of these cards that ZeRO-3 (or zero3_offload) fits, and LoRA here."""
+    """For full fine-tuning: the fewest of these cards that ZeRO-3 (or zero3_offload) fits, and LoRA here if it fits."""
     card, options = job.inventory.gpus[0].name, []
     for n in (2, 4, 8, 16, 32, 64):
         if n <= job.n_devices:
@@ -433,7 +433,11 @@ def _more_gpus(job: _Job, seq_len: int) -> list[str]:
             pinned = f" and {math.ceil(host / GIB)} GiB of host memory" if host else ""
             options.append(f"{n}× {card} with {fitting[0]}{pinned}")
             break
-    return [*options, "LoRA on these cards (--tuner lora)"]
+    # QLoRA at micro-batch 1 with checkpointing is the leanest LoRA: name LoRA only if that fits.
+    lora = replace(job, recipe=replace(job.recipe, tuner="lora"))
+    if estimate(lora._setup(Setup(1, True), seq_len, "nf4")).peak_bytes <= job.budget:
+        options.append("LoRA on these cards (--tuner lora)")
+    return options
 
 
 def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
