@@ -148,11 +148,12 @@ class ModelRef:
 
     @property
     def swift_model_type(self) -> str | None:
-        return SWIFT_NAMES[self.shape.family][0] if self.local_dir else None
+        """Named for a directory or a fetched id: swift infers them only for the hub ids it registers."""
+        return SWIFT_NAMES[self.shape.family][0] if self.local_dir or self.files_dir else None
 
     @property
     def swift_template(self) -> str | None:
-        return SWIFT_NAMES[self.shape.family][1] if self.local_dir else None
+        return SWIFT_NAMES[self.shape.family][1] if self.local_dir or self.files_dir else None
 
     @property
     def tokenizer_file(self) -> Path | None:

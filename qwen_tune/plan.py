@@ -170,7 +170,9 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["model"]["local_dir"] = str(self.model.local_dir) if self.model.local_dir else None
+        for key in ("local_dir", "files_dir"):
+            folder = getattr(self.model, key)
+            data["model"][key] = str(folder) if folder else None
         data["estimate"].update(reserved_bytes=self.estimate.reserved_bytes, peak_bytes=self.estimate.peak_bytes)
         data.update(
             grad_accum=self.grad_accum,
@@ -508,8 +510,10 @@ def swift_argv(plan: Plan) -> list[str]:
     """The `swift sft` command line; CI checks every flag against swift's own parser."""
     r, s = plan.recipe, plan.setup
     argv = ["swift", "sft", "--model", plan.model.source]
+    if plan.model.swift_model_type:
+        argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template]
     if plan.model.local_dir:
-        argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template, "--check_model", "false"]
+        argv += ["--check_model", "false"]
     argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", r.tuner, "--torch_dtype", plan.dtype]
     if plan.profile.quantization == "nf4":
         argv += [

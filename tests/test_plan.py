@@ -256,6 +256,11 @@ def test_an_unknown_hub_id_fetches_its_config_and_tokenizer(tmp_path):
         return folder / filename
 
     model = resolve_model("someone/qwen-finetune", fetch=fetch, cache_dir=tmp_path)
+    plan = make_plan(recipe=load_recipe("self-cognition-qwen2.5-7b"), model=model, inventory=gpu_inventory(24),
+                     profiles=shipped_profiles(), data=DataSummary(100, 80, "estimated"), dataset_path="d", output_dir="o")  # fmt: skip
+    assert json.loads(json.dumps(plan.to_dict()))["model"]["files_dir"] == str(tmp_path / "someone--qwen-finetune")
+    assert plan.argv[3] == "someone/qwen-finetune" and "--check_model" not in plan.argv
+    assert plan.argv[plan.argv.index("--model_type") + 1] == "qwen2"  # swift cannot infer it for an id it does not know
     assert model.source == "someone/qwen-finetune" and model.local_dir is None and model.shape.family == "qwen2"
     assert [name for _, name in calls] == ["config.json", "tokenizer.json", "tokenizer_config.json"]
     resolve_model("someone/qwen-finetune", fetch=fetch, cache_dir=tmp_path)
