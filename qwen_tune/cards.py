@@ -22,27 +22,56 @@ class Card:
 
 
 KNOWN_CARDS: tuple[Card, ...] = (
+    Card("rtx5090", "NVIDIA GeForce RTX 5090", 32607, (12, 0)),
+    Card("rtx5080", "NVIDIA GeForce RTX 5080", 16303, (12, 0)),
     Card("rtx4090d", "NVIDIA GeForce RTX 4090 D", 24564, (8, 9)),
     Card("rtx4090", "NVIDIA GeForce RTX 4090", 24564, (8, 9)),
     Card("rtx4080", "NVIDIA GeForce RTX 4080", 16376, (8, 9)),
+    Card("rtx4070tisuper", "NVIDIA GeForce RTX 4070 Ti SUPER", 16376, (8, 9)),
     Card("rtx4070ti", "NVIDIA GeForce RTX 4070 Ti", 12282, (8, 9)),
+    Card("rtx4070", "NVIDIA GeForce RTX 4070", 12282, (8, 9)),
+    Card("rtx4060ti", "NVIDIA GeForce RTX 4060 Ti", 16380, (8, 9)),  # the 16 GB one; the 8 GB one trains little
     Card("rtx3090ti", "NVIDIA GeForce RTX 3090 Ti", 24564, (8, 6)),
     Card("rtx3090", "NVIDIA GeForce RTX 3090", 24576, (8, 6)),
     Card("rtx3080ti", "NVIDIA GeForce RTX 3080 Ti", 12288, (8, 6)),
     Card("rtx3080", "NVIDIA GeForce RTX 3080", 10240, (8, 6)),
+    Card("rtx3060", "NVIDIA GeForce RTX 3060", 12288, (8, 6)),
+    Card("rtx6000ada", "NVIDIA RTX 6000 Ada Generation", 49140, (8, 9)),
     Card("a6000", "NVIDIA RTX A6000", 49140, (8, 6)),
+    Card("a5000", "NVIDIA RTX A5000", 24564, (8, 6)),
+    Card("a4000", "NVIDIA RTX A4000", 16376, (8, 6)),
     Card("a40", "NVIDIA A40", 46068, (8, 6)),
+    Card("a10g", "NVIDIA A10G", 23028, (8, 6)),
+    Card("a10", "NVIDIA A10", 23028, (8, 6)),
     Card("l40s", "NVIDIA L40S", 46068, (8, 9)),
+    Card("l40", "NVIDIA L40", 46068, (8, 9)),
+    Card("l20", "NVIDIA L20", 46068, (8, 9)),
+    Card("l4", "NVIDIA L4", 23034, (8, 9)),
     Card("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, (8, 0)),
     Card("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, (8, 0)),
+    Card("a800-40gb", "NVIDIA A800 40GB PCIe", 40960, (8, 0)),
+    Card("a800-80gb", "NVIDIA A800-SXM4-80GB", 81920, (8, 0)),
     Card("h100", "NVIDIA H100 80GB HBM3", 81559, (9, 0)),
+    Card("h800", "NVIDIA H800", 81559, (9, 0)),
+    Card("h20", "NVIDIA H20", 97871, (9, 0)),
     Card("h200", "NVIDIA H200", 143771, (9, 0)),
     Card("t4", "Tesla T4", 15360, (7, 5)),
     Card("v100", "Tesla V100-SXM2-16GB", 16160, (7, 0)),
     Card("v100-32gb", "Tesla V100-SXM2-32GB", 32510, (7, 0)),
 )
 
-ALIASES = {"a100": "a100-80gb", "a10040g": "a100-40gb", "a10080g": "a100-80gb", "v10032g": "v100-32gb"}
+ALIASES = {
+    "a10040g": "a100-40gb",
+    "a10080g": "a100-80gb",
+    "a80040g": "a800-40gb",
+    "a80080g": "a800-80gb",
+    "v10032g": "v100-32gb",
+    "rtx6000adageneration": "rtx6000ada",
+    "rtx4060ti16gb": "rtx4060ti",
+    "rtx306012gb": "rtx3060",
+}
+# Names sold with two memory sizes: planning for the wrong one is worse than asking.
+AMBIGUOUS = {"a100": ("a100-40gb", "a100-80gb"), "a800": ("a800-40gb", "a800-80gb")}
 
 # A bare memory size says nothing about the architecture; assume an Ampere-class card.
 ASSUMED_CC = (8, 0)
@@ -58,10 +87,11 @@ def _normalize(text: str) -> str:
 
 def find_card(text: str) -> Card | None:
     key = _normalize(text)
+    key = "rtx" + key if re.fullmatch(r"\d{4}.*", key) else key
     key = ALIASES.get(key, key)
     for card in KNOWN_CARDS:
         plain = card.key.replace("-", "")
-        if key in (card.key, plain, plain.removeprefix("rtx")):
+        if key == plain:
             return card
     return None
 
@@ -80,6 +110,9 @@ def parse_gpu_spec(spec: str) -> Inventory:
             raise UsageError(f"--gpus {spec!r}: memory must be between 1 and 1024 GiB")
         name = f"{gib:g} GiB GPU (assumed cc {ASSUMED_CC[0]}.{ASSUMED_CC[1]})"
         card = Card(what, name, int(gib * 1024), ASSUMED_CC)
+    elif _normalize(what) in AMBIGUOUS:
+        sizes = " or ".join(AMBIGUOUS[_normalize(what)])
+        raise UsageError(f"--gpus {spec!r}: the {what.upper()} comes with 40 or 80 GB; say which: {sizes}")
     else:
         card = find_card(what)
         if card is None:

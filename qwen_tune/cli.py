@@ -79,6 +79,11 @@ def job_options(command):
             callback=_not_empty("to let qwen-tune choose"),
             help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing.",
         ),
+        click.option(
+            "--tuner",
+            type=click.Choice(["lora", "full"]),
+            help="lora: train an adapter; full: every weight (overrides the recipe).",
+        ),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
         click.option(
             "--name",
@@ -135,7 +140,7 @@ def job_options(command):
 )
 @click.version_option(package_name="qwen-tune")
 def cli() -> None:
-    """Plan, run and verify LoRA fine-tuning of Qwen models with ms-swift."""
+    """Plan, run and verify LoRA or full fine-tuning of Qwen models with ms-swift."""
 
 
 @cli.command(epilog=_epilog(("qwen-tune gpus", "qwen-tune gpus --json", "CUDA_VISIBLE_DEVICES=1 qwen-tune gpus")))

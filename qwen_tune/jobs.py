@@ -17,11 +17,12 @@ from qwen_tune.cards import parse_gpu_spec
 from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
-from qwen_tune.models import check_reachable, hub_offline, resolve_model
+from qwen_tune.memory import Tuner
+from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_model, use_hf
 from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
 from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
-from qwen_tune.recipes import Bilingual, load_recipe
+from qwen_tune.recipes import Bilingual, load_recipe, with_tuner
 from qwen_tune.rundir import next_run_dir
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
@@ -35,6 +36,7 @@ class JobOptions:
     model: str | None = None
     dataset: str | None = None
     profile: str | None = None
+    tuner: Tuner | None = None  # None: the recipe's
     gpus: str | None = None
     name: str | None = None
     author: str | None = None
@@ -100,6 +102,7 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
         bytecode_cache=bytecode_cache(environ),
         hub_offline=hub_offline(environ),
+        use_hf=use_hf(environ),
     )
 
 
@@ -112,7 +115,8 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         identity_author=Bilingual.same(options.author) if options.author else None,
         max_length=options.max_length,
     )
-    model = resolve_model(recipe.model)
+    recipe = with_tuner(recipe, options.tuner)
+    model = resolve_model(recipe.model, fetch=hub_fetcher(offline=machine.hub_offline, use_hf=machine.use_hf))
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:
         check_reachable(model, offline=machine.hub_offline)

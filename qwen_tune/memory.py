@@ -38,6 +38,19 @@ CPU_RUNTIME_BYTES = int(1.5 * GIB)
 # stage3_max_live_parameters and stage3_max_reuse_distance are 1e9). Calibrated on the
 # 7B shape over 2 GPUs (17.21 GiB/GPU); it also explains Qwen3-14B's OOM under 22.5 GiB/GPU.
 ZERO3_GATHERED_FRACTION = 0.35
+# Full fine-tuning (swift 4.6 pipelines/train/tuner.py: `model.requires_grad_(True)`, no dtype change).
+# With --torch_dtype bfloat16 the weights load in bf16 and stay bf16: swift sets bf16=True
+# (arguments/base_args/model_args.py _init_mixed_precision), which is autocast, not fp32 master
+# weights; the gradients are bf16 and torch's AdamW keeps both moments in the parameter's dtype.
+# So one device holds 2 + 2 + 2×2 = 8 bytes a parameter (16 in fp32 on the CPU).
+FULL_MOMENTS = 2
+# Under DeepSpeed (bf16 "auto" → on) the optimizer is DeepSpeed's: an fp32 master copy and fp32
+# AdamW moments (12 bytes), plus the fp32 gradient partition it builds at the step (4), all
+# partitioned over the GPUs by ZeRO-2 and ZeRO-3. Not measured yet.
+ZERO_OPTIMIZER_BYTES = 16
+# zero3_offload moves the 16-bit partition and the optimizer to pinned host memory: per node,
+# 2 (bf16 weights) + 12 (fp32 master + moments) + 4 (fp32 gradients) bytes a parameter.
+OFFLOAD_HOST_BYTES = 18
 # A checkpoint on disk, per LoRA parameter: the fp32 adapter and AdamW's two fp32 moments
 # (optimizer.pt); measured 4.01 + 8.07 bytes on the demo's rank-64 run. Under ZeRO, DeepSpeed's
 # own files also hold the 16-bit weights and an fp32 master copy (its layout, not measured yet).
@@ -45,6 +58,12 @@ CHECKPOINT_BYTES_PER_LORA_PARAM = 12
 ZERO_CHECKPOINT_EXTRA_BYTES = 6
 # trainer_state.json (it grows with the logged steps), args, RNG and scheduler state, the README.
 CHECKPOINT_SMALL_FILES_BYTES = MIB
+# A full checkpoint: the bf16 weights (safetensors) and the optimizer, bf16 moments (4) or
+# DeepSpeed's fp32 master + moments and its bf16 partition (14). Not measured yet.
+FULL_CHECKPOINT_BYTES = 2
+FULL_OPTIMIZER_CHECKPOINT_BYTES = {False: 4, True: 14}
+
+Tuner = Literal["lora", "full"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +79,22 @@ class TrainSetup:
     n_gpus: int = 1
     zero_stage: int = 0  # 0: plain DDP or one device; 2 or 3: DeepSpeed ZeRO
     on_cpu: bool = False
+    tuner: Tuner = "lora"
+    offload: bool = False  # ZeRO-3 with weights and optimizer in host memory (swift's zero3_offload)
 
 
 WEIGHTS_BY_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # swift's DeepSpeed presets the planner may pick ("" is none), and the ZeRO stage of each.
-# zero3_offload is not offered: under 22.5 GiB/GPU it ran out of memory in the first forward
-# exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), so it buys nothing.
-ZeroPreset = Literal["", "zero2", "zero3"]
-ZERO_STAGE: dict[ZeroPreset, int] = {"": 0, "zero2": 2, "zero3": 3}
+# zero3_offload is offered for full fine-tuning only: for LoRA, under 22.5 GiB/GPU it ran out of memory in
+# the first forward exactly like zero3 for Qwen3-14B (shared/measurements/2026-11-22-2xh200), buying nothing.
+ZeroPreset = Literal["", "zero2", "zero3", "zero3_offload"]
+ZERO_STAGE: dict[ZeroPreset, int] = {"": 0, "zero2": 2, "zero3": 3, "zero3_offload": 3}
 
 
 def train_setup(*, dtype: str, quantization: str, zero: str, **fields) -> TrainSetup:
     """A TrainSetup in a plan's words: swift's dtype name, the profile's quantization, the DeepSpeed preset."""
     weights = "nf4" if quantization == "nf4" else WEIGHTS_BY_DTYPE[dtype]
-    return TrainSetup(weights=weights, zero_stage=ZERO_STAGE[zero], **fields)
+    return TrainSetup(weights=weights, zero_stage=ZERO_STAGE[zero], offload=zero == "zero3_offload", **fields)
 
 
 def recorded_setup(setup: dict) -> TrainSetup:
@@ -108,19 +129,25 @@ class MemoryEstimate:
 
 
 def estimate(setup: TrainSetup) -> MemoryEstimate:
+    """Weights, what training keeps (LoRA's adapter state, or every weight's gradient and AdamW),
+    activations and logits. Full fine-tuning saves the same activations as all-linear LoRA (the
+    input of every linear), less LoRA's dropout copies: the LoRA constants over-count it a little."""
     s = setup.shape
     compute_bytes = 4 if setup.weights == "fp32" else 2
     shard = setup.n_gpus if setup.zero_stage else 1
 
     if setup.weights == "nf4":
-        weights = s.linear_params * NF4_BYTES_PER_PARAM + s.other_params * 2
+        # bitsandbytes replaces nn.Linear only: an MoE's experts and router stay 16-bit (docs/models.md).
+        weights = s.linear_params * NF4_BYTES_PER_PARAM + (s.expert_params + s.other_params) * 2
         largest = max(i * o for i, o in s.layer_linears())
-        weights_label = "weights (NF4 4-bit, embeddings 16-bit)"
+        weights_label = "weights (NF4 4-bit, embeddings 16-bit)" if not s.is_moe else "weights (attention NF4, experts 16-bit)"
     else:
         weights = s.n_params * BYTES_PER_PARAM[setup.weights]
         largest = 0
         weights_label = f"weights ({setup.weights})"
-    if setup.zero_stage == 3:
+    if setup.offload:
+        weights, weights_label = 0, weights_label + ", offloaded to host memory"
+    elif setup.zero_stage == 3:
         weights /= shard
         weights_label += f", ZeRO-3 shard 1/{shard}"
     items = [(weights_label, weights)]
@@ -129,17 +156,48 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
     if largest:
         items.append(("4-bit dequantization buffer", largest * compute_bytes))
 
-    lora = s.lora_params(setup.lora_rank)
+    if setup.tuner == "full":
+        items += _full_training_state(setup, compute_bytes, shard)
+    else:
+        items.append(_lora_state(setup, shard))
+    items += _activations(setup, compute_bytes)
+    runtime = CPU_RUNTIME_BYTES if setup.on_cpu else CUDA_CONTEXT_BYTES
+    return MemoryEstimate(items=tuple((label, int(b)) for label, b in items), runtime_bytes=runtime)
+
+
+def _full_training_state(setup: TrainSetup, compute_bytes: int, shard: int) -> list[tuple[str, float]]:
+    n = setup.shape.n_params
+    if setup.offload:
+        return [("gradients and AdamW: in host memory (zero3_offload)", 0)]
+    if setup.zero_stage:
+        return [
+            (f"gradients ({setup.weights}), ZeRO-{setup.zero_stage} 1/{shard}", n * compute_bytes / shard),
+            (f"fp32 master weights + gradients + AdamW (DeepSpeed), 1/{shard}", n * ZERO_OPTIMIZER_BYTES / shard),
+        ]
+    return [
+        (f"gradients ({setup.weights}, {n / 1e9:.2f}B params)", n * compute_bytes),
+        (f"AdamW moments ({setup.weights}, the parameters' dtype)", n * compute_bytes * FULL_MOMENTS),
+    ]
+
+
+def _lora_state(setup: TrainSetup, shard: int) -> tuple[str, float]:
+    lora = setup.shape.lora_params(setup.lora_rank)
     if setup.zero_stage:
         lora_bytes = lora * 4 + lora * (LORA_STATE_BYTES - 4) / shard
         lora_label = f"LoRA params + grads + AdamW, ZeRO-{setup.zero_stage} 1/{shard}"
     else:
         lora_bytes = lora * LORA_STATE_BYTES
         lora_label = "LoRA params + grads + AdamW (fp32)"
-    items.append((f"{lora_label} ({lora / 1e6:.1f}M params)", lora_bytes))
+    return f"{lora_label} ({lora / 1e6:.1f}M params)", lora_bytes
 
+
+def _activations(setup: TrainSetup, compute_bytes: int) -> list[tuple[str, float]]:
+    s, items = setup.shape, []
     tokens = setup.micro_batch_size * setup.seq_len
-    per_layer = compute_bytes * (ACT_PER_HIDDEN * s.hidden_size + ACT_PER_FFN * s.intermediate_size + ACT_PER_KV * s.kv_dim)
+    per_layer = compute_bytes * (ACT_PER_HIDDEN * s.hidden_size + ACT_PER_FFN * s.active_ffn_size + ACT_PER_KV * s.kv_dim)
+    if s.is_moe:
+        # The router's logits and probabilities (fp32) per expert; the routing indices are small.
+        per_layer += 2 * 4 * s.num_experts
     if s.has_qk_norm:
         per_layer += compute_bytes * ACT_PER_QK_NORM * (s.num_heads * s.head_dim + s.kv_dim)
     if setup.gradient_checkpointing:
@@ -150,12 +208,18 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
         items.append((f"activations ({tokens} tokens × {s.num_layers} layers)", tokens * s.num_layers * per_layer))
     logits = tokens * s.vocab_size * (2 * compute_bytes + LOGITS_FP32_BYTES)
     items.append((f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", logits))
-
-    runtime = CPU_RUNTIME_BYTES if setup.on_cpu else CUDA_CONTEXT_BYTES
-    return MemoryEstimate(items=tuple((label, int(b)) for label, b in items), runtime_bytes=runtime)
+    return items
 
 
-def checkpoint_bytes(shape: ModelShape, lora_rank: int, *, zero: bool = False) -> int:
-    """One checkpoint as swift writes it: the adapter, the optimizer state and a few small files."""
+def host_bytes(setup: TrainSetup) -> int:
+    """Host memory that zero3_offload pins on one node for the weights and optimizer; 0 without offload."""
+    return setup.shape.n_params * OFFLOAD_HOST_BYTES if setup.offload else 0
+
+
+def checkpoint_bytes(shape: ModelShape, lora_rank: int, *, zero: bool = False, tuner: Tuner = "lora") -> int:
+    """One checkpoint as swift writes it: the adapter (or the whole model), the optimizer state and a few small files."""
+    if tuner == "full":
+        per_weight = FULL_CHECKPOINT_BYTES + FULL_OPTIMIZER_CHECKPOINT_BYTES[zero]
+        return shape.n_params * per_weight + CHECKPOINT_SMALL_FILES_BYTES
     per_param = CHECKPOINT_BYTES_PER_LORA_PARAM + (ZERO_CHECKPOINT_EXTRA_BYTES if zero else 0)
     return shape.lora_params(lora_rank) * per_param + CHECKPOINT_SMALL_FILES_BYTES

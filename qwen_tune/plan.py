@@ -28,6 +28,7 @@ class MachineFacts:
     flash_attn_installed: bool = False
     bytecode_cache: str | None = None  # where swift's processes keep compiled imports (jobs.bytecode_cache)
     hub_offline: bool = False  # HF_HUB_OFFLINE: a hub id cannot be downloaded
+    use_hf: bool = False  # USE_HF: swift downloads from Hugging Face, not ModelScope
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,9 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["model"]["local_dir"] = str(self.model.local_dir) if self.model.local_dir else None
+        for key in ("local_dir", "files_dir"):
+            folder = getattr(self.model, key)
+            data["model"][key] = str(folder) if folder else None
         data["estimate"].update(reserved_bytes=self.estimate.reserved_bytes, peak_bytes=self.estimate.peak_bytes)
         data.update(
             grad_accum=self.grad_accum,

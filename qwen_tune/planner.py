@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from qwen_tune.cards import KNOWN_CARDS
 from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.gpus import GIB, MIB, Inventory
-from qwen_tune.memory import ZERO_STAGE, MemoryEstimate, checkpoint_bytes, estimate, train_setup
+from qwen_tune.memory import MemoryEstimate, Tuner, ZeroPreset, checkpoint_bytes, estimate, host_bytes, train_setup
 from qwen_tune.models import ModelRef
 from qwen_tune.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
 from qwen_tune.profiles import Profile
@@ -21,6 +22,16 @@ from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
 MARGIN_FRACTION = 0.03
 CPU_USABLE_FRACTION = 0.8
 TIGHT_BYTES = int(0.5 * GIB)
+# A refusal names a bigger GPU only where one is sold.
+LARGEST_CARD_BYTES = max(c.memory_mib for c in KNOWN_CARDS) * MIB
+# The DeepSpeed presets tried on several GPUs, in order. zero3_offload is not offered for LoRA (see memory.ZERO_STAGE).
+LORA_ZERO_PRESETS: tuple[ZeroPreset, ...] = ("zero2", "zero3")
+# Full fine-tuning's optimizer state is 8× its weights: moving it to host memory is its last rung.
+FULL_ZERO_PRESETS: tuple[ZeroPreset, ...] = (*LORA_ZERO_PRESETS, "zero3_offload")
+# Host memory zero3_offload may pin, of the RAM this box reports.
+HOST_USABLE_FRACTION = 0.8
+# Above this a full fine-tuning learning rate is a LoRA one: it wrecks what the model knew.
+FULL_MAX_LEARNING_RATE = 5e-5
 SHORTER_LENGTHS = (1024, 512, 256, 128)
 # swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
 RUN_FILES_BYTES = 50 * MIB
@@ -40,12 +51,14 @@ def training_dtype(inventory: Inventory) -> Dtype:
 
 
 def unusable_because(
-    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True
+    profile: Profile, inventory: Inventory, nodes: Nodes = Nodes(), *, check_card_size: bool = True, tuner: Tuner = "lora"
 ) -> str | None:
     """Why the profile cannot serve these devices, or None when it can.
 
     A forced profile skips the card-size rule: there the memory estimate decides, with a warning.
     """
+    if tuner == "full" and profile.quantization == "nf4":
+        return "trains LoRA on 4-bit weights; full fine-tuning trains the 16-bit weights themselves"
     n = len(inventory.gpus) * nodes.count
     if (profile.devices == "cpu") != (n == 0):
         return "is for the CPU only" if n else "needs a GPU"
@@ -85,24 +98,39 @@ class _SetupSearch:
         else:
             micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
         checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
-        zeros = [z for z in ZERO_STAGE if z] if profile.deepspeed == "auto" and self.n_devices > 1 else [""]
+        presets = FULL_ZERO_PRESETS if self.recipe.tuner == "full" else LORA_ZERO_PRESETS
+        zeros = presets if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
 
-    def estimate(self, profile: Profile, setup: Setup, seq_len: int) -> MemoryEstimate:
-        return estimate(
-            train_setup(
-                dtype=self.dtype,
-                quantization=profile.quantization,
-                zero=setup.zero,
-                shape=self.model.shape,
-                lora_rank=self.recipe.lora_rank,
-                micro_batch_size=setup.micro_batch_size,
-                seq_len=seq_len,
-                gradient_checkpointing=setup.gradient_checkpointing,
-                n_gpus=self.n_devices,
-                on_cpu=self.inventory.is_cpu,
-            )
+    def fits(self, est: MemoryEstimate, setup: Setup) -> bool:
+        """The estimate fits every device, and what zero3_offload pins fits the host (when its RAM is known)."""
+        host = self.host_bytes_per_node(setup)
+        host_ok = not host or not self.inventory.host_memory_bytes
+        host_ok = host_ok or host <= self.inventory.host_memory_bytes * HOST_USABLE_FRACTION
+        return est.peak_bytes <= self.budget and host_ok
+
+    def host_bytes_per_node(self, setup: Setup, n_gpus: int | None = None) -> int:
+        """What zero3_offload pins in one node's RAM: its GPUs' share of the model and optimizer."""
+        n_gpus = n_gpus or self.n_devices
+        return host_bytes(self.train_setup(setup, 1, n_gpus=n_gpus)) * min(n_gpus, max(1, len(self.inventory.gpus))) // n_gpus
+
+    def train_setup(self, setup: Setup, seq_len: int, quantization: str = "none", n_gpus: int | None = None):
+        return train_setup(
+            dtype=self.dtype,
+            quantization=quantization,
+            zero=setup.zero,
+            shape=self.model.shape,
+            lora_rank=self.recipe.lora_rank,
+            micro_batch_size=setup.micro_batch_size,
+            seq_len=seq_len,
+            gradient_checkpointing=setup.gradient_checkpointing,
+            n_gpus=n_gpus or self.n_devices,
+            on_cpu=self.inventory.is_cpu,
+            tuner=self.recipe.tuner,
         )
+
+    def estimate(self, profile: Profile, setup: Setup, seq_len: int, n_gpus: int | None = None) -> MemoryEstimate:
+        return estimate(self.train_setup(setup, seq_len, profile.quantization, n_gpus))
 
 
 def make_plan(
@@ -124,20 +152,27 @@ def make_plan(
     seq_len = min(data.max_tokens, recipe.max_length)
     reasons = [_describe_devices(inventory, job.budget, nodes)]
     if job.dtype == "float16":
+        if recipe.tuner == "full":
+            raise DoesNotFit(
+                f"full fine-tuning needs bfloat16 and {inventory.gpus[0].name} has none (compute capability below 8.0): "
+                "train LoRA (--tuner lora), or use an Ampere or newer card"
+            )
         reasons.append("float16: a card has no bfloat16 (compute capability below 8.0)")
+    if recipe.tuner == "full":
+        reasons.append("full fine-tuning: every weight trains, with its gradient and AdamW state")
 
     if forced_profile is not None:
         candidates = [p for p in profiles if p.name == forced_profile]
         if not candidates:
             raise UsageError(f"unknown profile {forced_profile!r}; profiles: {', '.join(p.name for p in profiles)}")
-        why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False)
+        why_not = unusable_because(candidates[0], inventory, nodes, check_card_size=False, tuner=recipe.tuner)
         if why_not:
             raise UsageError(f"profile {forced_profile} {why_not}: pick another with --profile, or let qwen-tune choose")
         reasons.append(f"profile {forced_profile} forced with --profile")
     else:
         candidates = []
         for profile in profiles:
-            why_not = unusable_because(profile, inventory, nodes)
+            why_not = unusable_because(profile, inventory, nodes, tuner=recipe.tuner)
             if why_not is None:
                 candidates.append(profile)
             elif (profile.devices == "cpu") == inventory.is_cpu:
@@ -147,7 +182,7 @@ def make_plan(
     for profile in candidates:
         for setup in job.setups(profile):
             tried = (profile, setup, job.estimate(profile, setup, seq_len))
-            if tried[2].peak_bytes <= job.budget:
+            if job.fits(tried[2], setup):
                 reasons.append(
                     f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable"
                 )
@@ -178,6 +213,10 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
     elif s.zero == "zero2":
         setup, change = replace(s, zero="zero3"), "DeepSpeed zero2 → zero3"
+    elif s.zero == "zero3" and plan.recipe.tuner == "full":
+        setup, change = replace(s, zero="zero3_offload"), "DeepSpeed zero3 → zero3_offload"
+    elif plan.recipe.tuner == "full":
+        return None  # QLoRA would train an adapter, not the model that was asked for
     elif profile.quantization != "nf4" and not plan.inventory.is_cpu:
         qlora = [p for p in profiles if p.quantization == "nf4"]
         if not qlora:
@@ -200,7 +239,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
     """What a run writes under --output-dir at its fullest: the checkpoints swift keeps plus the one
     it is saving before it deletes the oldest, the filled dataset copy, and the run's own files."""
-    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero))
+    checkpoint = checkpoint_bytes(plan.model.shape, plan.recipe.lora_rank, zero=bool(plan.setup.zero), tuner=plan.recipe.tuner)
     return checkpoint * (SAVE_TOTAL_LIMIT + 1) + dataset_bytes + RUN_FILES_BYTES
 
 
@@ -219,9 +258,34 @@ def _refusal(job: _SetupSearch, candidates: list[Profile], seq_len: int) -> str:
         nearest.append(
             f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)"
         )
-    if not job.inventory.is_cpu:
+    if not job.inventory.is_cpu and needed / (1 - MARGIN_FRACTION) <= LARGEST_CARD_BYTES:
         nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
+    if not job.inventory.is_cpu and job.recipe.tuner == "full":
+        nearest += _more_gpus(job, seq_len)
     return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
+
+
+def _more_gpus(job: _SetupSearch, seq_len: int) -> list[str]:
+    """For full fine-tuning: the fewest of these cards that ZeRO-3 (or zero3_offload) fits, and LoRA here if it fits."""
+    card, options = job.inventory.gpus[0].name, []
+    for n in (2, 4, 8, 16, 32, 64):
+        if n <= job.n_devices:
+            continue
+        fitting = [
+            z
+            for z in ("zero3", "zero3_offload")
+            if estimate(job.train_setup(Setup(1, True, z), seq_len, n_gpus=n)).peak_bytes <= job.budget
+        ]
+        if fitting:
+            host = host_bytes(job.train_setup(Setup(1, True, fitting[0]), seq_len, n_gpus=n))  # n cards of one node
+            pinned = f" and {math.ceil(host / GIB)} GiB of host memory" if host else ""
+            options.append(f"{n}× {card} with {fitting[0]}{pinned}")
+            break
+    # QLoRA at micro-batch 1 with checkpointing is the leanest LoRA: name LoRA only if that fits.
+    lora = replace(job, recipe=replace(job.recipe, tuner="lora"))
+    if estimate(lora.train_setup(Setup(1, True), seq_len, "nf4")).peak_bytes <= job.budget:
+        options.append("LoRA on these cards (--tuner lora)")
+    return options
 
 
 def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
@@ -253,6 +317,14 @@ def _assemble(job: _SetupSearch, profile, setup, est, data, seq_len, dataset_pat
         nodes=job.nodes,
         bytecode_cache=machine.bytecode_cache,
     )
+    if setup.zero == "zero3_offload":
+        host = job.host_bytes_per_node(setup)
+        known = (
+            f" of {gib(job.inventory.host_memory_bytes)}"
+            if job.inventory.host_memory_bytes
+            else " (RAM not known here: check it)"
+        )
+        plan = replace(plan, reasons=(*plan.reasons, f"zero3_offload pins {gib(host)} of host memory on each node{known}"))
     warnings = []
     if not plan.fits:
         warnings.append(
@@ -266,6 +338,10 @@ def _assemble(job: _SetupSearch, profile, setup, est, data, seq_len, dataset_pat
     if data.how == "max_length":
         warnings.append(
             f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths"
+        )
+    if job.recipe.tuner == "full" and job.recipe.learning_rate > FULL_MAX_LEARNING_RATE:
+        warnings.append(
+            f"learning rate {job.recipe.learning_rate:g} is a LoRA rate: full fine-tuning usually takes 1e-5 to 2e-5 (set it in the recipe)"
         )
     if data.max_tokens > job.recipe.max_length:
         warnings.append(f"the longest sample has {data.max_tokens} tokens, over max_length {job.recipe.max_length}")

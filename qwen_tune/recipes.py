@@ -6,7 +6,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwen_tune.config import Fields, configs_dir, find_config, load_yaml
+from qwen_tune.errors import ConfigError
+from qwen_tune.memory import Tuner
 from qwen_tune.models import BUILTIN_SHAPES
+
+TUNERS: tuple[Tuner, ...] = ("lora", "full")
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -40,6 +44,7 @@ class Recipe:
     lora_dropout: float
     target_modules: str
     source: str = ""
+    tuner: Tuner = "lora"  # full: every weight trains, and the lora fields are not used
 
     def with_overrides(self, **changes) -> Recipe:
         """CLI flags win over the file; None means 'not given'."""
@@ -51,7 +56,9 @@ def load_recipe(name_or_path: str) -> Recipe:
     top = Fields(load_yaml(path), str(path))
     identity = top.section("identity")
     training = top.section("training")
-    lora = top.section("lora")
+    tuner = top.choice("tuner", TUNERS) if top.raw("tuner") is not None else "lora"
+    # A full fine-tuning recipe may leave the lora section out; --tuner lora then asks for one.
+    lora = top.section("lora") if tuner == "lora" or top.raw("lora") is not None else None
     dataset = top.optional_text("dataset")
     if dataset and not dataset.startswith(BUILTIN_PREFIX) and not Path(dataset).is_absolute():
         dataset = str((path.parent / dataset).resolve())
@@ -68,14 +75,16 @@ def load_recipe(name_or_path: str) -> Recipe:
         effective_batch_size=training.number("effective_batch_size", 1, 4096, integer=True),
         max_length=training.number("max_length", 16, 131072, integer=True),
         warmup_ratio=training.number("warmup_ratio", 0, 1),
-        lora_rank=lora.number("rank", 1, 1024, integer=True),
-        lora_alpha=lora.number("alpha", 1, 4096, integer=True),
-        lora_dropout=lora.number("dropout", 0, 0.9),
-        target_modules=lora.text("target_modules"),
+        lora_rank=lora.number("rank", 1, 1024, integer=True) if lora else 0,
+        lora_alpha=lora.number("alpha", 1, 4096, integer=True) if lora else 0,
+        lora_dropout=lora.number("dropout", 0, 0.9) if lora else 0.0,
+        target_modules=lora.text("target_modules") if lora else "",
         source=str(path),
+        tuner=tuner,
     )
     for section in (identity, training, lora, top):
-        section.done()
+        if section:
+            section.done()
     return recipe
 
 
@@ -90,6 +99,15 @@ def _model_path(model: str, recipe_path: Path) -> str:
     if candidate.is_dir() or model.startswith(".") or (shipped and model.lower() not in BUILTIN_SHAPES):
         return str(candidate.resolve())
     return model
+
+
+def with_tuner(recipe: Recipe, tuner: Tuner | None) -> Recipe:
+    """--tuner over the recipe's own; LoRA needs the recipe's lora section."""
+    if tuner is None or tuner == recipe.tuner:
+        return recipe
+    if tuner == "lora" and not recipe.lora_rank:
+        raise ConfigError(f"{recipe.source}: --tuner lora needs a lora section (rank, alpha, dropout, target_modules)")
+    return replace(recipe, tuner=tuner)
 
 
 def _bilingual(fields: Fields, key: str) -> Bilingual:

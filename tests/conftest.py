@@ -13,8 +13,8 @@ from qwen_tune.plan import MachineFacts
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
-# The box the golden plans are made for: no flash-attn, Python writes bytecode, hubs reachable.
-PLAIN_MACHINE = MachineFacts()
+# The box the golden plans are made for: no flash-attn, Python writes bytecode, no hub.
+PLAIN_MACHINE = MachineFacts(hub_offline=True)  # CI reaches no hub (HF_HUB_OFFLINE above)
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 

@@ -18,7 +18,14 @@ from qwen_tune.gpus import GIB, Gpu, _visible_filter
         ("4090D", 1, "rtx4090d"),
         ("4090", 1, "rtx4090"),
         ("3090ti", 1, "rtx3090ti"),
-        ("A100", 1, "a100-80gb"),
+        ("a100-80gb", 1, "a100-80gb"),
+        ("2x4060ti", 2, "rtx4060ti"),
+        ("RTX 4070 Ti Super", 1, "rtx4070tisuper"),
+        ("4070", 1, "rtx4070"),
+        ("rtx6000ada", 1, "rtx6000ada"),
+        ("A10G", 1, "a10g"),
+        ("l4", 1, "l4"),
+        ("8xh20", 8, "h20"),
         ("a100-40gb", 1, "a100-40gb"),
         ("8xh200", 8, "h200"),
     ],
@@ -30,6 +37,20 @@ def test_named_cards(spec, count, key):
     assert inventory.gpus[0].name == card.name
     assert inventory.gpus[0].compute_capability == card.compute_capability
     assert [g.index for g in inventory.gpus] == list(range(count))
+
+
+@pytest.mark.parametrize("spec", ["a100", "2xA100", "a800"])
+def test_a_name_sold_in_two_sizes_asks_which(spec):
+    with pytest.raises(UsageError, match="40 or 80 GB; say which"):
+        parse_gpu_spec(spec)
+
+
+def test_cards_people_own_are_known():
+    for name in ["RTX 3060", "4060 Ti", "4070", "4070 Ti Super", "5080", "5090", "RTX A4000", "RTX A5000",
+                 "RTX 6000 Ada", "L4", "A10", "A10G", "L20", "L40", "H20", "H800", "A800-80GB"]:  # fmt: skip
+        assert find_card(name), name
+    assert parse_gpu_spec("5090").gpus[0].compute_capability == (12, 0) and parse_gpu_spec("5090").gpus[0].bf16
+    assert parse_gpu_spec("l4").gpus[0].total_bytes < parse_gpu_spec("rtx4090").gpus[0].total_bytes
 
 
 def test_memory_specs_assume_ampere():

@@ -228,3 +228,21 @@ def test_two_nodes_rendezvous_on_one_host(tiny_model, tmp_path):
     assert worker_result["status"] == "done" and worker_result["identity_check"] == "skipped"
     plan = json.loads((master / "plan.json").read_text())
     assert plan["effective_batch"] == 8 and plan["setup"]["micro_batch_size"] == 4  # the batch spans both nodes
+
+
+def test_full_fine_tuning_trains_every_weight_on_the_cpu(tiny_model, tmp_path):
+    """--tuner full: swift saves the whole model, no adapter, and the loss falls (identity check off: it reads adapters)."""
+    recipe = (REPO / "configs/recipes/demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 4")
+    (tmp_path / "full.yaml").write_text(recipe.replace("name: demo-tiny-cpu", "name: demo-tiny-cpu-full\ntuner: full"))
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", str(tmp_path / "full.yaml"), "--model", str(tiny_model), "--gpus", "cpu",
+                     "--output-dir", str(runs), "--no-verify")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
+    argv = json.loads((run_dir / "command.json").read_text())["argv"]
+    assert argv[argv.index("--tuner_type") + 1] == "full" and "--lora_rank" not in argv
+    checkpoint = Path(json.loads((run_dir / "result.json").read_text())["checkpoint"])
+    assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_model.safetensors").exists()
+    losses = [json.loads(line).get("loss") for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
+    losses = [loss for loss in losses if loss is not None]
+    assert losses[-1] < losses[0]

@@ -3,7 +3,7 @@
 import pytest
 
 from qwen_tune.gpus import GIB
-from qwen_tune.memory import TrainSetup, estimate
+from qwen_tune.memory import TrainSetup, checkpoint_bytes, estimate, host_bytes
 from qwen_tune.models import BUILTIN_SHAPES
 
 QWEN25_7B = BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"]
@@ -48,3 +48,37 @@ def test_parameter_counts_match_published_models():
     assert QWEN25_7B.lora_params(8) == 20_185_088  # swift: 20.1851M trainable
     assert BUILTIN_SHAPES["qwen/qwen3-14b"].n_params == pytest.approx(14.77e9, rel=0.001)
     assert BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"].n_params == 494_032_768
+
+
+def test_every_published_size_counts_its_parameters():
+    """Totals on the model cards (Qwen2.5: 0.49/1.54/3.09/7.61/14.7/72.7B; Qwen3: 0.6/1.7/4.0/8.2/14.8/32.8B, MoE 30.5B and 235B)."""
+    published = {"qwen2.5-0.5b": 0.49, "qwen2.5-1.5b": 1.54, "qwen2.5-3b": 3.09, "qwen2.5-7b": 7.61, "qwen2.5-14b": 14.7,
+                 "qwen2.5-72b": 72.7, "qwen3-0.6b": 0.6, "qwen3-1.7b": 1.7, "qwen3-4b": 4.0, "qwen3-8b": 8.2,
+                 "qwen3-14b": 14.8, "qwen3-32b": 32.8, "qwen3-30b-a3b": 30.5, "qwen3-235b-a22b": 235}  # fmt: skip
+    for name, billions in published.items():
+        assert BUILTIN_SHAPES[f"qwen/{name}"].n_params / 1e9 == pytest.approx(billions, rel=0.02), name
+
+
+def test_full_fine_tuning_holds_8_bytes_a_parameter_on_one_gpu():
+    """swift keeps the bf16 weights' dtype for gradients and AdamW's two moments (no fp32 master copy)."""
+    est = dict(estimate(TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", tuner="full")).items)
+    n = QWEN25_7B.n_params
+    assert est["weights (bf16)"] == 2 * n
+    assert sum(b for label, b in est.items() if label.startswith(("gradients", "AdamW"))) == 6 * n
+    zero3 = dict(estimate(TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", n_gpus=4, zero_stage=3, tuner="full")).items)
+    assert sum(b for label, b in zero3.items() if "DeepSpeed" in label) == pytest.approx(16 * n / 4, rel=1e-6)
+    offload = TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", n_gpus=4, zero_stage=3, tuner="full", offload=True)
+    assert (
+        estimate(offload).reserved_bytes
+        < estimate(TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", n_gpus=4, zero_stage=3, tuner="full")).reserved_bytes
+    )
+    assert host_bytes(offload) == 18 * n
+    assert checkpoint_bytes(QWEN25_7B, 8, tuner="full") > 6 * n
+
+
+def test_moe_lora_adapts_attention_and_4_bit_leaves_the_experts_16_bit():
+    moe = BUILTIN_SHAPES["qwen/qwen3-30b-a3b"]
+    assert moe.is_moe and moe.active_ffn_size == 8 * 768
+    assert moe.lora_params(8) == 48 * 8 * sum(i + o for i, o in moe.layer_linears()) and len(moe.layer_linears()) == 4
+    nf4 = dict(estimate(TrainSetup(moe, 8, 1, 64, True, "nf4")).items)
+    assert nf4["weights (attention NF4, experts 16-bit)"] > 2 * moe.expert_params

@@ -49,7 +49,7 @@ LAUNCHER = Launcher(bin_dir="/opt/qwen tune/bin", pythonpath=None)
 
 
 def options(**flags):
-    return JobOptions(output_dir="runs", gpus="4xa100", nnodes=2, master_addr="MASTER", **flags)
+    return JobOptions(output_dir="runs", gpus="4xa100-80gb", nnodes=2, master_addr="MASTER", **flags)
 
 
 def test_sbatch_script_golden_and_valid_bash(tmp_path):

@@ -3,16 +3,17 @@
 import json
 import os
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import FIXED_NOW, PLAIN_MACHINE, gpu_inventory
 
-from qwen_tune.errors import DoesNotFit, ModelError, UsageError
+from qwen_tune.errors import ConfigError, DoesNotFit, ModelError, UsageError
 from qwen_tune.jobs import JobOptions, prepare
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
-from qwen_tune.plan import DataSummary
-from qwen_tune.planner import make_plan
+from qwen_tune.plan import DataSummary, Setup
+from qwen_tune.planner import fallback, make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
 from qwen_tune.report import plan_text
@@ -34,7 +35,11 @@ MATRIX = [
         ("multi-gpu", "2xrtx3090"),
         ("multi-gpu", "4xa100-40gb"),
     )  # fmt: skip
-] + [("demo-tiny-cpu", "cpu", "cpu")]
+] + [
+    ("self-cognition-qwen3-8b-full", "large", "h100"),
+    ("self-cognition-qwen3-8b-full", "multi-gpu", "2xrtx4090"),
+    ("demo-tiny-cpu", "cpu", "cpu"),
+]
 
 
 def plan_for(**flags):
@@ -170,3 +175,134 @@ def test_a_hub_id_cannot_train_offline():
         check_reachable(hub, offline=True)
     check_reachable(hub, offline=False)
     check_reachable(local, offline=True)
+
+
+# Every Qwen text model on a 24 GB card, two of them and an 80 GB one, LoRA and full (issue 16).
+MODELS = [f"Qwen/Qwen2.5-{size}-Instruct" for size in ("0.5B", "1.5B", "3B", "7B", "14B", "32B", "72B")] + [
+    f"Qwen/Qwen3-{size}"
+    for size in ("0.6B", "1.7B", "4B-Instruct-2507", "8B", "14B", "32B", "30B-A3B-Instruct-2507", "235B-A22B-Instruct-2507")
+]
+
+
+def test_every_model_on_24gb_2x24gb_and_80gb():
+    lines = []
+    for model in MODELS:
+        for tuner in ("lora", "full"):
+            for gpus in ("rtx4090", "2xrtx4090", "h100"):
+                try:
+                    plan = plan_for(model=model, tuner=tuner, gpus=gpus)
+                    chose = f"{plan.profile.name}: {plan.setup.describe(plan.profile)}, needs {plan.estimate.peak_bytes / 2**30:.1f} GiB"
+                except DoesNotFit as refusal:
+                    chose = f"refused: {str(refusal).split(': ', 1)[1]}"
+                lines.append(f"{model} {tuner} on {gpus}: {chose}")
+    check_golden("models.txt", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("gpus", ["h100", "2xrtx4090", "4xa100-40gb"])
+def test_full_fine_tuning_plans(gpus):
+    plan = plan_for(recipe="self-cognition-qwen3-8b-full", gpus=gpus)
+    check_golden(f"plan-full-qwen3-8b-{gpus}.txt", scrub(plan_text(plan)) + "\n")
+    assert not plan.warnings
+    argv = plan.argv
+    assert argv[argv.index("--tuner_type") + 1] == "full"
+    assert not [flag for flag in argv if flag.startswith(("--lora", "--target_modules"))]
+
+
+def test_full_fine_tuning_rules():
+    with pytest.raises(ConfigError, match="--tuner lora needs a lora section"):
+        plan_for(recipe="self-cognition-qwen3-8b-full", tuner="lora", gpus="h100")
+    with pytest.raises(DoesNotFit, match="full fine-tuning needs bfloat16"):
+        plan_for(tuner="full", gpus="2xv100-32gb")
+    refusal = pytest.raises(DoesNotFit, match="2× NVIDIA H100 80GB HBM3 with zero3_offload and 248 GiB of host memory")
+    with refusal:
+        plan_for(model="Qwen/Qwen3-14B", tuner="full", gpus="h100")
+    plan = plan_for(model="Qwen/Qwen3-14B", tuner="full", gpus="2xh100")
+    assert plan.setup.zero == "zero3_offload" and any("pins" in r for r in plan.reasons)
+    small = plan_for(model="Qwen/Qwen2.5-0.5B-Instruct", tuner="full", gpus="rtx4090")
+    assert any("skipped qlora: trains LoRA on 4-bit weights" in r for r in small.reasons) or small.profile.name != "qlora"
+    assert any("is a LoRA rate" in w for w in plan.warnings)
+
+
+def test_full_fine_tuning_ladder_never_turns_into_lora():
+    plan = plan_for(model="Qwen/Qwen2.5-7B-Instruct", tuner="full", gpus="2xrtx4090")
+    assert plan.setup.zero == "zero3_offload"
+    while (step := fallback(plan, shipped_profiles())) is not None:
+        plan = step[0]
+        assert plan.recipe.tuner == "full" and plan.profile.quantization == "none"
+    zero3 = replace(plan, setup=Setup(1, True, "zero3"))
+    assert fallback(zero3, shipped_profiles())[1] == "DeepSpeed zero3 → zero3_offload"
+
+
+def test_hub_ids_in_any_case_with_or_without_the_prefix():
+    for given in ("Qwen/Qwen3-8B", "qwen/qwen3-8b", "Qwen3-8B", "QWEN3-8B"):
+        model = resolve_model(given)
+        assert model.source == "Qwen/Qwen3-8B" and model.local_dir is None
+    assert resolve_model("Qwen2.5-Coder-7B-Instruct").shape == resolve_model("Qwen/Qwen2.5-7B-Instruct").shape
+    assert resolve_model("Qwen/Qwen3-30B-A3B").shape.is_moe
+    assert plan_for(model="qwen3-8b", gpus="h100").argv[3] == "Qwen/Qwen3-8B"
+
+
+def test_an_unknown_hub_id_fetches_its_config_and_tokenizer(tmp_path):
+    calls = []
+
+    def fetch(repo_id, filename, folder):
+        calls.append((repo_id, filename))
+        folder.mkdir(parents=True, exist_ok=True)
+        if filename == "config.json":
+            (folder / filename).write_text((REPO / "tests/data/tiny-config/config.json").read_text())
+        elif filename == "tokenizer.json":
+            raise OSError("no tokenizer.json in this repo")  # only config.json is required
+        else:
+            (folder / filename).write_text("{}")
+        return folder / filename
+
+    model = resolve_model("someone/qwen-finetune", fetch=fetch, cache_dir=tmp_path)
+    plan = make_plan(recipe=load_recipe("self-cognition-qwen2.5-7b"), model=model, inventory=gpu_inventory(24),
+                     profiles=shipped_profiles(), data=DataSummary(100, 80, "estimated"), dataset_path="d", output_dir="o", machine=PLAIN_MACHINE)  # fmt: skip
+    assert json.loads(json.dumps(plan.to_dict()))["model"]["files_dir"] == str(tmp_path / "someone--qwen-finetune")
+    assert plan.argv[3] == "someone/qwen-finetune" and "--check_model" not in plan.argv
+    assert plan.argv[plan.argv.index("--model_type") + 1] == "qwen2"  # swift cannot infer it for an id it does not know
+    assert model.source == "someone/qwen-finetune" and model.local_dir is None and model.shape.family == "qwen2"
+    assert [name for _, name in calls] == ["config.json", "tokenizer.json", "tokenizer_config.json"]
+    resolve_model("someone/qwen-finetune", fetch=fetch, cache_dir=tmp_path)
+    assert len(calls) == 3  # cached
+
+    def offline_hub(repo_id, filename, folder):
+        raise ConnectionError("no network")
+
+    with pytest.raises(ModelError, match="cannot fetch config.json of someone/else"):
+        resolve_model("someone/else", fetch=offline_hub, cache_dir=tmp_path)
+    with pytest.raises(ModelError, match="unknown hub model someone/else, and HF_HUB_OFFLINE is set"):
+        resolve_model("someone/else")
+
+
+def test_hub_fetcher_is_none_offline():
+    from qwen_tune.models import hub_fetcher
+
+    assert hub_fetcher(offline=True, use_hf=False) is None
+    assert callable(hub_fetcher(offline=False, use_hf=False))
+
+
+def test_a_local_qwen3_moe_dir_plans(tmp_path):
+    config = {"model_type": "qwen3_moe", "hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 32,
+              "num_key_value_heads": 4, "head_dim": 128, "intermediate_size": 6144, "vocab_size": 151936,
+              "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = resolve_model(str(tmp_path))
+    assert model.shape == resolve_model("Qwen/Qwen3-30B-A3B").shape
+    assert (model.swift_model_type, model.swift_template) == ("qwen3_moe", "qwen3")
+
+
+def test_zero3_offload_needs_the_host_memory_it_pins():
+    recipe, data = load_recipe("self-cognition-qwen3-8b-full"), DataSummary(n_rows=100, max_tokens=80, how="estimated")
+    model = resolve_model(recipe.model)
+
+    def plan_with_ram(gib_of_ram):
+        inventory = replace(gpu_inventory(24, 24), host_memory_bytes=gib_of_ram * 2**30)
+        return make_plan(recipe=recipe, model=model, inventory=inventory, profiles=shipped_profiles(), data=data,
+                         dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
+
+    assert plan_with_ram(256).setup.zero == "zero3_offload"
+    assert any("pins 137.31 GiB of host memory on each node of 256.00 GiB" in r for r in plan_with_ram(256).reasons)
+    with pytest.raises(DoesNotFit):
+        plan_with_ram(64)

@@ -75,4 +75,5 @@ def test_free_text_flags_name_things_swift_has():
         assert all(v in MODEL_MAPPING for v in flag_values(argv, "--model_type"))
         assert all(v in TEMPLATE_MAPPING for v in flag_values(argv, "--template"))
         assert set(flag_values(argv, "--attn_impl")) <= {"sdpa", "flash_attn"}
-        assert flag_values(argv, "--tuner_type") == ["lora"]
+        assert flag_values(argv, "--tuner_type") in (["lora"], ["full"])
+    assert "qwen3_moe" in MODEL_MAPPING and "qwen3" in TEMPLATE_MAPPING  # a local Qwen3 MoE directory's names

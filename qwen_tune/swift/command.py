@@ -25,9 +25,11 @@ def sft_argv(plan: Plan) -> list[str]:
     """The `swift sft` command line."""
     r, s = plan.recipe, plan.setup
     argv = ["swift", "sft", "--model", plan.model.source]
+    if plan.model.swift_model_type:
+        argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template]
     if plan.model.local_dir:
-        argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template, "--check_model", "false"]
-    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", "lora", "--torch_dtype", plan.dtype]
+        argv += ["--check_model", "false"]
+    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", r.tuner, "--torch_dtype", plan.dtype]
     if plan.profile.quantization == "nf4":
         argv += [
             "--quant_method", "bnb",
@@ -41,10 +43,15 @@ def sft_argv(plan: Plan) -> list[str]:
         "--per_device_train_batch_size", str(s.micro_batch_size),
         "--gradient_accumulation_steps", str(plan.grad_accum),
         "--learning_rate", f"{r.learning_rate:g}",
-        "--lora_rank", str(r.lora_rank),
-        "--lora_alpha", str(r.lora_alpha),
-        "--lora_dropout", f"{r.lora_dropout:g}",
-        "--target_modules", r.target_modules,
+    ]  # fmt: skip
+    if r.tuner == "lora":
+        argv += [
+            "--lora_rank", str(r.lora_rank),
+            "--lora_alpha", str(r.lora_alpha),
+            "--lora_dropout", f"{r.lora_dropout:g}",
+            "--target_modules", r.target_modules,
+        ]  # fmt: skip
+    argv += [
         "--max_length", str(r.max_length),
         "--warmup_ratio", f"{r.warmup_ratio:g}",
         "--gradient_checkpointing", "true" if s.gradient_checkpointing else "false",
