@@ -83,6 +83,14 @@ class ModelShape:
     def n_params(self) -> int:
         return self.linear_params + self.expert_params + self.other_params
 
+    @property
+    def active_params(self) -> int:
+        """The parameters one token computes with: all of a dense model, the routed experts' share of an MoE."""
+        if not self.is_moe:
+            return self.n_params
+        routed = self.num_layers * self.experts_per_token * 3 * self.hidden_size * self.moe_intermediate_size
+        return self.n_params - self.expert_params + routed
+
     def lora_params(self, rank: int) -> int:
         return self.num_layers * sum(rank * (i + o) for i, o in self.layer_linears())
 

@@ -17,6 +17,7 @@ from qwen_tune.models import ModelRef
 from qwen_tune.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
 from qwen_tune.profiles import Profile
 from qwen_tune.recipes import Recipe
+from qwen_tune.speed import StepTime, device_tflops, step_time
 from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
 
 MARGIN_FRACTION = 0.03
@@ -33,6 +34,10 @@ HOST_USABLE_FRACTION = 0.8
 # Above this a full fine-tuning learning rate is a LoRA one: it wrecks what the model knew.
 FULL_MAX_LEARNING_RATE = 5e-5
 SHORTER_LENGTHS = (1024, 512, 256, 128)
+# A less preferred profile (QLoRA's 4-bit weights, a little more loss) is chosen only when it trains this much faster.
+PREFERENCE_SPEEDUP = 2.0
+# Setups whose estimated times differ by less than this are taken as equal (qwen_tune/speed.py is coarse).
+TIME_TOLERANCE = 0.1
 # swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
 RUN_FILES_BYTES = 50 * MIB
 
@@ -102,6 +107,14 @@ class _SetupSearch:
         zeros = presets if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
 
+    def step_time(self, profile: Profile, setup: Setup, seq_len: int) -> StepTime:
+        grad_accum = math.ceil(self.recipe.effective_batch_size / (setup.micro_batch_size * self.n_devices))
+        return step_time(
+            self.model.shape, micro_batch_size=setup.micro_batch_size, grad_accum=grad_accum, seq_len=seq_len,
+            gradient_checkpointing=setup.gradient_checkpointing, nf4=profile.quantization == "nf4",
+            tflops=device_tflops(self.inventory), zero3=setup.zero.startswith("zero3"),
+        )  # fmt: skip
+
     def fits(self, est: MemoryEstimate, setup: Setup) -> bool:
         """The estimate fits every device, and what zero3_offload pins fits the host (when its RAM is known)."""
         host = self.host_bytes_per_node(setup)
@@ -146,7 +159,8 @@ def make_plan(
     machine: MachineFacts,
     nodes: Nodes = Nodes(),
 ) -> Plan:
-    """Try the profiles in order of preference; keep the first setup whose estimate fits every device."""
+    """Each profile's fastest setup that fits every device; of those, the most preferred profile, unless a
+    later one trains PREFERENCE_SPEEDUP times faster."""
     nodes.check()
     job = _SetupSearch(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
     seq_len = min(data.max_tokens, recipe.max_length)
@@ -178,19 +192,40 @@ def make_plan(
             elif (profile.devices == "cpu") == inventory.is_cpu:
                 reasons.append(f"skipped {profile.name}: {why_not}")
 
-    tried = None
+    tried, best = None, []  # best: each profile's fastest fitting (profile, setup, estimate, seconds a step)
     for profile in candidates:
+        fitting = []
         for setup in job.setups(profile):
             tried = (profile, setup, job.estimate(profile, setup, seq_len))
             if job.fits(tried[2], setup):
-                reasons.append(
-                    f"chose {profile.name} ({setup.describe(profile)}): needs {gib(tried[2].peak_bytes)} of {gib(job.budget)} usable"
-                )
-                return _assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
-        if forced_profile is None:
+                fitting.append((*tried, job.step_time(profile, setup, seq_len).seconds))
+        if fitting:
+            # The first (less sharding, no recomputation, bigger batch) of those within TIME_TOLERANCE of the fastest:
+            # the time model is coarse, and recomputation costs more where a card is compute-bound.
+            fastest = min(t[3] for t in fitting)
+            best.append((next(t for t in fitting if t[3] <= fastest * (1 + TIME_TOLERANCE)), len(fitting)))
+        elif forced_profile is None:
             reasons.append(
                 f"skipped {profile.name}: needs {gib(tried[2].peak_bytes)} > {gib(job.budget)} usable even at {tried[1].describe(profile)}"
             )
+    if best:
+        # The most preferred profile that fits, unless a later one trains at least PREFERENCE_SPEEDUP times faster
+        # (a 16 GB card whose bf16 fit is 1 x 16 with checkpointing, against QLoRA's bigger micro-batches).
+        fastest = min(b[0][3] for b in best)
+        (profile, setup, est, seconds), n_fitting = next(b for b in best if b[0][3] <= fastest * PREFERENCE_SPEEDUP)
+        for (other, other_setup, _, other_seconds), _ in best:
+            if other is profile:
+                break
+            reasons.append(
+                f"passed over {other.name} ({other_setup.describe(other)}, ~{other_seconds:.2g} s an optimizer step): "
+                f"{profile.name} is {other_seconds / seconds:.1f}× faster"
+            )
+        reasons.append(
+            f"chose {profile.name} ({setup.describe(profile)}): needs {gib(est.peak_bytes)} of {gib(job.budget)} usable; "
+            + (f"the fastest of {n_fitting} setups that fit" if n_fitting > 1 else "the one setup that fits")
+            + f", ~{seconds:.2g} s an optimizer step"
+        )
+        return _assemble(job, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine)
     if forced_profile is not None and tried is not None:
         return _assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
     raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))

@@ -34,7 +34,7 @@ def test_shipped_profiles_load_in_preference_order():
     assert set(names) == {"large", "24gb", "16gb", "multi-gpu", "qlora", "cpu"}
     assert names.index("24gb") < names.index("16gb") < names.index("qlora")
     p16 = load_profile("16gb")
-    assert p16.gradient_checkpointing is True and p16.attention == "sdpa"
+    assert p16.gradient_checkpointing == "auto" and p16.micro_batch_size == "max" and p16.attention == "sdpa"
 
 
 def test_user_recipe_file(tmp_path):

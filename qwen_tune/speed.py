@@ -1,0 +1,70 @@
+"""A small time model: of the setups that fit, which trains the job fastest.
+
+Training a LoRA on these shapes is bound by the host launching kernels (~10,000 a micro-step for the 7B
+shape), not by the GPU's arithmetic: each micro-step costs about the same host time per decoder layer,
+whatever its batch, and the matrix work comes on top. So fewer, bigger micro-steps win, and gradient
+checkpointing, which runs every layer's forward twice, costs ~50% more host time and a third more
+compute: it is worth it only where it lets a much bigger micro-batch fit.
+
+Calibrated on the 7B runs of 2026-11-23 on the H100 (docs/bench-results.jsonl; checked by
+tests/test_bench_records.py): 1×16 plain 296 s, 1×16 checkpointed 438 s, 8×2 plain 53 s, 16×1 plain
+16.5-37 s, QLoRA 4×4 96 s. The host cost is that box's CPU; a desktop's may be faster, which moves every
+setup alike and so leaves the ranking as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qwen_tune.gpus import Inventory
+from qwen_tune.models import ModelShape
+
+HOST_SECONDS_PER_LAYER = 0.009  # one micro-step's forward + backward launches, per decoder layer
+CHECKPOINTING_HOST_FACTOR = 1.5  # the forward is launched again in backward
+CHECKPOINTING_COMPUTE_FACTOR = 4 / 3  # forward (1) + backward (2) + forward again (1)
+NF4_HOST_FACTOR = 1.2  # dequantizing each linear's weight before its matmul
+# ZeRO-3 gathers every layer's weights before its forward and again in backward: measured on 2×H200, 7B at
+# 8 per GPU, 47 s against 26 s for zero2 (shared/measurements/2026-11-22-2xh200).
+ZERO3_FACTOR = 1.8
+# What training reaches of a card's dense bf16 peak, with host stalls between kernels (H100: ~200 of 989).
+ACHIEVED_FRACTION = 0.2
+# Dense 16-bit tensor peak by compute capability (TFLOP/s), for the cards people own; a named card in
+# the same class may differ (an L40S is twice an RTX 4090), which shifts only the checkpointing trade-off.
+PEAK_TFLOPS_BY_CC = {(9, 0): 989, (8, 9): 165, (8, 6): 71, (8, 0): 312, (7, 5): 65, (7, 0): 125}
+CPU_TFLOPS = 1.0
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Estimated seconds of one optimizer step: host launches and GPU arithmetic over its micro-steps."""
+
+    host_seconds: float
+    compute_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.host_seconds + self.compute_seconds
+
+
+def device_tflops(inventory: Inventory) -> float:
+    """What one device achieves in training; the slowest card sets the pace of data parallel."""
+    if inventory.is_cpu:
+        return CPU_TFLOPS
+    peaks = [PEAK_TFLOPS_BY_CC.get(g.compute_capability, 65) for g in inventory.gpus]
+    return min(peaks) * ACHIEVED_FRACTION
+
+
+def step_time(
+    shape: ModelShape, *, micro_batch_size: int, grad_accum: int, seq_len: int, gradient_checkpointing: bool, nf4: bool,
+    tflops: float, zero3: bool = False,
+) -> StepTime:  # fmt: skip
+    """One optimizer step on one device: grad_accum micro-steps of micro_batch_size samples of seq_len tokens."""
+    host = shape.num_layers * HOST_SECONDS_PER_LAYER
+    flops = 6 * shape.active_params * micro_batch_size * seq_len
+    if gradient_checkpointing:
+        host *= CHECKPOINTING_HOST_FACTOR
+        flops *= CHECKPOINTING_COMPUTE_FACTOR
+    if nf4:
+        host *= NF4_HOST_FACTOR
+    sharding = ZERO3_FACTOR if zero3 else 1.0
+    return StepTime(host_seconds=grad_accum * host * sharding, compute_seconds=grad_accum * flops / (tflops * 1e12) * sharding)
