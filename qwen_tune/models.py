@@ -290,7 +290,8 @@ def _moe_fields(config: dict, config_path: Path) -> dict[str, int]:
             f"{config_path}: dense layers among the MoE layers (mlp_only_layers/decoder_sparse_step) are not planned for"
         )
     return {
-        "num_experts": int(config["num_experts"]),
+        # The released configs say num_experts; transformers 5.19 writes num_local_experts.
+        "num_experts": int(config["num_experts"] if "num_experts" in config else config["num_local_experts"]),
         "experts_per_token": int(config["num_experts_per_tok"]),
         "moe_intermediate_size": int(config["moe_intermediate_size"]),
     }

@@ -51,6 +51,8 @@ class Case:
     blog: bool = False  # run the blog's `swift sft` command instead of qwen-tune (the speed baseline)
     gpus: str = "0"  # --gpus; with nodes > 1, node r trains on GPU r alone
     nodes: int = 1  # > 1: that many `qwen-tune run --nnodes` on this host, rendezvous at 127.0.0.1
+    tuner: str | None = None  # --tuner (full fine-tuning); None: the recipe's
+    long_rows: int | None = None  # train on N synthetic rows of 100-600 tokens (a realistic job) instead
 
 
 CASES = {
@@ -84,6 +86,23 @@ CASES = {
     "7b-2x16gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 15, "2 × 16 GB cards", gpus="0,1"),
     "14b-2x24gb": Case("self-cognition-qwen3-14b", "qwen3-14b", None, 23, "2 × 24 GB cards", gpus="0,1"),
     "7b-2node": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "2 nodes × 1 H200, one host", nodes=2),
+    # The fastest plan that fits (issue 17): each card's own choice, the 50-row job, beside 7b-blog-50.
+    "7b-24gb-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "24 GB card", rows=50),
+    "7b-16gb-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 15, "16 GB card", rows=50),
+    "7b-12gb-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 11, "12 GB card", rows=50),
+    # A realistic job (issue 17): 2,000 rows of 100-600 tokens, the auto plan, uncapped and on a 24 GB card.
+    "7b-2000": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", long_rows=2000),
+    "7b-2000-24gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "24 GB card", long_rows=2000),
+    # Every Qwen model and full fine-tuning (issue 16): the estimator on new shapes, random weights.
+    "8b-24gb": Case("self-cognition-qwen2.5-7b", "qwen3-8b", None, 23, "24 GB card", rows=50),
+    "32b-24gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-32b", None, 23, "24 GB card", rows=50),
+    "30b-a3b": Case("self-cognition-qwen2.5-7b", "qwen3-30b-a3b", None, None, "H200 (uncapped)", rows=50),
+    "0.5b-full": Case(
+        "self-cognition-qwen2.5-7b", "qwen2.5-0.5b", None, None, "H100 80GB (uncapped)", rows=50, tuner="full", verify=False
+    ),
+    "1.5b-full-24gb": Case(
+        "self-cognition-qwen2.5-7b", "qwen2.5-1.5b", None, 23, "24 GB card", rows=50, tuner="full", verify=False
+    ),
     "7b-blog-50": Case(
         "self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True
     ),
@@ -116,6 +135,26 @@ def ensure_model(shape: str, models_dir: Path) -> Path:
     if not (model / "config.json").exists():
         subprocess.run([sys.executable, str(REPO / "tools" / "make_model.py"), shape, str(model)], check=True)
     return model
+
+
+def long_rows(n: int, out: Path, seed: int = 0) -> Path:
+    """n rows whose answers run 100-600 tokens: the shipped English answers' words (about one token each with the
+    bench models' tokenizers), in random order, after a shipped question; deterministic for a seed."""
+    import random
+
+    shipped = [
+        json.loads(line)
+        for line in (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    words = sorted({w for r in shipped for w in r["response"].split() if w.isascii() and "{{" not in w})
+    rng = random.Random(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            row = shipped[i % len(shipped)]
+            answer = " ".join(rng.choice(words) for _ in range(rng.randint(100, 600)))
+            f.write(json.dumps({"query": row["query"], "response": answer}, ensure_ascii=False) + "\n")
+    return out
 
 
 def subset(rows: int, out: Path) -> Path:
@@ -257,6 +296,10 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         argv += ["--profile", case.profile]
     if not case.verify:
         argv += ["--no-verify"]
+    if case.tuner:
+        argv += ["--tuner", case.tuner]
+    if case.long_rows:
+        argv += ["--dataset", str(long_rows(case.long_rows, runs_dir / f"long-{case.long_rows}.jsonl"))]
     if case.rows:
         argv += ["--dataset", str(subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl"))]
     env = case_env(case, memory_dir)

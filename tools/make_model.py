@@ -3,6 +3,7 @@
 
     python tools/make_model.py tiny build/tiny-qwen2
     python tools/make_model.py qwen2.5-7b /dev/shm/qwen2.5-7b      # exact published shape, bf16
+    python tools/make_model.py qwen3-30b-a3b /dev/shm/qwen3-30b    # any hub model of models.py, by its name
 
 `tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. The others have the exact
 shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
@@ -27,11 +28,17 @@ from qwen_tune.errors import UserError  # noqa: E402
 from qwen_tune.models import BUILTIN_SHAPES  # noqa: E402
 from qwen_tune.recipes import load_recipe  # noqa: E402
 
+# Short names for the shapes the bench uses; every hub id of qwen_tune.models works too, without "Qwen/".
 SHAPES = {
     "tiny": TINY_SHAPE,
     "qwen2.5-7b": BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"],
     "qwen3-14b": BUILTIN_SHAPES["qwen/qwen3-14b"],
     "qwen2.5-0.5b": BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"],
+    "qwen2.5-1.5b": BUILTIN_SHAPES["qwen/qwen2.5-1.5b-instruct"],
+    "qwen2.5-32b": BUILTIN_SHAPES["qwen/qwen2.5-32b-instruct"],
+    "qwen3-8b": BUILTIN_SHAPES["qwen/qwen3-8b"],
+    "qwen3-30b-a3b": BUILTIN_SHAPES["qwen/qwen3-30b-a3b"],
+    **{key.removeprefix("qwen/"): shape for key, shape in BUILTIN_SHAPES.items()},
 }
 
 

@@ -216,7 +216,7 @@ def build_model(
     a tiny model. Deterministic for a given seed and multiset of texts.
     """
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,23 @@ def build_model(
     eot, im_end = tok.token_to_id(ENDOFTEXT), tok.token_to_id(IM_END)
     n_tokens = tok.get_vocab_size(with_added_tokens=True)
     vocab = -(-n_tokens // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE if tiny else shape.vocab_size
-    config_class, model_class = (Qwen3Config, Qwen3ForCausalLM) if shape.family == "qwen3" else (Qwen2Config, Qwen2ForCausalLM)
+    config_class, model_class = {
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+        "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
+    }[shape.family]
+    moe = (
+        {
+            "num_experts": shape.num_experts,
+            "num_experts_per_tok": shape.experts_per_token,
+            "moe_intermediate_size": shape.moe_intermediate_size,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+            "norm_topk_prob": True,
+        }  # fmt: skip
+        if shape.is_moe
+        else {}
+    )
     dtype = torch.float32 if tiny else torch.bfloat16
     config = config_class(
         vocab_size=vocab,
@@ -253,6 +269,7 @@ def build_model(
         bos_token_id=eot,
         eos_token_id=im_end,
         pad_token_id=eot,
+        **moe,
     )
     config.architectures = [model_class.__name__]
 
@@ -283,5 +300,7 @@ def build_model(
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["torch_dtype"] = cfg["dtype"] = "float32" if tiny else "bfloat16"
     cfg.setdefault("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1000000.0))
+    if shape.is_moe:  # the released configs' name, which transformers 5.19 writes as num_local_experts
+        cfg["num_experts"] = cfg["num_local_experts"] = shape.num_experts
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
