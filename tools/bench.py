@@ -35,6 +35,8 @@ from qwen_tune.memory import estimate, recorded_setup  # noqa: E402
 from qwen_tune.recipes import load_recipe  # noqa: E402
 from qwen_tune.swift.logs import logged_losses, read_logging  # noqa: E402
 
+REALISTIC = REPO / "tools" / "recipes" / "realistic.yaml"
+
 
 @dataclass(frozen=True)
 class Case:
@@ -91,8 +93,8 @@ CASES = {
     "7b-16gb-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 15, "16 GB card", rows=50),
     "7b-12gb-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 11, "12 GB card", rows=50),
     # A realistic job (issue 17): 2,000 rows of 100-600 tokens, the auto plan, uncapped and on a 24 GB card.
-    "7b-2000": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", long_rows=2000),
-    "7b-2000-24gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 23, "24 GB card", long_rows=2000),
+    "7b-2000": Case(str(REALISTIC), "qwen2.5-7b", None, None, "H100 80GB (uncapped)", long_rows=2000, verify=False),
+    "7b-2000-24gb": Case(str(REALISTIC), "qwen2.5-7b", None, 23, "24 GB card", long_rows=2000, verify=False),
     # Every Qwen model and full fine-tuning (issue 16): the estimator on new shapes, random weights.
     "8b-24gb": Case("self-cognition-qwen2.5-7b", "qwen3-8b", None, 23, "24 GB card", rows=50),
     "32b-24gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-32b", None, 23, "24 GB card", rows=50),
