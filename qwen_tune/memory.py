@@ -23,6 +23,9 @@ LORA_STATE_BYTES = 16
 # attention, so no seq² term): ~16 of hidden size (norms, dropout copies, q/o, residuals),
 # 4.5 of the MLP width (gate, up, act, product) and 4 of the k/v width.
 ACT_PER_HIDDEN, ACT_PER_FFN, ACT_PER_KV = 16, 4.5, 4
+# Of those, peft's dropout copies of each linear's input: q, k, v, gate and up each take the hidden-size
+# input, o the q width, down the MLP width. Full fine-tuning has none (0.5B and 1.5B, H100: within 4%).
+LORA_DROPOUT_PER_HIDDEN = 5
 # Qwen3 normalises q and k per head (q_norm/k_norm, in fp32) before RoPE: ~8 more elements of the
 # q + k width. Fitted on Qwen3-14B on the H100 (2026-11-23): micro-batch 16 bf16 and 8 NF4 both
 # reserved 2.5-5.4 GiB over the Qwen2 formula, 7.7 and 8.5 elements per q/k width.
@@ -109,6 +112,7 @@ def recorded_setup(setup: dict) -> TrainSetup:
         seq_len=setup["seq_len"],
         gradient_checkpointing=setup["gradient_checkpointing"],
         n_gpus=setup["n_gpus"],
+        tuner=setup.get("tuner", "lora"),
     )
 
 
@@ -156,16 +160,19 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
     if largest:
         items.append(("4-bit dequantization buffer", largest * compute_bytes))
 
+    activations = _activations(setup, compute_bytes)
     if setup.tuner == "full":
-        items += _full_training_state(setup, compute_bytes, shard)
+        items += _full_training_state(setup, compute_bytes, shard, sum(b for _, b in activations))
     else:
         items.append(_lora_state(setup, shard))
-    items += _activations(setup, compute_bytes)
+    items += activations
     runtime = CPU_RUNTIME_BYTES if setup.on_cpu else CUDA_CONTEXT_BYTES
     return MemoryEstimate(items=tuple((label, int(b)) for label, b in items), runtime_bytes=runtime)
 
 
-def _full_training_state(setup: TrainSetup, compute_bytes: int, shard: int) -> list[tuple[str, float]]:
+def _full_training_state(setup: TrainSetup, compute_bytes: int, shard: int, activations: float) -> list[tuple[str, float]]:
+    """Without ZeRO the gradients fill in as backward frees the activations, and are freed before the next
+    forward: the peak holds the larger of the two (measured on 0.5B and 1.5B, H100, 2026-11-24)."""
     n = setup.shape.n_params
     if setup.offload:
         return [("gradients and AdamW: in host memory (zero3_offload)", 0)]
@@ -175,8 +182,11 @@ def _full_training_state(setup: TrainSetup, compute_bytes: int, shard: int) -> l
             (f"fp32 master weights + gradients + AdamW (DeepSpeed), 1/{shard}", n * ZERO_OPTIMIZER_BYTES / shard),
         ]
     return [
-        (f"gradients ({setup.weights}, {n / 1e9:.2f}B params)", n * compute_bytes),
         (f"AdamW moments ({setup.weights}, the parameters' dtype)", n * compute_bytes * FULL_MOMENTS),
+        (
+            f"gradients ({setup.weights}, {n / 1e9:.2f}B params) beyond the activations they replace",
+            max(0, n * compute_bytes - activations),
+        ),
     ]
 
 
@@ -195,6 +205,9 @@ def _activations(setup: TrainSetup, compute_bytes: int) -> list[tuple[str, float
     s, items = setup.shape, []
     tokens = setup.micro_batch_size * setup.seq_len
     per_layer = compute_bytes * (ACT_PER_HIDDEN * s.hidden_size + ACT_PER_FFN * s.active_ffn_size + ACT_PER_KV * s.kv_dim)
+    if setup.tuner == "full":
+        # No LoRA, so none of the dropout copies peft keeps of each adapted linear's input for lora_A's backward.
+        per_layer -= compute_bytes * (LORA_DROPOUT_PER_HIDDEN * s.hidden_size + s.num_heads * s.head_dim + s.active_ffn_size)
     if s.is_moe:
         # The router's logits and probabilities (fp32) per expert; the routing indices are small.
         per_layer += 2 * 4 * s.num_experts

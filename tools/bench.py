@@ -341,7 +341,8 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     logging_jsonl = run_dir / "swift" / "logging.jsonl"
     setup = {**plan["setup"], "seq_len": plan["seq_len"], "dtype": plan["dtype"],
              "quantization": plan["profile"]["quantization"], "lora_rank": plan["recipe"]["lora_rank"],
-             "shape": plan["model"]["shape"], "n_gpus": len(plan["inventory"]["gpus"])}  # fmt: skip
+             "shape": plan["model"]["shape"], "n_gpus": len(plan["inventory"]["gpus"]),
+             "tuner": plan["recipe"].get("tuner", "lora")}  # fmt: skip
     if final:
         setup.update(micro_batch_size=final["micro_batch_size"], gradient_checkpointing=final["gradient_checkpointing"],
                      quantization=final["quantization"])  # fmt: skip
