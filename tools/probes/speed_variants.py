@@ -31,7 +31,17 @@ VARIANTS = {  # name: flags set (or added) on top of the planned command
     "eager": {"--attn_impl": "eager"},
     "log5": {"--logging_steps": "5"},
     "save-end": {"--save_strategy": "no"},
+    # Kernel-count levers (issue 17): LoRA weights in bf16 (no input cast per adapted linear), no LoRA dropout.
+    "lora-bf16": {"--lora_dtype": "bfloat16"},
+    "dropout0": {"--lora_dropout": "0"},
+    "lora-bf16-dropout0": {"--lora_dtype": "bfloat16", "--lora_dropout": "0"},
 }
+VARIANT_ENV = {  # name: environment set on top of the planned command's
+    # torch 2.11 tries cuDNN attention first on sm90 and builds a plan for every new shape.
+    "cudnn-last": {"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"},
+    "all-levers": {"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"},
+}
+VARIANTS |= {"cudnn-last": {}, "all-levers": VARIANTS["lora-bf16-dropout0"]}
 
 
 def with_flags(argv: list[str], flags: dict[str, str]) -> list[str]:
@@ -51,7 +61,7 @@ def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
     if py_spy:
         argv = ["py-spy", "record", "--subprocesses", "--nonblocking", "--rate", "200", "--format", "raw",
                 "-o", str(folder / "py-spy.txt"), "--", *argv]  # fmt: skip
-    env = {**os.environ, **command["env"], "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **command["env"], **VARIANT_ENV.get(name, {}), "PYTHONUNBUFFERED": "1"}
     timeline, steps = Timeline(), []  # the runner's phases (swift imported, ...), and each step's arrival
     with open(folder / "swift.log", "w") as log:
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
@@ -67,7 +77,7 @@ def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
     result = read_logging(folder / "swift" / "logging.jsonl")
     losses = [loss for _, loss in logged_losses(folder / "swift" / "logging.jsonl")]
     gaps = sorted((round(b[1] - a[1], 3), b[0]) for a, b in zip(steps, steps[1:], strict=False))
-    return {"variant": name, "flags": VARIANTS[name], "returncode": process.returncode, "wall_seconds": wall_seconds,
+    return {"variant": name, "flags": VARIANTS[name], "env": VARIANT_ENV.get(name, {}), "returncode": process.returncode, "wall_seconds": wall_seconds,
             "imported_at": timeline.marks.get("swift imported"), "first_step_at": steps[0][1] if steps else None, "last_step_at": steps[-1][1] if steps else None,
             "train_seconds": result.train_seconds, "final_loss": result.final_loss, "losses": losses,
             "median_step_s": gaps[len(gaps) // 2][0] if gaps else None, "slowest_steps": gaps[-5:][::-1],
