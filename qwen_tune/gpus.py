@@ -92,6 +92,13 @@ def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:
     return picked
 
 
+# What a box without a usable GPU can do: the default 7B job does not fit its CPU (exit 18).
+NO_GPU_HERE = (
+    "without a GPU, run the offline CPU demo (`make demo`), or see what a card would do with "
+    "`qwen-tune plan --gpus rtx4090` (any card name or size)"
+)
+
+
 def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
     """Read every GPU through NVML, honouring CUDA_VISIBLE_DEVICES."""
     environ = os.environ if environ is None else environ
@@ -102,10 +109,7 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        raise NoGpuError(
-            f"no NVIDIA driver found (NVML: {exc}); plan for another card with "
-            "`qwen-tune plan --gpus rtx4090`, or train on the CPU with `--gpus cpu`"
-        ) from exc
+        raise NoGpuError(f"no NVIDIA driver found (NVML: {exc}); {NO_GPU_HERE}") from exc
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
@@ -127,7 +131,7 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
     finally:
         pynvml.nvmlShutdown()
     if not devices:
-        raise NoGpuError("the NVIDIA driver reports no GPU; train on the CPU with `--gpus cpu`")
+        raise NoGpuError(f"the NVIDIA driver reports no GPU; {NO_GPU_HERE}")
     return Inventory(
         gpus=tuple(_visible_filter(devices, environ.get("CUDA_VISIBLE_DEVICES"))),
         source="nvml",

@@ -5,9 +5,13 @@ This is the edge where files, NVML and the clock are read; plan.make_plan stays 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +25,7 @@ from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
 from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
+from qwen_tune.readiness import TorchFacts
 from qwen_tune.recipes import Bilingual, load_recipe
 from qwen_tune.rundir import next_run_dir
 
@@ -97,6 +102,43 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
         bytecode_cache=bytecode_cache(environ),
         hub_offline=hub_offline(environ),
     )
+
+
+def installed_versions(names: list[str]) -> dict[str, str | None]:
+    """Each package's installed version where it is also importable by this Python, else None."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        found[name] = version if version and importlib.util.find_spec(name.replace("-", "_")) is not None else None
+    return found
+
+
+_TORCH_PROBE = """
+import json
+try:
+    import torch
+except Exception:
+    print(json.dumps({"version": None})); raise SystemExit
+facts = {"version": torch.__version__, "cuda": torch.version.cuda}
+try:
+    facts.update(available=torch.cuda.is_available(), device_count=torch.cuda.device_count())
+except Exception as exc:
+    facts["error"] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+print(json.dumps(facts))
+"""
+
+
+def probe_torch(env: Mapping[str, str]) -> TorchFacts:
+    """What torch says about CUDA in a child with the run's environment (this process keeps its GPUs untouched)."""
+    done = subprocess.run([sys.executable, "-c", _TORCH_PROBE], env={**os.environ, **env}, capture_output=True, text=True,
+                          check=False, timeout=120)  # fmt: skip
+    try:
+        return TorchFacts(**json.loads(done.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError, TypeError):
+        return TorchFacts(version=None, error=done.stderr.strip()[-200:])
 
 
 def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:

@@ -137,6 +137,9 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
         lora_bytes = lora * LORA_STATE_BYTES
         lora_label = "LoRA params + grads + AdamW (fp32)"
     items.append((f"{lora_label} ({lora / 1e6:.1f}M params)", lora_bytes))
+    if setup.n_gpus > 1 and not setup.zero_stage:
+        # Plain data parallel (torchrun, no DeepSpeed): the reducer's buckets hold a copy of the fp32 gradients.
+        items.append(("DDP gradient buckets (fp32)", lora * 4))
 
     tokens = setup.micro_batch_size * setup.seq_len
     per_layer = compute_bytes * (ACT_PER_HIDDEN * s.hidden_size + ACT_PER_FFN * s.intermediate_size + ACT_PER_KV * s.kv_dim)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.gpus import GIB, MIB, Inventory
-from qwen_tune.memory import ZERO_STAGE, MemoryEstimate, checkpoint_bytes, estimate, train_setup
+from qwen_tune.memory import MemoryEstimate, ZeroPreset, checkpoint_bytes, estimate, train_setup
 from qwen_tune.models import ModelRef
 from qwen_tune.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
 from qwen_tune.profiles import Profile
@@ -85,7 +85,9 @@ class _SetupSearch:
         else:
             micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
         checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
-        zeros = [z for z in ZERO_STAGE if z] if profile.deepspeed == "auto" and self.n_devices > 1 else [""]
+        # Several devices: plain data parallel through torchrun when the model fits one card (LoRA's states are
+        # tiny, so ZeRO-2 saved ~0.1 GiB a GPU on the 7B job and cost a DeepSpeed dependency); ZeRO-3 to shard it.
+        zeros: list[ZeroPreset] = ["", "zero3"] if profile.deepspeed == "auto" and self.n_devices > 1 else [""]
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
 
     def estimate(self, profile: Profile, setup: Setup, seq_len: int) -> MemoryEstimate:
@@ -165,7 +167,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     """The next rung of the out-of-memory ladder and what it changes; None when no rung is left.
 
     Cheapest first: halve the micro-batch (more grad-accum, the same effective batch), turn gradient
-    checkpointing on, shard with zero3 instead of zero2, then 4-bit QLoRA at micro-batch 1.
+    checkpointing on, shard with zero3 instead of plain data parallel, then 4-bit QLoRA at micro-batch 1.
     max_length is no rung: swift pads each batch to its longest sample, so lowering it saves
     nothing unless it cuts samples, which would change what is learned.
     """
@@ -176,8 +178,9 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         setup, change = replace(s, micro_batch_size=smaller[0]), f"micro-batch {s.micro_batch_size} → {smaller[0]}"
     elif not s.gradient_checkpointing:
         setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
-    elif s.zero == "zero2":
-        setup, change = replace(s, zero="zero3"), "DeepSpeed zero2 → zero3"
+    elif s.zero != "zero3" and profile.deepspeed == "auto" and plan.n_devices > 1:
+        before = f"DeepSpeed {s.zero}" if s.zero else "plain data parallel"
+        setup, change = replace(s, zero="zero3"), f"{before} → DeepSpeed zero3"
     elif profile.quantization != "nf4" and not plan.inventory.is_cpu:
         qlora = [p for p in profiles if p.quantization == "nf4"]
         if not qlora:

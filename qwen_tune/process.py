@@ -16,7 +16,7 @@ from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.outcome import TrainResult
 from qwen_tune.rundir import RunRecord
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
-from qwen_tune.swift.command import missing_swift, resume_argv
+from qwen_tune.swift.command import launchable, missing_swift, resume_argv
 from qwen_tune.swift.logs import Progress, failure, parse_progress, phase_ended, read_logging
 
 # One header per launch in swift.log: a failure is read from the newest launch's lines only.
@@ -82,7 +82,7 @@ def run_sft(
         timeline.mark("swift started")
         try:
             process = subprocess.Popen(
-                resume_argv(record.argv, resume_from), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                launchable(resume_argv(record.argv, resume_from)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 errors="replace", bufsize=1,
                 start_new_session=True,  # its own process group: signals reach swift only through us, all of it
             )  # fmt: skip

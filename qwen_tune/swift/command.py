@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,9 +121,25 @@ def single_process_env(train_env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
+def swift_executable() -> str | None:
+    """The `swift` of qwen-tune's own environment (beside sys.executable, so a venv need not be activated),
+    else the one on PATH; None when there is neither."""
+    beside = Path(sys.executable).parent / "swift"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("swift")
+
+
+def launchable(argv: list[str]) -> list[str]:
+    """The argv to start: the printed and recorded one says `swift ...`; this one names the swift that runs."""
+    if argv and argv[0] == "swift":
+        return [swift_executable() or "swift", *argv[1:]]
+    return argv
+
+
 def require_swift() -> None:
     """Refuse before anything is written when the `swift` command is missing."""
-    if shutil.which("swift") is None:
+    if swift_executable() is None:
         raise missing_swift()
 
 
