@@ -20,7 +20,9 @@ SITE ?= $(CURDIR)/site
 GPU_BOX := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 comma := ,
 INSTALL_EXTRAS ?= test$(if $(GPU_BOX),$(comma)gpu)
-# Where there is no torch yet: PyPI's (CUDA) build on a GPU box, else the CPU wheel (~200 MB, not ~900 MB + CUDA).
+# Where there is no torch yet: PyPI's (CUDA) build on a GPU box, else the CPU wheel from PyTorch's index
+# (~200 MB, not PyPI's ~900 MB build with its CUDA libraries). Behind a mirror: TORCH_INDEX= TORCH=torch==2.13.0+cpu.
+TORCH ?= torch
 TORCH_INDEX ?= $(if $(GPU_BOX),,https://download.pytorch.org/whl/cpu)
 STAMP := build/.installed$(subst /,_,$(abspath $(PYTHON)))-$(INSTALL_EXTRAS)
 
@@ -32,7 +34,7 @@ $(VENV)/bin/python:
 
 $(STAMP): pyproject.toml $(OWN_VENV)
 	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "no torch in $(PYTHON): installing $(if $(TORCH_INDEX),the CPU build,PyPI's CUDA build)"; \
-		$(PYTHON) -m pip install -q torch $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); }
+		$(PYTHON) -m pip install -q '$(TORCH)' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); }
 	$(PYTHON) -m pip install -q -e '.[$(INSTALL_EXTRAS)]'
 	@mkdir -p build && touch '$@'
 

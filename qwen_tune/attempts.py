@@ -40,7 +40,7 @@ from qwen_tune.verify import check_identity
 
 
 def execute(
-    job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None], retry_with: list[Profile] | None = None,
+    job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress | str], None], retry_with: list[Profile] | None = None,
     on_notice: Callable[[str], None] = print,
 ) -> RunOutcome:  # fmt: skip
     """A new run: check it can start, record it, then train and check it.
@@ -120,7 +120,7 @@ def _attempt(plan: Plan, number: int) -> dict:
 
 
 def resume(
-    run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False, on_notice: Callable[[str], None] = print
+    run_dir: Path, on_progress: Callable[[Progress | str], None], *, force: bool = False, on_notice: Callable[[str], None] = print
 ) -> RunOutcome:
     """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
     record = RunRecord.load(run_dir)
@@ -139,7 +139,7 @@ def _exclusive(indices: list[int], run_dir: str, force: bool):
 
 
 def train_and_check(
-    record: RunRecord, on_progress: Callable[[Progress], None], timeline: Timeline, resume_from: Path | None = None
+    record: RunRecord, on_progress: Callable[[Progress | str], None], timeline: Timeline, resume_from: Path | None = None
 ) -> RunOutcome:
     """Train, plot, check the identity, write the outcome: every way out leaves result.json and timeline.json consistent."""
     run_dir = Path(record.run_dir)

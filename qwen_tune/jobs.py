@@ -48,6 +48,7 @@ class JobOptions:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int | None = None
+    hub: str | None = None  # modelscope or hf (swift's --use_hf); None: swift's default, ModelScope unless USE_HF is set
 
 
 @dataclass(frozen=True)
@@ -181,4 +182,6 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         machine=machine,
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
+    if options.hub:
+        plan = replace(plan, hub=options.hub)
     return Job(plan=plan, rows=rows, run_dir=run_dir)

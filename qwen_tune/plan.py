@@ -89,6 +89,7 @@ class Plan:
     warnings: tuple[str, ...] = ()
     nodes: Nodes = Nodes()
     bytecode_cache: str | None = None
+    hub: Literal["modelscope", "hf"] | None = None  # --hub: where swift downloads a hub id from; None: swift's default
 
     @property
     def n_devices(self) -> int:

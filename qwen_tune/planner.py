@@ -195,9 +195,10 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})",
     )
     machine = MachineFacts(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
-    return _assemble(
+    retry = _assemble(
         job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), machine
-    ), change
+    )
+    return replace(retry, hub=plan.hub), change
 
 
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:

@@ -40,6 +40,14 @@ def test_rendered_argv_is_accepted_by_swift(recipe, profile, gpus):
     assert unknown_flags(argv[2:]) == []
 
 
+@pytest.mark.parametrize("hub", ["hf", "modelscope"])
+def test_hub_flag_is_accepted_by_swift(hub):
+    from dataclasses import replace
+
+    argv = replace(plan_for(recipe=MATRIX[0][0], profile=MATRIX[0][1], gpus=MATRIX[0][2]), hub=hub).argv
+    assert "--use_hf" in argv and unknown_flags(argv[2:]) == []
+
+
 def test_parser_rejects_the_blog_flags():
     assert unknown_flags(["--train_type", "lora"]) == ["--train_type", "lora"]
     assert unknown_flags(["--use_gradient_checkpointing", "true"]) == ["--use_gradient_checkpointing", "true"]

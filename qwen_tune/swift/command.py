@@ -28,6 +28,8 @@ def sft_argv(plan: Plan) -> list[str]:
     argv = ["swift", "sft", "--model", plan.model.source]
     if plan.model.local_dir:
         argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template, "--check_model", "false"]
+    if plan.hub and not plan.model.local_dir:
+        argv += ["--use_hf", "true" if plan.hub == "hf" else "false"]
     argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", "lora", "--torch_dtype", plan.dtype]
     if plan.profile.quantization == "nf4":
         argv += [
