@@ -52,10 +52,16 @@ class Inventory:
     driver_version: str = ""
     cuda_version: str = ""
     host_memory_bytes: int = 0
+    cpu_processes: int = 1  # --gpus cpu:N: N training processes on the CPU (torchrun over gloo)
 
     @property
     def is_cpu(self) -> bool:
         return not self.gpus
+
+    @property
+    def per_node(self) -> int:
+        """Training processes on this machine: one per GPU, or cpu_processes on the CPU."""
+        return len(self.gpus) or self.cpu_processes
 
 
 def host_memory_bytes() -> int:
@@ -65,8 +71,8 @@ def host_memory_bytes() -> int:
         return 0
 
 
-def cpu_inventory() -> Inventory:
-    return Inventory(gpus=(), source="cpu", host_memory_bytes=host_memory_bytes())
+def cpu_inventory(processes: int = 1) -> Inventory:
+    return Inventory(gpus=(), source="cpu", host_memory_bytes=host_memory_bytes(), cpu_processes=processes)
 
 
 def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:

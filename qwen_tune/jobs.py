@@ -59,9 +59,12 @@ class Job:
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
-    """--gpus: nothing (this box's GPUs), 'cpu', indices like '0,1', or a card spec (plan only)."""
-    if spec and spec.strip().lower() == "cpu":
-        return cpu_inventory()
+    """--gpus: nothing (this box's GPUs), 'cpu' or 'cpu:N' (N processes), indices like '0,1', or a card spec (plan only)."""
+    if spec and (m := re.fullmatch(r"cpu(?::(\d+))?", spec.strip().lower())):
+        processes = int(m.group(1) or 1)
+        if not 1 <= processes <= 64:
+            raise UsageError(f"--gpus {spec}: give 1 to 64 CPU processes, e.g. cpu:2")
+        return cpu_inventory(processes)
     if spec and re.fullmatch(r"\d+(,\d+)*", spec.strip()):
         return select_gpus(read_inventory(), spec)
     if spec:

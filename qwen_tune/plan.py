@@ -94,7 +94,7 @@ class Plan:
     @property
     def n_devices(self) -> int:
         """Data-parallel ranks: GPUs on this node times nodes."""
-        return max(1, len(self.inventory.gpus)) * self.nodes.count
+        return self.inventory.per_node * self.nodes.count
 
     @property
     def grad_accum(self) -> int:

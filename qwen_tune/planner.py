@@ -29,7 +29,7 @@ RUN_FILES_BYTES = 50 * MIB
 def budget_bytes(inventory: Inventory) -> int:
     """What one device may use: the smallest card less a safety margin, or most of the RAM."""
     if inventory.is_cpu:
-        return int(inventory.host_memory_bytes * CPU_USABLE_FRACTION)
+        return int(inventory.host_memory_bytes * CPU_USABLE_FRACTION / inventory.cpu_processes)
     return int(min(g.total_bytes for g in inventory.gpus) * (1 - MARGIN_FRACTION))
 
 
@@ -71,7 +71,7 @@ class _SetupSearch:
 
     @property
     def n_devices(self) -> int:
-        return max(1, len(self.inventory.gpus)) * self.nodes.count
+        return self.inventory.per_node * self.nodes.count
 
     def micro_batches(self) -> list[int]:
         """Micro-batches that keep the effective batch exact: divisors of one device's share, largest first."""
@@ -230,7 +230,8 @@ def _refusal(job: _SetupSearch, candidates: list[Profile], seq_len: int) -> str:
 
 def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
     if inventory.is_cpu:
-        return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM, {gib(budget)} usable"
+        processes = f", {inventory.cpu_processes} processes (torchrun over gloo)" if inventory.cpu_processes > 1 else ""
+        return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM{processes}, {gib(budget)} usable"
     names = " + ".join(sorted({g.name for g in inventory.gpus}))
     where = f" on each of {nodes.count} nodes (this is node {nodes.rank})" if nodes.count > 1 else ""
     return f"devices: {len(inventory.gpus)}× {names}{where}, {gib(budget)} usable per device"

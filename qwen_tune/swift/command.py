@@ -78,7 +78,7 @@ def sft_env(plan: Plan) -> dict[str, str]:
         # NVML and nvidia-smi number GPUs in PCI bus order; CUDA must too, or indices drift.
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.inventory.gpus)}
     if plan.n_devices > 1:
-        env["NPROC_PER_NODE"] = str(max(1, len(plan.inventory.gpus)))
+        env["NPROC_PER_NODE"] = str(plan.inventory.per_node)
     if plan.nodes.count > 1:
         env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
         if plan.nodes.master_port:
