@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from collections.abc import Callable
@@ -178,6 +179,8 @@ def run_case(case: Case, tmp: Path) -> Outcome:
             python = str(tmp.parent / f"{tmp.name}.bin" / "python")
             Path(python).parent.mkdir()
             os.symlink(sys.executable, python)
+            # A link outside a virtualenv starts its base Python: hand it this one's packages.
+            env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], *site.getsitepackages()])
         argv = [python, "-m", "qwen_tune", *(arg.replace("{tmp}", str(tmp)) for arg in case.args)]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
         code, stderr = done.returncode, done.stderr
