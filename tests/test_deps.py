@@ -90,3 +90,24 @@ def test_swift_beside_this_python_comes_before_path(tmp_path, monkeypatch):
     plan = plan_for(gpus="h100")
     assert plan.argv[0] == "swift" and " swift sft " in plan.shell_command()  # what is printed stays pasteable
     assert os.access(command.swift_executable(), os.X_OK)
+
+
+@pytest.mark.parametrize(
+    "args, cards",
+    [
+        (("run", "--output-dir", "{tmp}/runs"), "RTX3080TI"),  # QLoRA: bitsandbytes
+        (("run", "--recipe", "self-cognition-qwen3-14b", "--output-dir", "{tmp}/runs"), "TWO_28GB"),  # ZeRO-3: deepspeed
+    ],
+)
+def test_with_the_gpu_extra_present_the_package_check_passes(args, cards, tmp_path):
+    """The real CLI with fake NVML and qwen-tune[gpu]'s packages present (stubs): past the package check, it stops
+    at the next one, a CPU-only torch (exit 21); nothing written, nothing started."""
+    import bad_inputs
+
+    case = bad_inputs.Case(
+        "gpu extra present", 21, args, env=bad_inputs.gpus(*getattr(bad_inputs, cards), fakes=("gpu_extra", "cpu_torch"))
+    )
+    (tmp_path / "case").mkdir()
+    outcome = bad_inputs.run_case(case, tmp_path / "case")
+    assert outcome.code == 21 and "CPU-only build" in outcome.stderr, outcome.stderr
+    assert not outcome.written and not outcome.swift_ran
