@@ -204,14 +204,15 @@ def _tree(root: Path) -> set[Path]:
 
 
 def _stable(text: str, tmp: Path) -> str:
-    """The same text on every box: the case's directory and the checkout become <tmp> and <repo>."""
+    """The same text on every box: the Python, the case's directory and the checkout become <python>, <tmp>, <repo>."""
     bare = tmp.parent / f"{tmp.name}.bin" / "python"
+    # The Python first: in a virtualenv under the checkout, it would otherwise read <repo>/.venv/bin/python.
     for path, name in (
+        (bare, "<python>"),
+        (sys.executable, "<python>"),
         (tmp.resolve(), "<tmp>"),
         (tmp, "<tmp>"),
         (REPO, "<repo>"),
-        (bare, "<python>"),
-        (sys.executable, "<python>"),
     ):
         text = text.replace(str(path), name)
     return text

@@ -242,6 +242,7 @@ def test_two_processes_on_one_machine_train_data_parallel(tiny_model, tmp_path):
     (run_dir,) = runs.iterdir()
     log = (run_dir / "swift.log").read_text()
     assert "world_size: 2" in log and "local_world_size: 2" in log
+    assert log.count("'global_step/max_steps': '1/26'") == 1  # one DDP trainer logs (rank 0), not two lone ones
     command = json.loads((run_dir / "command.json").read_text())
     assert command["env"]["NPROC_PER_NODE"] == "2" and "--deepspeed" not in command["argv"]
     result = json.loads((run_dir / "result.json").read_text())

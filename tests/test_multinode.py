@@ -101,6 +101,7 @@ def test_cpu_processes_on_one_machine_get_torchrun_without_deepspeed():
     tiny = str(Path(__file__).parent / "data" / "tiny-config")
     plan = plan_for(gpus="cpu:2", recipe="demo-tiny-cpu", model=tiny)
     assert plan.env["NPROC_PER_NODE"] == "2" and plan.n_devices == 2 and plan.setup.zero == ""
+    assert plan.argv[plan.argv.index("--use_cpu") + 1] == "true"  # else each CPU process trains alone
     gpus = plan_for(gpus="2xrtx4090")
     assert gpus.env["NPROC_PER_NODE"] == "2" and "--deepspeed" not in gpus.argv
     with pytest.raises(UsageError, match="1 to 64 CPU processes"):

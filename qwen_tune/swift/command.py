@@ -55,6 +55,10 @@ def sft_argv(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if s.zero:
         argv += ["--deepspeed", s.zero]
+    if plan.inventory.is_cpu and plan.n_devices > 1:
+        # Without it the trainer sees no GPU and no distributed setup: each CPU process would train alone
+        # (and all of them save); with it, accelerate joins them as DDP over gloo.
+        argv += ["--use_cpu", "true"]
     if plan.save_steps:
         argv += ["--save_steps", str(plan.save_steps)]
     argv += [
