@@ -4,14 +4,15 @@ and one function that trains, plots, checks the identity and records how it ende
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 from qwen_tune.dataset import jsonl_bytes
-from qwen_tune.errors import GpuBusyError, Interrupted, OutOfMemory, TrainingFailed, UsageError, UserError
-from qwen_tune.jobs import Job
+from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
+from qwen_tune.jobs import Job, installed_versions, probe_torch
 from qwen_tune.locks import gpu_locks
 from qwen_tune.outcome import RunOutcome
 from qwen_tune.plan import Plan
@@ -19,6 +20,7 @@ from qwen_tune.planner import disk_bytes_needed, fallback
 from qwen_tune.plot import loss_curve
 from qwen_tune.process import Timeline, run_sft
 from qwen_tune.profiles import Profile
+from qwen_tune.readiness import torch_gpu_problem
 from qwen_tune.recipes import Bilingual
 from qwen_tune.rundir import (
     RunRecord,
@@ -31,13 +33,14 @@ from qwen_tune.rundir import (
 )
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
 from qwen_tune.swift.command import require_swift
+from qwen_tune.swift.deps import missing_package, plan_needs, unmet
 from qwen_tune.swift.infer import PreloadedInfer
 from qwen_tune.swift.logs import Progress
 from qwen_tune.verify import check_identity
 
 
 def execute(
-    job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress], None], retry_with: list[Profile] | None = None,
+    job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress | str], None], retry_with: list[Profile] | None = None,
     on_notice: Callable[[str], None] = print,
 ) -> RunOutcome:  # fmt: skip
     """A new run: check it can start, record it, then train and check it.
@@ -64,6 +67,11 @@ def execute(
                 if step is None:
                     raise
                 plan, change = step
+                try:
+                    check_packages(plan)
+                except MissingPackage as missing:
+                    on_notice(f"{oom}\nthe next rung ({change}) cannot run here: {missing}")
+                    raise oom from None
                 record = replace(record, **launch_fields(plan))
                 record.save()
                 on_notice(f"{oom}\nretrying with {change} (attempt {len(attempts) + 1}; --no-auto-retry stops here instead)")
@@ -74,15 +82,36 @@ def execute(
                 write_json(Path(record.run_dir) / "attempts.json", attempts)
 
 
-def check_before_run(job: Job, *, force: bool) -> None:
-    """Whatever would refuse the run, refused before anything is written: swift, the output dir, the disk, busy GPUs."""
+def check_before_run(job: Job, *, force: bool, installed=None, torch_facts=None) -> None:
+    """Whatever would refuse the run, refused before anything is written: swift, the packages the plan needs,
+    the output dir, the disk, busy GPUs, and a torch that cannot use the GPUs. installed and torch_facts probe
+    the box (installed_versions and probe_torch unless a caller passes its own)."""
     require_swift()
+    check_packages(job.plan, installed or installed_versions)
     output_dir = job.run_dir.parent
     check_output_dir(output_dir)
     check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows or [])), output_dir)
     busy = job.plan.busy_gpus()
     if busy and not force:
         raise GpuBusyError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
+    inventory = job.plan.inventory
+    if inventory.gpus:
+        facts = (torch_facts or probe_torch)(job.plan.env)
+        problem = torch_gpu_problem(facts, len(inventory.gpus), inventory.cuda_version, _python())
+        if problem:
+            raise problem
+
+
+def check_packages(plan: Plan, installed=installed_versions) -> None:
+    """deepspeed for ZeRO, bitsandbytes for QLoRA: importable at a version swift's stack accepts, or one line and exit 20."""
+    needs = plan_needs(plan)
+    missing = unmet(needs, installed([n.name for n in needs])) if needs else []
+    if missing:
+        raise missing_package(missing, _python())
+
+
+def _python() -> str:
+    return sys.executable or "python3"
 
 
 def _attempt(plan: Plan, number: int) -> dict:
@@ -93,7 +122,7 @@ def _attempt(plan: Plan, number: int) -> dict:
 
 
 def resume(
-    run_dir: Path, on_progress: Callable[[Progress], None], *, force: bool = False, on_notice: Callable[[str], None] = print
+    run_dir: Path, on_progress: Callable[[Progress | str], None], *, force: bool = False, on_notice: Callable[[str], None] = print
 ) -> RunOutcome:
     """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
     record = RunRecord.load(run_dir)
@@ -112,7 +141,7 @@ def _exclusive(indices: list[int], run_dir: str, force: bool):
 
 
 def train_and_check(
-    record: RunRecord, on_progress: Callable[[Progress], None], timeline: Timeline, resume_from: Path | None = None
+    record: RunRecord, on_progress: Callable[[Progress | str], None], timeline: Timeline, resume_from: Path | None = None
 ) -> RunOutcome:
     """Train, plot, check the identity, write the outcome: every way out leaves result.json and timeline.json consistent."""
     run_dir = Path(record.run_dir)

@@ -118,6 +118,11 @@ def job_options(command):
             help="The rank-0 machine's address, the same on every node.",
         ),
         click.option(
+            "--hub",
+            type=click.Choice(["modelscope", "hf"]),
+            help="Where swift downloads a hub model from (swift's --use_hf); default swift's: ModelScope unless USE_HF=1.",
+        ),
+        click.option(
             "--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."
         ),
     ]

@@ -95,6 +95,18 @@ class SwiftMissing(UserError):
     exit_code = 19
 
 
+class MissingPackage(UserError):
+    """The plan turns on something (DeepSpeed, 4-bit QLoRA) whose package this Python lacks or has too old."""
+
+    exit_code = 20
+
+
+class TorchCannotUseGpus(UserError):
+    """NVML sees GPUs but this Python's torch cannot use them: a CPU-only build, or a driver older than its CUDA."""
+
+    exit_code = 21
+
+
 class Interrupted(UserError):
     """The user (or a scheduler) stopped the run; checkpoints are kept for --resume."""
 

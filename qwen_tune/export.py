@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qwen_tune.errors import OutputError, TrainingFailed, UsageError
 from qwen_tune.rundir import RunRecord
-from qwen_tune.swift.command import export_argv, single_process_env
+from qwen_tune.swift.command import export_argv, launchable, require_swift, single_process_env
 
 
 def find_checkpoint(run_dir: Path) -> str:
@@ -29,10 +29,13 @@ def export_merged(run_dir: Path, on_notice: Callable[[str], None] = print) -> Pa
     target = run_dir / "merged"
     if target.exists():
         raise OutputError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")
+    require_swift()
     on_notice(f"merging {run_dir}'s adapter into the base model...")
     with open(run_dir / "export.log", "w", encoding="utf-8") as log:
         env = single_process_env(RunRecord.load(run_dir).env)
-        done = subprocess.run(export_argv(checkpoint, target), env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            launchable(export_argv(checkpoint, target)), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
         raise TrainingFailed(f"swift export failed with exit code {done.returncode}; see {run_dir / 'export.log'}")
     return target

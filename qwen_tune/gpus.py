@@ -52,10 +52,16 @@ class Inventory:
     driver_version: str | None = ""  # None: NVML could not say
     cuda_version: str | None = ""
     host_memory_bytes: int = 0
+    cpu_processes: int = 1  # --gpus cpu:N: N training processes on the CPU (torchrun over gloo)
 
     @property
     def is_cpu(self) -> bool:
         return not self.gpus
+
+    @property
+    def per_node(self) -> int:
+        """Training processes on this machine: one per GPU, or cpu_processes on the CPU."""
+        return len(self.gpus) or self.cpu_processes
 
 
 def parse_indices(spec: str) -> tuple[int, ...]:
@@ -81,8 +87,8 @@ def host_memory_bytes() -> int:
         return 0
 
 
-def cpu_inventory() -> Inventory:
-    return Inventory(gpus=(), source="cpu", host_memory_bytes=host_memory_bytes())
+def cpu_inventory(processes: int = 1) -> Inventory:
+    return Inventory(gpus=(), source="cpu", host_memory_bytes=host_memory_bytes(), cpu_processes=processes)
 
 
 def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:
@@ -108,6 +114,13 @@ def _visible_filter(devices: list[Gpu], visible: str | None) -> list[Gpu]:
     return picked
 
 
+# What a box without a usable GPU can do: the default 7B job does not fit its CPU (exit 18).
+NO_GPU_HERE = (
+    "without a GPU, run the offline CPU demo (`make demo`), or see what a card would do with "
+    "`qwen-tune plan --gpus rtx4090` (any card name or size)"
+)
+
+
 def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
     """Read every GPU through NVML, honouring CUDA_VISIBLE_DEVICES.
 
@@ -125,10 +138,7 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        raise NoGpuError(
-            f"no NVIDIA driver found (NVML: {exc}); plan for another card with "
-            "`qwen-tune plan --gpus rtx4090`, or train on the CPU with `--gpus cpu`"
-        ) from exc
+        raise NoGpuError(f"no NVIDIA driver found (NVML: {exc}); {NO_GPU_HERE}") from exc
     try:
         driver = _query(pynvml.nvmlSystemGetDriverVersion)
         cuda = _query(pynvml.nvmlSystemGetCudaDriverVersion_v2)
@@ -136,7 +146,7 @@ def read_inventory(environ: dict[str, str] | None = None) -> Inventory:
     finally:
         _query(pynvml.nvmlShutdown)
     if not devices:
-        raise NoGpuError("the NVIDIA driver reports no GPU; train on the CPU with `--gpus cpu`")
+        raise NoGpuError(f"the NVIDIA driver reports no GPU; {NO_GPU_HERE}")
     return Inventory(
         gpus=tuple(_visible_filter(devices, environ.get("CUDA_VISIBLE_DEVICES"))),
         source="nvml",

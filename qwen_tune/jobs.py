@@ -5,9 +5,13 @@ This is the edge where files, NVML and the clock are read; plan.make_plan stays 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +26,7 @@ from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_
 from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
 from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
+from qwen_tune.readiness import TorchFacts
 from qwen_tune.recipes import Bilingual, load_recipe, with_tuner
 from qwen_tune.rundir import next_run_dir
 
@@ -47,6 +52,7 @@ class JobOptions:
     master_port: int | None = None
     max_length: int | None = None  # overrides the recipe's
     cut_long_rows: bool = False  # shorten answers to max_length instead of refusing the rows
+    hub: str | None = None  # modelscope or hf (swift's --use_hf); None: swift's default, ModelScope unless USE_HF is set
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,14 @@ class Job:
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
-    """--gpus: nothing (this box's GPUs), 'cpu', indices like '0,1', or a card spec (plan only)."""
+    """--gpus: nothing (this box's GPUs), 'cpu' or 'cpu:N' (N processes), indices like '0,1', or a card spec (plan only)."""
     if spec is not None and not spec.strip():
         raise UsageError("--gpus '': give GPU indices like 0,1 or 'cpu', or leave --gpus out to use every GPU")
-    if spec and spec.strip().lower() == "cpu":
-        return cpu_inventory()
+    if spec and (m := re.fullmatch(r"cpu(?::(\d+))?", spec.strip().lower())):
+        processes = int(m.group(1) or 1)
+        if not 1 <= processes <= 64:
+            raise UsageError(f"--gpus {spec}: give 1 to 64 CPU processes, e.g. cpu:2")
+        return cpu_inventory(processes)
     if spec and (re.fullmatch(r"[\d\s+-]+", spec) or "," in spec):
         wanted = parse_indices(spec)  # a mistyped list is a usage error even on a box without a driver
         return select_gpus(read_inventory(), wanted)
@@ -106,6 +115,43 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
     )
 
 
+def installed_versions(names: list[str]) -> dict[str, str | None]:
+    """Each package's installed version where it is also importable by this Python, else None."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        found[name] = version if version and importlib.util.find_spec(name.replace("-", "_")) is not None else None
+    return found
+
+
+_TORCH_PROBE = """
+import json
+try:
+    import torch
+except Exception:
+    print(json.dumps({"version": None})); raise SystemExit
+facts = {"version": torch.__version__, "cuda": torch.version.cuda}
+try:
+    facts.update(available=torch.cuda.is_available(), device_count=torch.cuda.device_count())
+except Exception as exc:
+    facts["error"] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+print(json.dumps(facts))
+"""
+
+
+def probe_torch(env: Mapping[str, str]) -> TorchFacts:
+    """What torch says about CUDA in a child with the run's environment (this process keeps its GPUs untouched)."""
+    done = subprocess.run([sys.executable, "-c", _TORCH_PROBE], env={**os.environ, **env}, capture_output=True, text=True,
+                          check=False, timeout=120)  # fmt: skip
+    try:
+        return TorchFacts(**json.loads(done.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError, TypeError):
+        return TorchFacts(version=None, error=done.stderr.strip()[-200:])
+
+
 def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:
     """Read the recipe, model, data and devices that the options name, and plan for them on this machine."""
     recipe = load_recipe(options.recipe).with_overrides(
@@ -116,7 +162,8 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         max_length=options.max_length,
     )
     recipe = with_tuner(recipe, options.tuner)
-    model = resolve_model(recipe.model, fetch=hub_fetcher(offline=machine.hub_offline, use_hf=machine.use_hf))
+    use_hf = options.hub == "hf" if options.hub else machine.use_hf
+    model = resolve_model(recipe.model, fetch=hub_fetcher(offline=machine.hub_offline, use_hf=use_hf))
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:
         check_reachable(model, offline=machine.hub_offline)
@@ -149,4 +196,6 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         machine=machine,
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
+    if options.hub:
+        plan = replace(plan, hub=options.hub)
     return Job(plan=plan, rows=rows, run_dir=run_dir)

@@ -165,6 +165,9 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
         items += _full_training_state(setup, compute_bytes, shard, sum(b for _, b in activations))
     else:
         items.append(_lora_state(setup, shard))
+        if setup.n_gpus > 1 and not setup.zero_stage:
+            # Plain data parallel (torchrun, no DeepSpeed): the reducer's buckets hold a copy of the fp32 gradients.
+            items.append(("DDP gradient buckets (fp32)", setup.shape.lora_params(setup.lora_rank) * 4))
     items += activations
     runtime = CPU_RUNTIME_BYTES if setup.on_cpu else CUDA_CONTEXT_BYTES
     return MemoryEstimate(items=tuple((label, int(b)) for label, b in items), runtime_bytes=runtime)
@@ -181,7 +184,9 @@ def _full_training_state(setup: TrainSetup, compute_bytes: int, shard: int, acti
             (f"gradients ({setup.weights}), ZeRO-{setup.zero_stage} 1/{shard}", n * compute_bytes / shard),
             (f"fp32 master weights + gradients + AdamW (DeepSpeed), 1/{shard}", n * ZERO_OPTIMIZER_BYTES / shard),
         ]
+    buckets = [("DDP gradient buckets", n * compute_bytes)] if setup.n_gpus > 1 else []  # plain data parallel
     return [
+        *buckets,
         (f"AdamW moments ({setup.weights}, the parameters' dtype)", n * compute_bytes * FULL_MOMENTS),
         (
             f"gradients ({setup.weights}, {n / 1e9:.2f}B params) beyond the activations they replace",

@@ -91,11 +91,12 @@ class Plan:
     warnings: tuple[str, ...] = ()
     nodes: Nodes = Nodes()
     bytecode_cache: str | None = None
+    hub: Literal["modelscope", "hf"] | None = None  # --hub: where swift downloads a hub id from; None: swift's default
 
     @property
     def n_devices(self) -> int:
         """Data-parallel ranks: GPUs on this node times nodes."""
-        return max(1, len(self.inventory.gpus)) * self.nodes.count
+        return self.inventory.per_node * self.nodes.count
 
     @property
     def grad_accum(self) -> int:

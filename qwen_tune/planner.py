@@ -25,10 +25,11 @@ CPU_USABLE_FRACTION = 0.8
 TIGHT_BYTES = int(0.5 * GIB)
 # A refusal names a bigger GPU only where one is sold.
 LARGEST_CARD_BYTES = max(c.memory_mib for c in KNOWN_CARDS) * MIB
-# The DeepSpeed presets tried on several GPUs, in order. zero3_offload is not offered for LoRA (see memory.ZERO_STAGE).
-LORA_ZERO_PRESETS: tuple[ZeroPreset, ...] = ("zero2", "zero3")
-# Full fine-tuning's optimizer state is 8× its weights: moving it to host memory is its last rung.
-FULL_ZERO_PRESETS: tuple[ZeroPreset, ...] = (*LORA_ZERO_PRESETS, "zero3_offload")
+# What is tried on several GPUs, in order ("" is plain data parallel, no DeepSpeed). LoRA: zero2 would save
+# ~0.1 GiB a GPU (its states are tiny), zero3_offload nothing (memory.ZERO_STAGE). Full fine-tuning: its
+# optimizer state is 8× its weights, so zero2's sharding pays, and moving it to host memory is the last rung.
+LORA_ZERO_PRESETS: tuple[ZeroPreset, ...] = ("", "zero3")
+FULL_ZERO_PRESETS: tuple[ZeroPreset, ...] = ("", "zero2", "zero3", "zero3_offload")
 # Host memory zero3_offload may pin, of the RAM this box reports.
 HOST_USABLE_FRACTION = 0.8
 # Above this a full fine-tuning learning rate is a LoRA one: it wrecks what the model knew.
@@ -45,7 +46,7 @@ RUN_FILES_BYTES = 50 * MIB
 def budget_bytes(inventory: Inventory) -> int:
     """What one device may use: the smallest card less a safety margin, or most of the RAM."""
     if inventory.is_cpu:
-        return int(inventory.host_memory_bytes * CPU_USABLE_FRACTION)
+        return int(inventory.host_memory_bytes * CPU_USABLE_FRACTION / inventory.cpu_processes)
     return int(min(g.total_bytes for g in inventory.gpus) * (1 - MARGIN_FRACTION))
 
 
@@ -89,7 +90,7 @@ class _SetupSearch:
 
     @property
     def n_devices(self) -> int:
-        return max(1, len(self.inventory.gpus)) * self.nodes.count
+        return self.inventory.per_node * self.nodes.count
 
     def micro_batches(self) -> list[int]:
         """Micro-batches that keep the effective batch exact: divisors of one device's share, largest first."""
@@ -103,6 +104,8 @@ class _SetupSearch:
         else:
             micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
         checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
+        # Several devices: plain data parallel through torchrun when the model fits one card (LoRA's states are
+        # tiny, so ZeRO-2 saved ~0.1 GiB a GPU on the 7B job and cost a DeepSpeed dependency); ZeRO-3 to shard it.
         presets = FULL_ZERO_PRESETS if self.recipe.tuner == "full" else LORA_ZERO_PRESETS
         zeros = presets if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
         return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
@@ -235,7 +238,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     """The next rung of the out-of-memory ladder and what it changes; None when no rung is left.
 
     Cheapest first: halve the micro-batch (more grad-accum, the same effective batch), turn gradient
-    checkpointing on, shard with zero3 instead of zero2, then 4-bit QLoRA at micro-batch 1.
+    checkpointing on, shard with zero3 instead of plain data parallel, then 4-bit QLoRA at micro-batch 1.
     max_length is no rung: swift pads each batch to its longest sample, so lowering it saves
     nothing unless it cuts samples, which would change what is learned.
     """
@@ -246,8 +249,9 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         setup, change = replace(s, micro_batch_size=smaller[0]), f"micro-batch {s.micro_batch_size} → {smaller[0]}"
     elif not s.gradient_checkpointing:
         setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
-    elif s.zero == "zero2":
-        setup, change = replace(s, zero="zero3"), "DeepSpeed zero2 → zero3"
+    elif s.zero in ("", "zero2") and profile.deepspeed == "auto" and plan.n_devices > 1:
+        before = f"DeepSpeed {s.zero}" if s.zero else "plain data parallel"
+        setup, change = replace(s, zero="zero3"), f"{before} → DeepSpeed zero3"
     elif s.zero == "zero3" and plan.recipe.tuner == "full":
         setup, change = replace(s, zero="zero3_offload"), "DeepSpeed zero3 → zero3_offload"
     elif plan.recipe.tuner == "full":
@@ -266,9 +270,10 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})",
     )
     machine = MachineFacts(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
-    return _assemble(
+    retry = _assemble(
         job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), machine
-    ), change
+    )
+    return replace(retry, hub=plan.hub), change
 
 
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
@@ -325,7 +330,8 @@ def _more_gpus(job: _SetupSearch, seq_len: int) -> list[str]:
 
 def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
     if inventory.is_cpu:
-        return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM, {gib(budget)} usable"
+        processes = f", {inventory.cpu_processes} processes (torchrun over gloo)" if inventory.cpu_processes > 1 else ""
+        return f"device: CPU with {gib(inventory.host_memory_bytes)} RAM{processes}, {gib(budget)} usable"
     names = " + ".join(sorted({g.name for g in inventory.gpus}))
     where = f" on each of {nodes.count} nodes (this is node {nodes.rank})" if nodes.count > 1 else ""
     return f"devices: {len(inventory.gpus)}× {names}{where}, {gib(budget)} usable per device"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +16,10 @@ from pathlib import Path
 from qwen_tune.errors import Interrupted
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.outcome import TrainResult
+from qwen_tune.phases import StartupWatch, hub_cache, tree_bytes
 from qwen_tune.rundir import RunRecord
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
-from qwen_tune.swift.command import missing_swift, resume_argv
+from qwen_tune.swift.command import launchable, missing_swift, resume_argv
 from qwen_tune.swift.logs import Progress, failure, parse_progress, phase_ended, read_logging
 
 # One header per launch in swift.log: a failure is read from the newest launch's lines only.
@@ -69,7 +72,7 @@ class _ForwardSignals:
 
 
 def run_sft(
-    record: RunRecord, on_progress: Callable[[Progress], None], timeline: Timeline, resume_from: Path | None = None
+    record: RunRecord, on_progress: Callable[[Progress | str], None], timeline: Timeline, resume_from: Path | None = None
 ) -> TrainResult:
     """Launch `swift sft`, append its output to swift.log, follow its progress; raise on a stop or a failure."""
     run_dir = Path(record.run_dir)
@@ -82,17 +85,24 @@ def run_sft(
         timeline.mark("swift started")
         try:
             process = subprocess.Popen(
-                resume_argv(record.argv, resume_from), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                launchable(resume_argv(record.argv, resume_from)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 errors="replace", bufsize=1,
                 start_new_session=True,  # its own process group: signals reach swift only through us, all of it
             )  # fmt: skip
         except FileNotFoundError:
             raise missing_swift() from None
+        watch = startup_watch(record, env)
         with _ForwardSignals(process) as signals:
-            for line in process.stdout:
+            for line in _lines_and_ticks(process):
+                if line is None:  # a second without output
+                    for text in watch.tick():
+                        on_progress(text)
+                    continue
                 log.write(line)
                 timeline.see(line)
                 progress = parse_progress(line)
+                for text in watch.saw(phase_ended(line), step=progress is not None):
+                    on_progress(text)
                 if progress:
                     last_step = progress.step
                     timeline.mark("first step")
@@ -120,6 +130,52 @@ def run_sft(
     if process.returncode != 0:
         raise failure(last_launch_lines(log_path), process.returncode, last_step, record.estimate_peak_gib, log_path)
     return result
+
+
+def _lines_and_ticks(process: subprocess.Popen, every: float = 1.0):
+    """swift's output line by line, and None after each second without any, until it closes its output."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=every)
+        except queue.Empty:
+            yield None
+            continue
+        if line is None:
+            return
+        yield line
+
+
+def startup_watch(record: RunRecord, env: dict[str, str]) -> StartupWatch:
+    """The watch for this launch: a hub model is downloaded into swift's hub cache, a local one only loaded."""
+    argv = record.argv
+    model = argv[argv.index("--model") + 1] if "--model" in argv else ""
+    if not model or Path(model).is_dir() or env.get("HF_HUB_OFFLINE") == "1":
+        return StartupWatch(time.monotonic)
+    if "--use_hf" in argv:
+        use_hf = argv[argv.index("--use_hf") + 1] == "true"
+    else:  # swift's own default
+        use_hf = env.get("USE_HF", "").lower() in ("1", "true")
+    cache = hub_cache(env, use_hf)
+    return StartupWatch(time.monotonic, lambda: tree_bytes(cache), str(cache), _model_bytes(Path(record.run_dir)))
+
+
+def _model_bytes(run_dir: Path) -> int | None:
+    """About what the model's 16-bit weights weigh, from the plan (plan.json): the download's size."""
+    from qwen_tune.models import ModelShape
+
+    try:
+        shape = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["model"]["shape"]
+        return int(ModelShape(**shape).n_params * 2)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def last_launch_lines(log_path: Path) -> list[str]:

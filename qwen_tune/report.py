@@ -114,7 +114,8 @@ def memory_table(plan: Plan) -> str:
 
 
 class ProgressLine:
-    """Training progress: a live bar on a terminal, a line every ~5% in logs and CI."""
+    """Training progress: a live bar on a terminal, a line every ~5% in logs and CI; before the first step,
+    the start-up's phases and the model download (phases.StartupWatch), one line each."""
 
     def __init__(self, stream=None):
         import sys
@@ -124,6 +125,9 @@ class ProgressLine:
         self.last_printed = 0
 
     def __call__(self, p) -> None:
+        if isinstance(p, str):  # a phase before the first step, a download's progress, or what a silence waits on
+            print(("\r\033[K" if self.live else "") + p, file=self.stream, flush=True)
+            return
         loss = f"loss {p.loss:.4f}" if p.loss is not None else ""
         speed = f"{p.seconds_per_step:.2f} s/step" if p.seconds_per_step else ""
         text = f"step {p.step}/{p.total}  {loss}  {speed}  elapsed {p.elapsed}  ETA {p.remaining}"

@@ -246,3 +246,24 @@ def test_full_fine_tuning_trains_every_weight_on_the_cpu(tiny_model, tmp_path):
     losses = [json.loads(line).get("loss") for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
     losses = [loss for loss in losses if loss is not None]
     assert losses[-1] < losses[0]
+
+
+def test_two_processes_on_one_machine_train_data_parallel(tiny_model, tmp_path):
+    """`--gpus cpu:2`: two training processes through torchrun over gloo, as two GPUs would run (plain DDP, no DeepSpeed)."""
+    runs = tmp_path / "runs"
+    recipe = tmp_path / "two-epochs.yaml"  # data parallelism is under test, not learning: 26 steps, no identity check
+    recipe.write_text((REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 2"))
+    done = qwen_tune("run", "--recipe", str(recipe), "--model", str(tiny_model), "--gpus", "cpu:2", "--output-dir", str(runs),
+                     "--no-verify")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
+    log = (run_dir / "swift.log").read_text()
+    assert "world_size: 2" in log and "local_world_size: 2" in log
+    assert log.count("'global_step/max_steps': '1/26'") == 1  # one DDP trainer logs (rank 0), not two lone ones
+    command = json.loads((run_dir / "command.json").read_text())
+    assert command["env"]["NPROC_PER_NODE"] == "2" and "--deepspeed" not in command["argv"]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["steps"] == 26  # 100 rows / (4 × 2 processes) × 2 epochs
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["effective_batch"] == 8 and plan["setup"]["micro_batch_size"] == 4 and plan["setup"]["zero"] == ""
+    assert "swift: swift imported" in done.stderr  # the start-up's phases are shown live

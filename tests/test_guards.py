@@ -7,6 +7,7 @@ it targets and on no other, and asserts that guard's own error and message."""
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +28,10 @@ from qwen_tune.models import ModelShape, resolve_model
 from qwen_tune.plan import DataSummary
 from qwen_tune.planner import RUN_FILES_BYTES, disk_bytes_needed, make_plan
 from qwen_tune.profiles import shipped_profiles
+from qwen_tune.readiness import TorchFacts
 from qwen_tune.recipes import load_recipe
 from qwen_tune.rundir import check_disk_space, check_output_dir, create_run_dir, nearest_existing
+from qwen_tune.swift import command
 
 
 def plan_on(gpu: Gpu):
@@ -47,11 +50,14 @@ FAKE_SWIFT = Path(__file__).resolve().parent / "fakes" / "bin"
 @pytest.fixture
 def launchable(tmp_path, monkeypatch):
     """Every guard passes unless a test breaks one: tests/fakes/bin's swift first on PATH (it only notes that
-    it ran), 100 GiB free on the disk, GPU locks in tmp_path/locks. Returns where the fake swift leaves its mark."""
+    it ran), 100 GiB free on the disk, GPU locks in tmp_path/locks, a torch that can use the GPUs. Returns where
+    the fake swift leaves its mark."""
     monkeypatch.setenv("PATH", f"{FAKE_SWIFT}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_SWIFT_RAN", str(tmp_path / "swift-ran"))
     monkeypatch.setattr(attempts, "check_disk_space", partial(check_disk_space, free_bytes=lambda path: 100 * GIB))
     monkeypatch.setattr(locks, "LOCK_DIR", tmp_path / "locks")
+    monkeypatch.setattr(command, "swift_executable", lambda: shutil.which("swift"))  # PATH's, not this Python's own
+    monkeypatch.setattr(attempts, "probe_torch", lambda env: TorchFacts("2.11.0+cu130", "13.0", True, 8))  # a CUDA torch
     return tmp_path / "swift-ran"
 
 

@@ -44,7 +44,11 @@ def test_one_big_card_halves_the_micro_batch_then_recomputes_then_quantizes():
 
 def test_several_cards_shard_with_zero3_before_quantizing():
     rungs = ladder("2xrtx3090")
-    assert rungs[-3:] == ["gradient checkpointing on", "DeepSpeed zero2 → zero3", "4-bit QLoRA, micro-batch 1, checkpointing on"]
+    assert rungs[-3:] == [
+        "gradient checkpointing on",
+        "plain data parallel → DeepSpeed zero3",
+        "4-bit QLoRA, micro-batch 1, checkpointing on",
+    ]
 
 
 def test_qlora_at_micro_batch_1_with_checkpointing_is_the_last_rung():

@@ -60,11 +60,15 @@ def test_every_published_size_counts_its_parameters():
 
 
 def test_full_fine_tuning_holds_8_bytes_a_parameter_on_one_gpu():
-    """swift keeps the bf16 weights' dtype for gradients and AdamW's two moments (no fp32 master copy)."""
+    """swift keeps the bf16 weights' dtype for gradients and AdamW's two moments (no fp32 master copy): 8 bytes a parameter."""
     est = dict(estimate(TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", tuner="full")).items)
     n = QWEN25_7B.n_params
     assert est["weights (bf16)"] == 2 * n
-    assert sum(b for label, b in est.items() if label.startswith(("gradients", "AdamW"))) == 6 * n
+    assert est["AdamW moments (bf16, the parameters' dtype)"] == 4 * n
+    # The bf16 gradients fill in as backward frees the activations: the peak holds the larger of the two.
+    activations = sum(b for label, b in est.items() if label.startswith(("activations", "logits")))
+    gradients = next(b for label, b in est.items() if label.startswith("gradients"))
+    assert activations + gradients == pytest.approx(max(2 * n, activations), abs=2)
     zero3 = dict(estimate(TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", n_gpus=4, zero_stage=3, tuner="full")).items)
     assert sum(b for label, b in zero3.items() if "DeepSpeed" in label) == pytest.approx(16 * n / 4, rel=1e-6)
     offload = TrainSetup(QWEN25_7B, 8, 1, 64, True, "bf16", n_gpus=4, zero_stage=3, tuner="full", offload=True)

@@ -142,3 +142,15 @@ def test_cpu_nodes_get_the_same_torchrun_env():
     assert plan.env == {"CUDA_VISIBLE_DEVICES": "", "NPROC_PER_NODE": "1", "NNODES": "2", "NODE_RANK": "1",
                         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     assert plan.setup.micro_batch_size * plan.grad_accum * 2 == plan.recipe.effective_batch_size
+
+
+def test_cpu_processes_on_one_machine_get_torchrun_without_deepspeed():
+    """--gpus cpu:2: what tests/test_e2e.py runs for real; two GPUs whose model fits one card run the same way."""
+    tiny = str(Path(__file__).parent / "data" / "tiny-config")
+    plan = plan_for(gpus="cpu:2", recipe="demo-tiny-cpu", model=tiny)
+    assert plan.env["NPROC_PER_NODE"] == "2" and plan.n_devices == 2 and plan.setup.zero == ""
+    assert plan.argv[plan.argv.index("--use_cpu") + 1] == "true"  # else each CPU process trains alone
+    gpus = plan_for(gpus="2xrtx4090")
+    assert gpus.env["NPROC_PER_NODE"] == "2" and "--deepspeed" not in gpus.argv
+    with pytest.raises(UsageError, match="1 to 64 CPU processes"):
+        plan_for(gpus="cpu:0")

@@ -46,6 +46,27 @@ def test_rendered_argv_is_accepted_by_swift(recipe, profile, gpus):
     assert unknown_flags(argv[2:]) == []
 
 
+@pytest.mark.parametrize("hub", ["hf", "modelscope"])
+def test_hub_flag_is_accepted_by_swift(hub):
+    from dataclasses import replace
+
+    argv = replace(plan_for(recipe=MATRIX[0][0], profile=MATRIX[0][1], gpus=MATRIX[0][2]), hub=hub).argv
+    assert "--use_hf" in argv and unknown_flags(argv[2:]) == []
+
+
+def test_cpu_processes_flags_are_accepted_by_swift():
+    from pathlib import Path
+
+    from conftest import FIXED_NOW, PLAIN_MACHINE
+
+    from qwen_tune.jobs import JobOptions, prepare
+
+    tiny = str(Path(__file__).parent / "data" / "tiny-config")
+    options = JobOptions(output_dir="runs", gpus="cpu:2", recipe="demo-tiny-cpu", model=tiny)
+    argv = prepare(options, PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan.argv
+    assert argv[argv.index("--use_cpu") + 1] == "true" and unknown_flags(argv[2:]) == []
+
+
 def test_parser_rejects_the_blog_flags():
     assert unknown_flags(["--train_type", "lora"]) == ["--train_type", "lora"]
     assert unknown_flags(["--use_gradient_checkpointing", "true"]) == ["--use_gradient_checkpointing", "true"]

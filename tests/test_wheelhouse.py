@@ -87,6 +87,19 @@ def test_extras_are_pinned_and_overridable():
     assert wh.extra_requirements("") == []
 
 
+def test_default_extras_are_what_make_run_installs_on_a_gpu_box():
+    """The wheelhouse's default is pyproject's gpu extra, pinned within its ranges: no extras added by hand."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    extra = tomllib.loads((wh.REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    pinned = {Requirement(r).name: Requirement(r).specifier for r in wh.extra_requirements("gpu")}
+    for requirement in map(Requirement, extra):
+        version = next(iter(pinned[requirement.name])).version
+        assert requirement.specifier.contains(version), (requirement, version)
+    assert wh.extra_requirements("gpu,deepspeed") == wh.extra_requirements("gpu")
+
+
 def test_expand_platforms_adds_older_glibc_and_legacy_aliases_newest_first():
     tags = wh.expand_platforms(["manylinux_2_34_x86_64"])
     assert tags[0] == "manylinux_2_34_x86_64"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from collections.abc import Callable
@@ -35,6 +36,8 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     # For what no run on a CPU box can show (a nearly full disk): raises the error in-process.
     raises: Callable[[Path], None] | None = None
+    # Started through a link to this Python in a folder of its own: no `swift` beside it (swift.command.swift_executable).
+    bare_python: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,18 @@ def one_rtx4090(free_mib: int) -> dict[str, str]:
     """The environment for tests/fakes/pynvml.py to report one RTX 4090 with that much memory free."""
     gpu = {"name": "NVIDIA GeForce RTX 4090", "total_mib": 24564, "free_mib": free_mib, "cc": [8, 9]}
     return {"FAKE_NVML": json.dumps([gpu])}
+
+
+def gpus(*cards: tuple[str, int], fakes: tuple[str, ...] = ("hide_gpu_extra", "cpu_torch")) -> dict[str, str]:
+    """tests/fakes/pynvml.py reporting these cards (name, MiB), all free; and the import-edge fakes on PYTHONPATH:
+    hide_gpu_extra (no deepspeed, no bitsandbytes), gpu_extra (both, as qwen-tune[gpu] installs them), cpu_torch."""
+    nvml = [{"name": name, "total_mib": mib, "free_mib": mib - 300, "cc": [8, 6]} for name, mib in cards]
+    path = os.pathsep.join([str(FAKES), *(str(FAKES / f) for f in fakes)])
+    return {"FAKE_NVML": json.dumps(nvml), "PYTHONPATH": path}
+
+
+TWO_28GB = (("NVIDIA Test GPU 28GB", 28672),) * 2  # Qwen3-14B in bf16 fits two only sharded: ZeRO-3
+RTX3080TI = (("NVIDIA GeForce RTX 3080 Ti", 12288),)
 
 
 def _disk_too_small(tmp: Path) -> None:
@@ -183,7 +198,20 @@ CASES = (
     Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),
     Case("another program fills the GPU", 17, run_tiny(gpus="0"), MODEL, one_rtx4090(free_mib=100)),
     Case("the model fits no profile on these GPUs", 18, ("plan", "--gpus", "4GiB")),
-    Case("ms-swift is not installed", 19, run_tiny(), MODEL, {"PATH": "/usr/bin:/bin"}),
+    Case("ms-swift is not installed", 19, run_tiny(), MODEL, {"PATH": "/usr/bin:/bin"}, bare_python=True),
+    Case(
+        "ZeRO-3 on two GPUs without deepspeed",
+        20,
+        ("run", "--recipe", "self-cognition-qwen3-14b", "--profile", "multi-gpu", "--output-dir", "{tmp}/runs"),
+        env=gpus(*TWO_28GB),
+    ),
+    Case("QLoRA on a 12 GB card without bitsandbytes", 20, ("run", "--output-dir", "{tmp}/runs"), env=gpus(*RTX3080TI)),
+    Case(
+        "NVML sees GPUs, torch is a CPU-only build",
+        21,
+        ("run", "--recipe", "self-cognition-qwen3-14b", "--profile", "multi-gpu", "--output-dir", "{tmp}/runs"),
+        env=gpus(*TWO_28GB, fakes=("gpu_extra", "cpu_torch")),
+    ),
 )
 
 
@@ -200,7 +228,14 @@ def run_case(case: Case, tmp: Path) -> Outcome:
         env = {k: v for k, v in os.environ.items() if k not in CLEARED}
         env.update(PYTHONPATH=str(FAKES), PATH=f"{FAKES / 'bin'}{os.pathsep}{env.get('PATH', '')}")
         env.update(FAKE_SWIFT_RAN=str(swift_mark), **case.env)
-        argv = [sys.executable, "-m", "qwen_tune", *(arg.replace("{tmp}", str(tmp)) for arg in case.args)]
+        python = sys.executable
+        if case.bare_python:
+            python = str(tmp.parent / f"{tmp.name}.bin" / "python")
+            Path(python).parent.mkdir()
+            os.symlink(sys.executable, python)
+            # A link outside a virtualenv starts its base Python: hand it this one's packages.
+            env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], *site.getsitepackages()])
+        argv = [python, "-m", "qwen_tune", *(arg.replace("{tmp}", str(tmp)) for arg in case.args)]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
         code, stderr = done.returncode, done.stderr
     written = tuple(sorted(str(p.relative_to(tmp)) for p in _tree(tmp) - before))
@@ -223,7 +258,15 @@ def _tree(root: Path) -> set[Path]:
 
 
 def _stable(text: str, tmp: Path) -> str:
-    """The same text on every box: the case's directory and the checkout become <tmp> and <repo>."""
-    for path, name in ((tmp.resolve(), "<tmp>"), (tmp, "<tmp>"), (REPO, "<repo>")):
+    """The same text on every box: the Python, the case's directory and the checkout become <python>, <tmp>, <repo>."""
+    bare = tmp.parent / f"{tmp.name}.bin" / "python"
+    # The Python first: in a virtualenv under the checkout, it would otherwise read <repo>/.venv/bin/python.
+    for path, name in (
+        (bare, "<python>"),
+        (sys.executable, "<python>"),
+        (tmp.resolve(), "<tmp>"),
+        (tmp, "<tmp>"),
+        (REPO, "<repo>"),
+    ):
         text = text.replace(str(path), name)
     return text

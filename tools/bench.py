@@ -82,7 +82,7 @@ CASES = {
     ),
     # Speed (issue 5): the seed's job size, 50 rows, qwen-tune's choice next to the blog's command.
     "7b-auto-50": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50),
-    # Several GPUs (issue 6; needs a box with two): zero2 where the model fits a card, zero3 where it
+    # Several GPUs (issue 6; needs a box with two): plain data parallel where the model fits a card, zero3 where it
     # must be sharded (each card capped at 15 GiB), Qwen3-14B on 2 × 24 GB, two nodes of one GPU each.
     "7b-2gpu": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "2 × H200 (uncapped)", gpus="0,1"),
     "7b-2x16gb": Case("self-cognition-qwen2.5-7b", "qwen2.5-7b", None, 15, "2 × 16 GB cards", gpus="0,1"),

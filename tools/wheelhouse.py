@@ -2,7 +2,7 @@
 """Build an offline wheelhouse for an air-gapped GPU box that already has Python and torch.
 
     python tools/wheelhouse.py --freeze BOX_FREEZE.txt [--python 3.12] [--out wheelhouse]
-        [--extras deepspeed,bitsandbytes] [--platform manylinux_2_34_x86_64 ...]
+        [--extras gpu] [--platform manylinux_2_34_x86_64 ...]
 
 The box's torch and CUDA stack must stay as they are, so pip resolves ms-swift and qwen-tune for
 the box's Python and platform with the box's `pip freeze` as constraints and an empty stub torch
@@ -92,9 +92,21 @@ def project_requirements(pyproject: Path) -> list[str]:
     return [d for d in deps if requirement_name(d) != "torch"]
 
 
-def extra_requirements(extras: str) -> list[str]:
-    """`deepspeed,bitsandbytes` -> pinned specs; an unknown name or a `name==version` passes through."""
-    return [EXTRAS.get(normalize(e.strip()), e.strip()) for e in extras.split(",") if e.strip()]
+def gpu_extra(pyproject: Path) -> list[str]:
+    """The names in pyproject's `gpu` extra: what `make run` installs on a GPU box (deepspeed, bitsandbytes)."""
+    import tomllib
+
+    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["gpu"]
+    return [requirement_name(r.split(";")[0]) for r in extra]
+
+
+def extra_requirements(extras: str, pyproject: Path | None = None) -> list[str]:
+    """`gpu` (pyproject's extra, what `make run` installs on a GPU box) or names like `deepspeed,liger-kernel`
+    -> pinned specs; an unknown name or a `name==version` passes through."""
+    names = []
+    for e in (e.strip() for e in extras.split(",") if e.strip()):
+        names += gpu_extra(pyproject or REPO / "pyproject.toml") if e == "gpu" else [e]
+    return [EXTRAS.get(normalize(e), e) for e in dict.fromkeys(names)]
 
 
 def expand_platforms(platforms: list[str]) -> list[str]:
@@ -313,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze", type=Path, required=True, help="the GPU box's `pip freeze` output")
     parser.add_argument("--python", default="3.12", help="the box's Python version (default 3.12)")
     parser.add_argument("--out", type=Path, default=Path("wheelhouse"), help="new or empty directory (default wheelhouse)")
-    parser.add_argument("--extras", default="deepspeed,bitsandbytes", help=f"comma list; known: {', '.join(EXTRAS)}")
+    parser.add_argument(
+        "--extras",
+        default="gpu",
+        help=f"comma list: gpu (pyproject's gpu extra, as `make run` installs it) or {', '.join(EXTRAS)}",
+    )
     parser.add_argument("--platform", action="append", help="the box's newest wheel platform (default manylinux_2_34_x86_64)")
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ def sft_argv(plan: Plan) -> list[str]:
         argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template]
     if plan.model.local_dir:
         argv += ["--check_model", "false"]
+    if plan.hub and not plan.model.local_dir:
+        argv += ["--use_hf", "true" if plan.hub == "hf" else "false"]
     argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", r.tuner, "--torch_dtype", plan.dtype]
     if plan.profile.quantization == "nf4":
         argv += [
@@ -59,6 +62,10 @@ def sft_argv(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if s.zero:
         argv += ["--deepspeed", s.zero]
+    if plan.inventory.is_cpu and plan.n_devices > 1:
+        # Without it the trainer sees no GPU and no distributed setup: each CPU process would train alone
+        # (and all of them save); with it, accelerate joins them as DDP over gloo.
+        argv += ["--use_cpu", "true"]
     if plan.save_steps:
         argv += ["--save_steps", str(plan.save_steps)]
     argv += [
@@ -82,7 +89,7 @@ def sft_env(plan: Plan) -> dict[str, str]:
         # NVML and nvidia-smi number GPUs in PCI bus order; CUDA must too, or indices drift.
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.inventory.gpus)}
     if plan.n_devices > 1:
-        env["NPROC_PER_NODE"] = str(max(1, len(plan.inventory.gpus)))
+        env["NPROC_PER_NODE"] = str(plan.inventory.per_node)
     if plan.nodes.count > 1:
         env.update(NNODES=str(plan.nodes.count), NODE_RANK=str(plan.nodes.rank), MASTER_ADDR=plan.nodes.master_addr)
         if plan.nodes.master_port:
@@ -127,9 +134,25 @@ def single_process_env(train_env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
+def swift_executable() -> str | None:
+    """The `swift` of qwen-tune's own environment (beside sys.executable, so a venv need not be activated),
+    else the one on PATH; None when there is neither."""
+    beside = Path(sys.executable).parent / "swift"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("swift")
+
+
+def launchable(argv: list[str]) -> list[str]:
+    """The argv to start: the printed and recorded one says `swift ...`; this one names the swift that runs."""
+    if argv and argv[0] == "swift":
+        return [swift_executable() or "swift", *argv[1:]]
+    return argv
+
+
 def require_swift() -> None:
     """Refuse before anything is written when the `swift` command is missing."""
-    if shutil.which("swift") is None:
+    if swift_executable() is None:
         raise missing_swift()
 
 

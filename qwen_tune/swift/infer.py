@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qwen_tune.swift.command import infer_argv, single_process_env
+from qwen_tune.swift.command import infer_argv, launchable, single_process_env
 
 
 class PreloadedInfer:
@@ -67,7 +67,9 @@ def ask(
     if returncode is None:
         with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
             env = single_process_env(train_env)
-            returncode = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False).returncode
+            returncode = subprocess.run(
+                launchable(argv), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False
+            ).returncode
     if returncode != 0 or not answers_path.is_file():
         return returncode, None
     responses = {}

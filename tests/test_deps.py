@@ -1,0 +1,116 @@
+"""What a plan needs beside swift (swift/deps.py), whether torch can use the GPUs (readiness.py), and which swift starts."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIXED_NOW, PLAIN_MACHINE, load_script
+from packaging.requirements import Requirement
+
+from qwen_tune.errors import MissingPackage, TorchCannotUseGpus
+from qwen_tune.jobs import JobOptions, prepare
+from qwen_tune.readiness import TorchFacts, torch_gpu_problem
+from qwen_tune.swift import command
+from qwen_tune.swift.deps import BITSANDBYTES, DEEPSPEED, missing_package, plan_needs, unmet
+
+
+def plan_for(**flags):
+    return prepare(JobOptions(output_dir="runs", **flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
+
+
+@pytest.mark.parametrize(
+    "flags, needed",
+    [
+        (dict(gpus="h100"), []),
+        (dict(gpus="2xrtx3090"), []),  # the 7B fits one card: plain data parallel, no DeepSpeed
+        (dict(gpus="2x28GiB", recipe="self-cognition-qwen3-14b", profile="multi-gpu"), ["deepspeed"]),  # sharded: ZeRO-3
+        (dict(gpus="rtx3080"), ["bitsandbytes"]),
+        (dict(gpus="2xrtx3090", recipe="self-cognition-qwen3-14b"), ["bitsandbytes"]),
+    ],
+)
+def test_each_plan_needs_what_it_turns_on(flags, needed):
+    assert [n.name for n in plan_needs(plan_for(**flags))] == needed
+
+
+def test_missing_or_too_old_is_named_with_the_install_command():
+    needs = plan_needs(plan_for(gpus="rtx3080"))
+    assert unmet(needs, {"bitsandbytes": "0.50.2"}) == []
+    assert unmet(needs, {"bitsandbytes": "0.45.0"})[0][1] == "0.45.0"
+    missing = unmet(needs, {"bitsandbytes": None})
+    error = missing_package(missing, "/v/bin/python")
+    assert isinstance(error, MissingPackage) and error.exit_code == 20
+    assert "has no bitsandbytes: /v/bin/python -m pip install 'bitsandbytes>=0.46.1'" in str(error)
+
+
+def test_versions_are_what_transformers_asks_for():
+    from transformers.dependency_versions_table import deps
+    from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION
+
+    assert Requirement(BITSANDBYTES).specifier == Requirement(f"bitsandbytes>={BITSANDBYTES_MIN_VERSION}").specifier
+    assert Requirement(DEEPSPEED).specifier == Requirement(deps["deepspeed"]).specifier
+
+
+def test_gpu_extra_in_pyproject_is_the_same():
+    import tomllib
+
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert sorted(str(Requirement(r)).split(";")[0] for r in extra) == sorted([DEEPSPEED, BITSANDBYTES])
+
+
+@pytest.mark.parametrize(
+    "facts, driver, says",
+    [
+        (TorchFacts("2.11.0+cu128", "12.8", True, 2), "13.0", None),
+        (TorchFacts("2.13.0+cpu"), "13.0", "CPU-only build"),
+        (TorchFacts("2.11.0+cu128", "12.8", False, 0, "driver too old"), "12.2", "runs CUDA 12.2 at most"),
+        (TorchFacts("2.11.0+cu128", "12.8", True, 1), "13.0", "can use 1"),
+        (TorchFacts(None), "13.0", "has no torch"),
+    ],
+)
+def test_torch_that_cannot_use_the_gpus_is_refused_with_the_fix(facts, driver, says):
+    problem = torch_gpu_problem(facts, 2, driver, "/v/bin/python")
+    if says is None:
+        assert problem is None
+    else:
+        assert isinstance(problem, TorchCannotUseGpus) and problem.exit_code == 21 and says in str(problem)
+    assert torch_gpu_problem(facts, 0, driver, "/v/bin/python") is None  # the CPU: nothing to check
+
+
+def test_swift_beside_this_python_comes_before_path(tmp_path, monkeypatch):
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command.swift_executable() is None and command.launchable(["swift", "sft"]) == ["swift", "sft"]
+    (venv / "swift").write_text("#!/bin/sh\n")
+    (venv / "swift").chmod(0o755)
+    assert command.launchable(["swift", "sft", "--x"]) == [str(venv / "swift"), "sft", "--x"]
+    plan = plan_for(gpus="h100")
+    assert plan.argv[0] == "swift" and " swift sft " in plan.shell_command()  # what is printed stays pasteable
+    assert os.access(command.swift_executable(), os.X_OK)
+
+
+@pytest.mark.parametrize(
+    "args, cards",
+    [
+        (("run", "--output-dir", "{tmp}/runs"), "RTX3080TI"),  # QLoRA: bitsandbytes
+        (
+            ("run", "--recipe", "self-cognition-qwen3-14b", "--profile", "multi-gpu", "--output-dir", "{tmp}/runs"),
+            "TWO_28GB",
+        ),  # deepspeed
+    ],
+)
+def test_with_the_gpu_extra_present_the_package_check_passes(args, cards, tmp_path):
+    """The real CLI with fake NVML and qwen-tune[gpu]'s packages present (stubs): past the package check, it stops
+    at the next one, a CPU-only torch (exit 21); nothing written, nothing started."""
+    bad_inputs = load_script("bad_inputs")
+
+    case = bad_inputs.Case(
+        "gpu extra present", 21, args, env=bad_inputs.gpus(*getattr(bad_inputs, cards), fakes=("gpu_extra", "cpu_torch"))
+    )
+    (tmp_path / "case").mkdir()
+    outcome = bad_inputs.run_case(case, tmp_path / "case")
+    assert outcome.code == 21 and "CPU-only build" in outcome.stderr, outcome.stderr
+    assert not outcome.written and not outcome.swift_ran
