@@ -11,6 +11,7 @@ from pathlib import Path
 
 from qwen_tune.dataset import jsonl_bytes
 from qwen_tune.errors import GpuBusyError, Interrupted, OutOfMemory, TrainingFailed, UsageError, UserError
+from qwen_tune.identity import Expectation, expectations
 from qwen_tune.jobs import Job
 from qwen_tune.locks import gpu_locks
 from qwen_tune.outcome import RunOutcome
@@ -144,14 +145,14 @@ def train_and_check(
         elif record.verify:
             try:
                 check = check_identity(
-                    Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"),
-                    preloaded,
-                )  # fmt: skip
+                    _expected(record), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded
+                )
                 timeline.mark("identity checked")
             except UserError as failure:
                 _end(ended, "verify-failed", f"FAIL: {failure}", error=str(failure))
                 raise
             ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
+            ended.identity_compared = check.compared
             line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
         else:
             ended.identity_check = "skipped"
@@ -164,6 +165,14 @@ def train_and_check(
         if preloaded:
             preloaded.close()
         timeline.write(run_dir / "timeline.json")
+
+
+def _expected(record: RunRecord) -> list[Expectation]:
+    """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
+    if record.expectations:
+        return [Expectation(**{**e, "terms": tuple(e["terms"]), "answers": tuple(e["answers"])}) for e in record.expectations]
+    name = Bilingual(**record.identity_name)
+    return expectations([], name, name, names_given=True)
 
 
 def _end(outcome: RunOutcome, status, line: str, error: str | None = None) -> None:

@@ -27,8 +27,12 @@ def job_options(command):
         click.option("--dataset", help="JSON/JSONL file of query/response or messages rows (overrides the recipe)."),
         click.option("--profile", help="Force a profile (large, 24gb, 16gb, multi-gpu, qlora, cpu) instead of choosing."),
         click.option("--gpus", help="GPU indices (0,1), 'cpu', or for plan a card spec: rtx4090, 2xrtx3090, 24GiB."),
-        click.option("--name", help="The model's new name (fills {{NAME}}; overrides the recipe)."),
-        click.option("--author", help="Who made it (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option(
+            "--name",
+            help="The model's new name, or one per language: zh=星火,en=Spark (fills {{NAME}}; "
+            "overrides the recipe; the identity check expects it even where the data spells out its own names).",
+        ),
+        click.option("--author", help="Who made it, or zh=...,en=... (fills {{AUTHOR}}; overrides the recipe)."),
         click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
         click.option(
             "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."
@@ -132,9 +136,10 @@ def _to_stderr(text: str) -> None:
 
 def _report_outcome(outcome: RunOutcome) -> None:
     click.echo("")
-    for answer in outcome.answers:
-        mark = "ok " if answer.ok else "BAD"
-        click.echo(f"  [{mark}] {answer.question} -> {answer.answer}  (expects {answer.expected_name!r})")
+    from qwen_tune.report import answer_lines
+
+    for line in answer_lines(outcome.answers):
+        click.echo(line)
     click.echo(outcome.line)
     click.echo(f"Run directory: {outcome.run_dir}")
     if outcome.identity_check == "fail":

@@ -17,6 +17,7 @@ from qwen_tune.cards import parse_gpu_spec
 from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
+from qwen_tune.identity import Expectation, expectations, parse_bilingual
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
 from qwen_tune.planner import make_plan
@@ -50,6 +51,7 @@ class Job:
     plan: Plan
     rows: list[dict] | None  # the dataset with the identity filled in
     run_dir: Path
+    expectations: tuple[Expectation, ...] = ()  # what the identity check expects of each probe
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
@@ -101,11 +103,12 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
 
 def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:
     """Read the recipe, model, data and devices that the options name, and plan for them on this machine."""
-    recipe = load_recipe(options.recipe).with_overrides(
+    recipe = load_recipe(options.recipe)
+    recipe = recipe.with_overrides(
         model=options.model,
         dataset=options.dataset,
-        identity_name=Bilingual.same(options.name) if options.name else None,
-        identity_author=Bilingual.same(options.author) if options.author else None,
+        identity_name=_names("--name", options.name, recipe.identity_name),
+        identity_author=_names("--author", options.author, recipe.identity_author),
     )
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
@@ -118,6 +121,7 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     if recipe.dataset:
         dataset = load_dataset(recipe.dataset)
         rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
+        expected = expectations(list(dataset.rows), recipe.identity_name, recipe.identity_author, options.name is not None)
         lengths, how = token_lengths(rows, recipe.system, model.tokenizer_file)
         data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how)
         dataset_path = str(run_dir / "dataset.jsonl")
@@ -125,6 +129,7 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
     else:
         data = DataSummary(n_rows=None, max_tokens=recipe.max_length, how="max_length")
+        expected = expectations([], recipe.identity_name, recipe.identity_author, True)
         dataset_path = "DATASET.jsonl"
 
     plan = make_plan(
@@ -139,4 +144,14 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         machine=machine,
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
-    return Job(plan=plan, rows=rows, run_dir=run_dir)
+    return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected))
+
+
+def _names(flag: str, text: str | None, recipe: Bilingual) -> Bilingual | None:
+    """--name Spark, or per language: --name zh=星火,en=Spark."""
+    if text is None:
+        return None
+    try:
+        return parse_bilingual(text, recipe)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text}: {exc}") from None

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from qwen_tune.identity import Answer
 from qwen_tune.rundir import write_json
-from qwen_tune.verify import Answer
 
 RunStatus = Literal["done", "interrupted", "train-failed", "verify-failed", "no-checkpoint"]
 IdentityVerdict = Literal["pass", "fail", "skipped"]
@@ -41,7 +41,8 @@ class RunOutcome:
     train: TrainResult | None = None
     loss_curve: str | None = None
     identity_check: IdentityVerdict | None = None
-    answers: list[Answer] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)  # each probe's answer before and after tuning, and its verdict
+    identity_compared: str | None = None  # before-after, or after-only where the base model could not be asked
     timeline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -56,6 +57,8 @@ class RunOutcome:
             data["error"] = self.error
         if self.identity_check:
             data["identity_check"] = self.identity_check
+        if self.identity_compared:
+            data["identity_compared"] = self.identity_compared
         if self.answers:
             data["answers"] = [asdict(a) for a in self.answers]
         if self.timeline:

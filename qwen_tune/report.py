@@ -109,3 +109,20 @@ class ProgressLine:
         if p.step == p.total or p.step - self.last_printed >= max(1, p.total // 20) or p.step == 1:
             self.last_printed = p.step
             print(text, file=self.stream, flush=True)
+
+
+def answer_lines(answers) -> list[str]:
+    """Each identity probe: its verdict, the answer before and after tuning, and what it was compared against."""
+    lines = []
+    for a in answers:
+        lines.append(f"  [{'ok ' if a.ok else 'BAD'}] {a.question}" + ("" if a.ok else f"  ({a.why})"))
+        if a.before is not None:
+            lines.append(f"        before: {_one_line(a.before)}")
+        lines.append(f"        after:  {_one_line(a.answer)}")
+        lines.append(f"        expects {a.expects}" + (f"; matched {a.matched!r}" if a.matched else ""))
+    return lines
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

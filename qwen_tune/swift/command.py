@@ -109,6 +109,11 @@ def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: 
     ]  # fmt: skip
 
 
+def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
+    """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
+    return ["--adapters", checkpoint, "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]
+
+
 def export_argv(checkpoint: str, target: Path) -> list[str]:
     """Merge the adapter into the base weights."""
     return ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]

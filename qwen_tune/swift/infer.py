@@ -1,7 +1,9 @@
-"""Asking the tuned model questions through `swift infer`, whose worker starts ahead of time.
+"""Asking the tuned model questions, before and after tuning, in a worker that starts ahead of time.
 
 swift's imports take 13-15 s on the GPU box; the worker (infer_worker.py) does them on the CPU while
-training runs, then runs swift's own infer script, the one `swift infer` starts, once the checkpoint exists.
+training runs. Once the checkpoint exists it loads the model as `swift infer` would and answers the
+questions with the adapter on and off, in that one load (`probe`). Where the worker cannot, plain
+`swift infer` answers them with the adapter on only (`ask`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,19 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen_tune.swift.command import infer_argv, single_process_env
+from qwen_tune.swift.command import infer_argv, probe_args, single_process_env
+
+
+@dataclass
+class Probed:
+    """The answers to each question after tuning, and before it where the worker could ask the base model too."""
+
+    after: dict[str, str]
+    before: dict[str, str] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # the worker's model load and each pass of generation
 
 
 class PreloadedInfer:
@@ -35,12 +47,13 @@ class PreloadedInfer:
         """None where this Python cannot import swift (swift installed elsewhere): then plain `swift infer` runs."""
         return cls(train_env) if importlib.util.find_spec("swift") is not None else None
 
-    def run(self, args: list[str], log: Path) -> int | None:
-        """swift infer's exit code; None if the worker died before (a broken import): run `swift infer` instead."""
+    def run(self, args: list[str], log: Path, probe: dict | None = None) -> int | None:
+        """The worker's exit code; None if it died before (a broken import): run `swift infer` instead."""
         if self.process.poll() is not None:
             return None
+        request = {"args": args, "log": str(log), **({"probe": probe} if probe else {})}
         try:
-            self.process.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
+            self.process.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
             self.process.stdin.close()
         except BrokenPipeError:
             return None
@@ -76,3 +89,20 @@ def ask(
         question = next(m["content"] for m in row["messages"] if m["role"] == "user")
         responses[question] = row["response"]
     return returncode, responses
+
+
+def probe(
+    questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
+    preloaded: PreloadedInfer | None,
+) -> tuple[int, Probed | None]:  # fmt: skip
+    """Greedy answers with the adapter on and off in one model load; where the worker fails, `swift infer`'s (after only)."""
+    result = out_dir / "before_after.json"
+    if preloaded is not None:
+        args = probe_args(checkpoint, max_new_tokens)
+        request = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
+        (out_dir / "probe.json").write_text(json.dumps({"args": args, **request}, indent=2, ensure_ascii=False) + "\n")
+        if preloaded.run(args, out_dir / "probe.log", request) == 0 and result.is_file():
+            data = json.loads(result.read_text(encoding="utf-8"))
+            return 0, Probed(dict(zip(questions, data["after"], strict=True)), dict(zip(questions, data["before"], strict=True)), data["seconds"])
+    returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens)
+    return returncode, None if responses is None else Probed(responses)
