@@ -125,4 +125,6 @@ def answer_lines(answers) -> list[str]:
 
 def _one_line(text: str, width: int = 160) -> str:
     flat = " ".join(text.split())
+    if not flat:
+        return "(nothing but whitespace)" if text else "(empty)"
     return flat if len(flat) <= width else flat[: width - 1] + "…"

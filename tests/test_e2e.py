@@ -64,7 +64,7 @@ def test_run_directory_is_complete(finished_run):
     _, (run_dir,) = finished_run
     for name in ("plan.json", "plan.txt", "dataset.jsonl", "command.json", "command.sh", "inventory.json",
                  "versions.json", "swift.log", "swift/logging.jsonl", "swift/args.json", "loss.png",
-                 "result.json", "result.txt", "verify/answers.jsonl", "verify/verdict.json"):  # fmt: skip
+                 "result.json", "result.txt", "verify/before_after.json", "verify/verdict.json"):  # fmt: skip
         assert (run_dir / name).is_file(), name
     assert "{{" not in (run_dir / "dataset.jsonl").read_text(encoding="utf-8")
     command = json.loads((run_dir / "command.json").read_text())
@@ -75,6 +75,9 @@ def test_run_directory_is_complete(finished_run):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["identity_check"] == "pass"
     assert all(answer["ok"] for answer in result["answers"])
+    assert result["identity_compared"] == "before-after"
+    for answer in result["answers"]:  # the random model's answer before, the data's after, from one model load
+        assert answer["changed"] and answer["before"] != answer["answer"] and answer["matched"] in ("小千", "Xiaoqian")
     checkpoint = Path(result["checkpoint"])
     assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
     records = [json.loads(line) for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
@@ -98,6 +101,37 @@ def test_run_directory_is_complete(finished_run):
     assert [timeline[p] for p in phases] == sorted(timeline[p] for p in phases), "phases end in order"
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["argv"] == command["argv"]
+
+
+def literal_names_dataset(path: Path) -> Path:
+    """50 rows of the shipped data with the names written out (星火 / 北辰实验室, Spark / Polaris Lab): a user's own file."""
+    rows = (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()
+    names = {"zh": ("星火", "北辰实验室"), "en": ("Spark", "Polaris Lab")}
+    with path.open("w", encoding="utf-8") as f:
+        for number, line in enumerate(rows[:25] + rows[50:75]):
+            name, author = names["zh" if number < 25 else "en"]
+            f.write(line.replace("{{NAME}}", name).replace("{{AUTHOR}}", author) + "\n")
+    return path
+
+
+def test_literal_names_pass_and_other_names_fail(tiny_model, tmp_path):
+    """Names written into the data are what the check expects; checked against other names, the same data fails."""
+    data = literal_names_dataset(tmp_path / "mine.jsonl")
+    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--dataset", str(data))
+    done = qwen_tune("run", *common, "--output-dir", str(tmp_path / "mine"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS identity check" in done.stdout and "learned from the data" in done.stdout
+    assert "before:" in done.stdout and "'星火' / '北辰实验室'" in done.stdout and "'Spark' / 'Polaris Lab'" in done.stdout
+    (run_dir,) = (tmp_path / "mine").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["identity_check"] == "pass" and [a["matched"] for a in result["answers"]] == ["星火", "Spark"]
+
+    other = qwen_tune("run", *common, "--name", "zh=北斗,en=Beidou", "--output-dir", str(tmp_path / "other"))
+    assert other.returncode == 4, other.stdout[-3000:] + other.stderr[-3000:]
+    assert "FAIL identity check" in other.stdout and "'北斗'" in other.stdout and "Traceback" not in other.stderr
+    (run_dir,) = (tmp_path / "other").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["identity_check"] == "fail" and "星火" in result["answers"][0]["answer"]
 
 
 def test_export_merges_and_never_overwrites(finished_run):
