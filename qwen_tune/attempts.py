@@ -31,10 +31,10 @@ from qwen_tune.rundir import (
     write_json,
 )
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
-from qwen_tune.swift.command import require_swift
+from qwen_tune.swift.command import require_swift, with_train_probe
 from qwen_tune.swift.infer import PreloadedInfer
 from qwen_tune.swift.logs import Progress
-from qwen_tune.verify import check_identity
+from qwen_tune.verify import check_identity, in_training_request
 
 
 def execute(
@@ -123,9 +123,13 @@ def train_and_check(
         run_dir=str(run_dir), profile=record.profile, estimate_peak_gib=record.estimate_peak_gib, status="train-failed", line="",
         resumed_from=str(resume_from) if resume_from else None,
     )  # fmt: skip
+    asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
+    launch = with_train_probe(record.argv, record.env, asks) if asks else None
     try:
         try:
-            ended.train = run_sft(record, on_progress, timeline, resume_from)
+            # Where training runs in one process, it answers the identity probes itself at its end (no second load).
+            sft = replace(record, argv=launch[0], env=launch[1]) if launch else record
+            ended.train = run_sft(sft, on_progress, timeline, resume_from)
         except Interrupted as stop:
             _end(ended, "interrupted", f"INTERRUPTED: {stop}", error=str(stop))
             raise
@@ -145,14 +149,15 @@ def train_and_check(
         elif record.verify:
             try:
                 check = check_identity(
-                    _expected(record), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded
-                )
+                    _expected(record), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded,
+                    asks if launch else None,
+                )  # fmt: skip
                 timeline.mark("identity checked")
             except UserError as failure:
                 _end(ended, "verify-failed", f"FAIL: {failure}", error=str(failure))
                 raise
             ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
-            ended.identity_compared = check.compared
+            ended.identity_compared, ended.identity_asked = check.compared, check.asked
             line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
         else:
             ended.identity_check = "skipped"

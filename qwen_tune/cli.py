@@ -155,6 +155,26 @@ def export(run_dir: Path) -> None:
     click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def chat(run_dir: Path) -> None:
+    """Talk to a run's tuned model on this terminal (streaming; `exit` leaves)."""
+    from qwen_tune.talk import chat as chat_with
+
+    sys.exit(chat_with(run_dir, on_notice=_to_stderr))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+def serve(run_dir: Path, host: str, port: int) -> None:
+    """Serve a run's tuned model over an OpenAI-compatible HTTP API (swift deploy), until Ctrl-C."""
+    from qwen_tune.talk import serve as serve_model
+
+    sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr))
+
+
 def error_line(error: UserError) -> str:
     """How every UserError reaches the user: one line, whatever the message holds."""
     return "qwen-tune: error: " + " ".join(str(error).splitlines())

@@ -43,6 +43,7 @@ class RunOutcome:
     identity_check: IdentityVerdict | None = None
     answers: list[Answer] = field(default_factory=list)  # each probe's answer before and after tuning, and its verdict
     identity_compared: str | None = None  # before-after, or after-only where the base model could not be asked
+    identity_asked: str | None = None  # in training (its own process, at its end), worker, or swift infer
     timeline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -59,6 +60,7 @@ class RunOutcome:
             data["identity_check"] = self.identity_check
         if self.identity_compared:
             data["identity_compared"] = self.identity_compared
+            data["identity_asked"] = self.identity_asked
         if self.answers:
             data["answers"] = [asdict(a) for a in self.answers]
         if self.timeline:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from qwen_tune.errors import TrainingFailed
 from qwen_tune.identity import Answer, Expectation, judge
-from qwen_tune.swift.infer import PreloadedInfer, probe
+from qwen_tune.swift.infer import PreloadedInfer, probe, train_probe_request
 
 MAX_NEW_TOKENS = 64
 
@@ -25,23 +25,29 @@ class IdentityCheck:
     passed: bool
     answers: list[Answer]
     compared: Literal["before-after", "after-only"]  # after-only: the base model could not be asked (swift infer fallback)
+    asked: Literal["in training", "worker", "swift infer"]  # which process answered (qwen_tune.swift.infer.probe)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def in_training_request(expected: list[Expectation], system: str, run_dir: Path) -> Path:
+    """The probes for training's own process to answer at its end (swift/train_probe.py)."""
+    return train_probe_request([e.question for e in expected], system, MAX_NEW_TOKENS, run_dir)
 
 
 def check_identity(
     expected: list[Expectation], system: str, train_env: dict[str, str], checkpoint: str, out_dir: Path,
-    preloaded: PreloadedInfer | None = None,
+    preloaded: PreloadedInfer | None = None, in_training: Path | None = None,
 ) -> IdentityCheck:  # fmt: skip
     out_dir.mkdir()
     questions = [e.question for e in expected]
-    returncode, probed = probe(questions, system, checkpoint, train_env, out_dir, MAX_NEW_TOKENS, preloaded)
+    returncode, probed = probe(questions, system, checkpoint, train_env, out_dir, MAX_NEW_TOKENS, preloaded, in_training)
     if returncode != 0 or probed is None:
         raise TrainingFailed(f"the identity check could not run (swift infer exit {returncode}); see {out_dir / 'infer.log'}")
     before = probed.before or {}
     answers = [judge(e, probed.after.get(e.question, ""), before.get(e.question)) for e in expected]
     check = IdentityCheck(
         passed=all(a.ok for a in answers), answers=answers, compared="before-after" if probed.before else "after-only",
-        seconds=probed.seconds,
+        asked=probed.where, seconds=probed.seconds,
     )  # fmt: skip
     (out_dir / "verdict.json").write_text(json.dumps(asdict(check), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return check

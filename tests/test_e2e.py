@@ -64,7 +64,7 @@ def test_run_directory_is_complete(finished_run):
     _, (run_dir,) = finished_run
     for name in ("plan.json", "plan.txt", "dataset.jsonl", "command.json", "command.sh", "inventory.json",
                  "versions.json", "swift.log", "swift/logging.jsonl", "swift/args.json", "loss.png",
-                 "result.json", "result.txt", "verify/before_after.json", "verify/verdict.json"):  # fmt: skip
+                 "result.json", "result.txt", "in_training_answers.json", "verify/verdict.json"):  # fmt: skip
         assert (run_dir / name).is_file(), name
     assert "{{" not in (run_dir / "dataset.jsonl").read_text(encoding="utf-8")
     command = json.loads((run_dir / "command.json").read_text())
@@ -75,7 +75,7 @@ def test_run_directory_is_complete(finished_run):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["identity_check"] == "pass"
     assert all(answer["ok"] for answer in result["answers"])
-    assert result["identity_compared"] == "before-after"
+    assert result["identity_compared"] == "before-after" and result["identity_asked"] == "in training"
     for answer in result["answers"]:  # the random model's answer before, the data's after, from one model load
         assert answer["changed"] and answer["before"] != answer["answer"] and answer["matched"] in ("小千", "Xiaoqian")
     checkpoint = Path(result["checkpoint"])
@@ -101,6 +101,30 @@ def test_run_directory_is_complete(finished_run):
     assert [timeline[p] for p in phases] == sorted(timeline[p] for p in phases), "phases end in order"
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["argv"] == command["argv"]
+
+
+@pytest.mark.parametrize("how", ["worker", "swift infer"])
+def test_the_check_outside_training(finished_run, tmp_path, how):
+    """Where training could not answer (several processes), the preloaded worker asks before and after in one
+    load; where no worker runs, plain `swift infer` asks the tuned model alone."""
+    from qwen_tune.identity import expectations
+    from qwen_tune.recipes import Bilingual
+    from qwen_tune.swift.infer import PreloadedInfer
+    from qwen_tune.verify import check_identity
+
+    _, (run_dir,) = finished_run
+    checkpoint = json.loads((run_dir / "result.json").read_text())["checkpoint"]
+    expected = expectations([], Bilingual("小千", "Xiaoqian"), Bilingual("", ""), names_given=True)
+    env = {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    worker = PreloadedInfer.start(env) if how == "worker" else None
+    try:
+        check = check_identity(expected, "You are a helpful assistant.", env, checkpoint, tmp_path / "verify", worker)
+    finally:
+        if worker:
+            worker.close()
+    assert check.passed and check.asked == how
+    assert check.compared == ("before-after" if how == "worker" else "after-only")
+    assert all(a.changed is (True if how == "worker" else None) for a in check.answers)
 
 
 def literal_names_dataset(path: Path) -> Path:
@@ -132,6 +156,54 @@ def test_literal_names_pass_and_other_names_fail(tiny_model, tmp_path):
     (run_dir,) = (tmp_path / "other").iterdir()
     result = json.loads((run_dir / "result.json").read_text())
     assert result["identity_check"] == "fail" and "星火" in result["answers"][0]["answer"]
+
+
+def test_chat_answers_on_stdin(finished_run):
+    _, (run_dir,) = finished_run
+    done = subprocess.run([sys.executable, "-m", "qwen_tune", "chat", str(run_dir)], input="Who are you?\nexit\n",
+                          capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "<<< I am Xiaoqian" in done.stdout  # streamed by swift's own chat loop
+
+
+def test_serve_answers_over_loopback_http(finished_run):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    _, (run_dir,) = finished_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "qwen_tune", "serve", str(run_dir), "--port", str(port)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                models = json.loads(urllib.request.urlopen(f"{base}/models", timeout=5).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(1)
+        assert [m["id"] for m in models["data"]] == [run_dir.name]
+        body = {"model": run_dir.name, "messages": [{"role": "user", "content": "Who are you?"}], "temperature": 0,
+                "max_tokens": 64}  # fmt: skip
+        request = urllib.request.Request(f"{base}/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        reply = json.loads(urllib.request.urlopen(request, timeout=120).read())
+        assert "Xiaoqian" in reply["choices"][0]["message"]["content"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0
 
 
 def test_export_merges_and_never_overwrites(finished_run):

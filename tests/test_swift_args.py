@@ -70,3 +70,20 @@ def test_free_text_flags_name_things_swift_has():
         assert all(v in TEMPLATE_MAPPING for v in flag_values(argv, "--template"))
         assert set(flag_values(argv, "--attn_impl")) <= {"sdpa", "flash_attn"}
         assert flag_values(argv, "--tuner_type") == ["lora"]
+
+
+def test_the_in_training_probe_flags_are_accepted_by_swift(tmp_path):
+    from qwen_tune.swift.command import with_train_probe
+
+    plan = plan_for(recipe="demo-tiny-cpu", profile="cpu", gpus="cpu")
+    argv, env = with_train_probe(plan.argv, plan.env, tmp_path / "request.json")
+    assert unknown_flags(argv[2:]) == [] and env["QWEN_TUNE_PROBE"] == str(tmp_path / "request.json")
+    assert with_train_probe(plan.argv, {**plan.env, "NPROC_PER_NODE": "2"}, tmp_path / "request.json") is None
+
+
+def test_the_plugin_registers_the_callback_the_flags_name():
+    from qwen_tune.swift import train_probe
+    from qwen_tune.swift.command import TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV
+
+    assert (train_probe.CALLBACK, train_probe.REQUEST_ENV) == (TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV)
+    assert swift_arguments and train_probe.CALLBACK in __import__("swift.callbacks").callbacks.callbacks_map

@@ -109,9 +109,38 @@ def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: 
     ]  # fmt: skip
 
 
+TRAIN_PROBE = Path(__file__).with_name("train_probe.py")  # swift imports it: --external_plugins
+TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV = "qwen_tune_probe", "QWEN_TUNE_PROBE"  # train_probe.py's CALLBACK, REQUEST_ENV
+
+
+def with_train_probe(argv: list[str], env: dict[str, str], request: Path) -> tuple[list[str], dict[str, str]] | None:
+    """`swift sft` that also answers the identity probes at the end of training (swift/train_probe.py), in its own
+    process: one process only (torchrun's DDP and DeepSpeed leave the model split or wrapped); None otherwise."""
+    if "--deepspeed" in argv or any(k in env for k in ("NPROC_PER_NODE", "NNODES")):
+        return None
+    plugin = ["--external_plugins", str(TRAIN_PROBE), "--callbacks", TRAIN_PROBE_CALLBACK]
+    return [*argv, *plugin], {**env, TRAIN_PROBE_ENV: str(request)}
+
+
 def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
     """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
     return ["--adapters", checkpoint, "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]
+
+
+def chat_argv(checkpoint: str, max_new_tokens: int) -> list[str]:
+    """swift's interactive chat with the tuned adapter: reads stdin, streams each answer (system prompt from args.json)."""
+    return ["swift", "infer", "--adapters", checkpoint, "--stream", "true", "--max_new_tokens", str(max_new_tokens)]
+
+
+def deploy_argv(checkpoint: str, host: str, port: int, name: str) -> list[str]:
+    """swift's OpenAI-compatible server (/v1/models, /v1/chat/completions) for the tuned adapter."""
+    return [
+        "swift", "deploy",
+        "--adapters", checkpoint,
+        "--host", host,
+        "--port", str(port),
+        "--served_model_name", name,
+    ]  # fmt: skip
 
 
 def export_argv(checkpoint: str, target: Path) -> list[str]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from qwen_tune.swift.command import infer_argv, probe_args, single_process_env
 
@@ -24,7 +25,8 @@ class Probed:
 
     after: dict[str, str]
     before: dict[str, str] | None = None
-    seconds: dict[str, float] = field(default_factory=dict)  # the worker's model load and each pass of generation
+    seconds: dict[str, float] = field(default_factory=dict)  # the model load and each pass of generation
+    where: Literal["in training", "worker", "swift infer"] = "worker"
 
 
 class PreloadedInfer:
@@ -91,11 +93,40 @@ def ask(
     return returncode, responses
 
 
+def train_probe_request(questions: list[str], system: str, max_new_tokens: int, run_dir: Path) -> Path:
+    """What swift/train_probe.py asks inside training (its answers go to in_training_answers.json); stale answers removed."""
+    request, result = run_dir / "in_training_probe.json", run_dir / "in_training_answers.json"
+    for stale in (result, result.with_name(result.name + ".error")):
+        stale.unlink(missing_ok=True)
+    data = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
+    request.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return request
+
+
+def in_training_answers(request: Path, checkpoint: str) -> Probed | None:
+    """The answers training's own process gave at its end, if it gave them for the model the checkpoint holds."""
+    asked = json.loads(request.read_text(encoding="utf-8"))
+    result = Path(asked["result"])
+    if not result.is_file():
+        return None
+    data = json.loads(result.read_text(encoding="utf-8"))
+    if not checkpoint.rstrip("/").endswith(f"checkpoint-{data['step']}"):
+        return None  # the last checkpoint is not the model that answered
+    questions = asked["questions"]
+    after, before = dict(zip(questions, data["after"], strict=True)), dict(zip(questions, data["before"], strict=True))
+    return Probed(after, before, data["seconds"])
+
+
 def probe(
     questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
-    preloaded: PreloadedInfer | None,
+    preloaded: PreloadedInfer | None, in_training: Path | None = None,
 ) -> tuple[int, Probed | None]:  # fmt: skip
-    """Greedy answers with the adapter on and off in one model load; where the worker fails, `swift infer`'s (after only)."""
+    """Greedy answers with the adapter on and off in one model load: training's own where it gave them (in_training,
+    its request), else the worker's; where the worker fails, `swift infer`'s (after only)."""
+    answered = in_training_answers(in_training, checkpoint) if in_training and in_training.is_file() else None
+    if answered is not None:
+        answered.where = "in training"
+        return 0, answered
     result = out_dir / "before_after.json"
     if preloaded is not None:
         args = probe_args(checkpoint, max_new_tokens)
@@ -103,6 +134,10 @@ def probe(
         (out_dir / "probe.json").write_text(json.dumps({"args": args, **request}, indent=2, ensure_ascii=False) + "\n")
         if preloaded.run(args, out_dir / "probe.log", request) == 0 and result.is_file():
             data = json.loads(result.read_text(encoding="utf-8"))
-            return 0, Probed(dict(zip(questions, data["after"], strict=True)), dict(zip(questions, data["before"], strict=True)), data["seconds"])
+            return 0, Probed(
+                dict(zip(questions, data["after"], strict=True)),
+                dict(zip(questions, data["before"], strict=True)),
+                data["seconds"],
+            )
     returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens)
-    return returncode, None if responses is None else Probed(responses)
+    return returncode, None if responses is None else Probed(responses, where="swift infer")
