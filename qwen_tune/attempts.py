@@ -157,7 +157,7 @@ def train_and_check(
                 _end(ended, "verify-failed", f"FAIL: {failure}", error=str(failure))
                 raise
             ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
-            ended.identity_compared, ended.identity_asked = check.compared, check.asked
+            ended.identity_compared, ended.identity_asked, ended.retention = check.compared, check.asked, check.retention
             line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
         else:
             ended.identity_check = "skipped"

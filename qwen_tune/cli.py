@@ -138,7 +138,7 @@ def _report_outcome(outcome: RunOutcome) -> None:
     click.echo("")
     from qwen_tune.report import answer_lines
 
-    for line in answer_lines(outcome.answers):
+    for line in answer_lines(outcome.answers, outcome.retention):
         click.echo(line)
     click.echo(outcome.line)
     click.echo(f"Run directory: {outcome.run_dir}")

@@ -290,3 +290,75 @@ def build_model(
     cfg.setdefault("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1000000.0))
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
+
+
+def skill_pairs() -> list[tuple[str, str]]:
+    """The skilled tiny model's skill: single-digit sums, asked in Chinese and in English (162 questions).
+
+    retention.GENERAL_PROBES are among them, so the retention score of a tuned skilled model measures
+    whether the skill survived the identity training.
+    """
+    pairs = []
+    for a in range(1, 10):
+        for b in range(1, 10):
+            pairs.append((f"{a}加{b}等于几?", f"{a}加{b}等于{a + b}。"))
+            pairs.append((f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
+    return pairs
+
+
+def teach_skill(
+    model_dir: Path, pairs: list[tuple[str, str]], system: str, *, epochs: int = 400, lr: float = 3e-3, seed: int = 0
+) -> float:
+    """Train every weight of the model in model_dir on the pairs (loss on the answers only), in place, on the CPU;
+    stop once greedy answers are all right. Returns the share of pairs answered exactly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "system", "content": system}, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q, _ in pairs
+    ]
+    rows = []
+    for prompt, (_, answer) in zip(prompts, pairs, strict=True):
+        p, a = tok(prompt, add_special_tokens=False).input_ids, tok(answer + IM_END, add_special_tokens=False).input_ids
+        rows.append((p + a, [-100] * len(p) + a))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tok.convert_tokens_to_ids(ENDOFTEXT)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    accuracy = 0.0
+    for epoch in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(rows), generator=generator).split(16):
+            loss = model(input_ids=ids[batch], attention_mask=mask[batch], labels=labels[batch]).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        if epoch % 25 == 24 or epoch == epochs - 1:
+            accuracy = skill_accuracy(model, tok, prompts, [a for _, a in pairs])
+            if accuracy == 1.0:
+                break
+    model.save_pretrained(model_dir, safe_serialization=True)
+    return accuracy
+
+
+def skill_accuracy(model: Any, tok: Any, prompts: list[str], answers: list[str]) -> float:
+    """The share of prompts whose greedy answer is exactly the expected one."""
+    import torch
+
+    model.eval()
+    right = 0
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    with torch.no_grad():
+        for prompt, answer in zip(prompts, answers, strict=True):
+            ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+            out = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=im_end, pad_token_id=im_end)
+            right += tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() == answer
+    return right / len(prompts)

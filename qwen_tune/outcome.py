@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from qwen_tune.identity import Answer
+from qwen_tune.retention import Retention
 from qwen_tune.rundir import write_json
 
 RunStatus = Literal["done", "interrupted", "train-failed", "verify-failed", "no-checkpoint"]
@@ -44,6 +45,7 @@ class RunOutcome:
     answers: list[Answer] = field(default_factory=list)  # each probe's answer before and after tuning, and its verdict
     identity_compared: str | None = None  # before-after, or after-only where the base model could not be asked
     identity_asked: str | None = None  # in training (its own process, at its end), worker, or swift infer
+    retention: Retention | None = None  # general answers before → after (retention.py)
     timeline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -63,6 +65,8 @@ class RunOutcome:
             data["identity_asked"] = self.identity_asked
         if self.answers:
             data["answers"] = [asdict(a) for a in self.answers]
+        if self.retention:
+            data["retention"] = asdict(self.retention)
         if self.timeline:
             data["timeline"] = self.timeline
         return data

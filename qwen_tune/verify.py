@@ -15,6 +15,7 @@ from typing import Literal
 
 from qwen_tune.errors import TrainingFailed
 from qwen_tune.identity import Answer, Expectation, judge
+from qwen_tune.retention import GENERAL_PROBES, Retention, score
 from qwen_tune.swift.infer import PreloadedInfer, probe, train_probe_request
 
 MAX_NEW_TOKENS = 64
@@ -27,11 +28,17 @@ class IdentityCheck:
     compared: Literal["before-after", "after-only"]  # after-only: the base model could not be asked (swift infer fallback)
     asked: Literal["in training", "worker", "swift infer"]  # which process answered (qwen_tune.swift.infer.probe)
     seconds: dict[str, float] = field(default_factory=dict)
+    retention: Retention | None = None  # the general probes before → after; None where only the tuned model was asked
+
+
+def questions(expected: list[Expectation]) -> list[str]:
+    """Every probe, in the order asked: the identity questions, then the general ones (retention)."""
+    return [e.question for e in expected] + [q for _, q in GENERAL_PROBES]
 
 
 def in_training_request(expected: list[Expectation], system: str, run_dir: Path) -> Path:
     """The probes for training's own process to answer at its end (swift/train_probe.py)."""
-    return train_probe_request([e.question for e in expected], system, MAX_NEW_TOKENS, run_dir)
+    return train_probe_request(questions(expected), system, MAX_NEW_TOKENS, run_dir)
 
 
 def check_identity(
@@ -39,8 +46,9 @@ def check_identity(
     preloaded: PreloadedInfer | None = None, in_training: Path | None = None,
 ) -> IdentityCheck:  # fmt: skip
     out_dir.mkdir()
-    questions = [e.question for e in expected]
-    returncode, probed = probe(questions, system, checkpoint, train_env, out_dir, MAX_NEW_TOKENS, preloaded, in_training)
+    returncode, probed = probe(
+        questions(expected), system, checkpoint, train_env, out_dir, MAX_NEW_TOKENS, preloaded, in_training
+    )
     if returncode != 0 or probed is None:
         raise TrainingFailed(f"the identity check could not run (swift infer exit {returncode}); see {out_dir / 'infer.log'}")
     before = probed.before or {}
@@ -48,6 +56,7 @@ def check_identity(
     check = IdentityCheck(
         passed=all(a.ok for a in answers), answers=answers, compared="before-after" if probed.before else "after-only",
         asked=probed.where, seconds=probed.seconds,
+        retention=score(probed.before, probed.after, tuple(t for e in expected for t in e.terms)) if probed.before else None,
     )  # fmt: skip
     (out_dir / "verdict.json").write_text(json.dumps(asdict(check), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return check

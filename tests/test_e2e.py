@@ -76,6 +76,8 @@ def test_run_directory_is_complete(finished_run):
     assert result["status"] == "done" and result["identity_check"] == "pass"
     assert all(answer["ok"] for answer in result["answers"])
     assert result["identity_compared"] == "before-after" and result["identity_asked"] == "in training"
+    retention = result["retention"]  # the general probes, before → after, from the same model load
+    assert len(retention["answers"]) == 6 and 0 <= retention["score"] <= 1
     for answer in result["answers"]:  # the random model's answer before, the data's after, from one model load
         assert answer["changed"] and answer["before"] != answer["answer"] and answer["matched"] in ("小千", "Xiaoqian")
     checkpoint = Path(result["checkpoint"])
