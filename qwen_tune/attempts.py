@@ -32,7 +32,7 @@ from qwen_tune.rundir import (
 )
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
 from qwen_tune.swift.command import require_swift, with_train_probe
-from qwen_tune.swift.infer import PreloadedInfer
+from qwen_tune.swift.infer import PreloadedInfer, distill
 from qwen_tune.swift.logs import Progress
 from qwen_tune.verify import check_identity, in_training_request
 
@@ -123,6 +123,8 @@ def train_and_check(
         run_dir=str(run_dir), profile=record.profile, estimate_peak_gib=record.estimate_peak_gib, status="train-failed", line="",
         resumed_from=str(resume_from) if resume_from else None,
     )  # fmt: skip
+    if record.general_prompts and node_rank == 0:
+        _mix_general_rows(record, timeline)
     asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
     launch = with_train_probe(record.argv, record.env, asks) if asks else None
     try:
@@ -170,6 +172,23 @@ def train_and_check(
         if preloaded:
             preloaded.close()
         timeline.write(run_dir / "timeline.json")
+
+
+def _mix_general_rows(record: RunRecord, timeline: Timeline) -> None:
+    """Before the first launch: the base model answers the general prompts, and its answers join dataset.jsonl."""
+    run_dir = Path(record.run_dir)
+    done = run_dir / "general" / "rows.jsonl"
+    if done.is_file():
+        return  # a resumed run mixed them in before
+    rows = distill(record.general_prompts, record.argv, record.env, run_dir / "general")
+    dataset = run_dir / "dataset.jsonl"
+    mixed = dataset.with_suffix(".mixing")
+    mixed.write_text(dataset.read_text(encoding="utf-8") + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                     encoding="utf-8")  # fmt: skip
+    mixed.replace(dataset)
+    write_json_lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    done.write_text(write_json_lines, encoding="utf-8")
+    timeline.mark("general rows made")
 
 
 def _expected(record: RunRecord) -> list[Expectation]:

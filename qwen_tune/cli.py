@@ -33,6 +33,17 @@ def job_options(command):
             "overrides the recipe; the identity check expects it even where the data spells out its own names).",
         ),
         click.option("--author", help="Who made it, or zh=...,en=... (fills {{AUTHOR}}; overrides the recipe)."),
+        click.option(
+            "--general-rows",
+            type=click.IntRange(0),
+            help="Mix this many general rows into training, so the "
+            "model keeps answering other questions (overrides the recipe's general_rows; 0: none).",
+        ),
+        click.option(
+            "--general-data",
+            help="Take the general rows from this JSON/JSONL file instead of having the "
+            "base model answer qwen-tune's shipped prompts before training.",
+        ),
         click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
         click.option(
             "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.cards import parse_gpu_spec
-from qwen_tune.dataset import fill_identity, load_dataset, token_lengths
+from qwen_tune.dataset import fill_identity, load_dataset, shipped_general_prompts, token_lengths
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, read_inventory
 from qwen_tune.identity import Expectation, expectations, parse_bilingual
@@ -24,6 +24,7 @@ from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import Bilingual, load_recipe
 from qwen_tune.rundir import next_run_dir
+from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
 
@@ -44,6 +45,8 @@ class JobOptions:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int | None = None
+    general_rows: int | None = None
+    general_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Job:
     rows: list[dict] | None  # the dataset with the identity filled in
     run_dir: Path
     expectations: tuple[Expectation, ...] = ()  # what the identity check expects of each probe
+    general_prompts: tuple[str, ...] = ()  # for the base model to answer before training (self-distillation)
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
@@ -109,6 +113,7 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         dataset=options.dataset,
         identity_name=_names("--name", options.name, recipe.identity_name),
         identity_author=_names("--author", options.author, recipe.identity_author),
+        general_rows=options.general_rows,
     )
     model = resolve_model(recipe.model)
     inventory = inventory_for(options.gpus, for_run=for_run)
@@ -122,8 +127,13 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         dataset = load_dataset(recipe.dataset)
         rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
         expected = expectations(list(dataset.rows), recipe.identity_name, recipe.identity_author, options.name is not None)
+        general_rows, prompts = general_mix(recipe.general_rows, options.general_data)
+        rows += general_rows
         lengths, how = token_lengths(rows, recipe.system, model.tokenizer_file)
-        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how)
+        # The base model's answers are not known yet: each counts as its prompt and DISTILL_MAX_NEW_TOKENS.
+        made = [{"query": p, "response": ""} for p in prompts]
+        lengths += [n + DISTILL_MAX_NEW_TOKENS for n in token_lengths(made, recipe.system, model.tokenizer_file)[0]]
+        data = DataSummary(n_rows=len(lengths), max_tokens=max(lengths), how=how)
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
@@ -144,7 +154,22 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         machine=machine,
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
     )
-    return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected))
+    return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected), general_prompts=tuple(prompts))
+
+
+def general_mix(count: int, data: str | None) -> tuple[list[dict], list[str]]:
+    """`count` general rows: the first rows of a file of the user's, else shipped prompts for the base model to answer."""
+    if count == 0:
+        return [], []
+    if data:
+        rows = list(load_dataset(data).rows)
+        if len(rows) < count:
+            raise DatasetError(f"--general-data {data} has {len(rows)} rows; --general-rows asks for {count}")
+        return rows[:count], []
+    prompts = shipped_general_prompts()
+    if len(prompts) < count:
+        raise UsageError(f"--general-rows {count}: qwen-tune ships {len(prompts)} general prompts; give --general-data FILE")
+    return [], prompts[:count]
 
 
 def _names(flag: str, text: str | None, recipe: Bilingual) -> Bilingual | None:

@@ -39,6 +39,9 @@ class Recipe:
     lora_dropout: float
     target_modules: str
     source: str = ""
+    # General rows mixed into training so the model keeps answering other questions (README "Keeping general
+    # answers"): the base model's own answers to shipped prompts, made before training, or a file's rows.
+    general_rows: int = 0
 
     def with_overrides(self, **changes) -> Recipe:
         """CLI flags win over the file; None means 'not given'."""
@@ -72,6 +75,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         lora_dropout=lora.number("dropout", 0, 0.9),
         target_modules=lora.text("target_modules"),
         source=str(path),
+        general_rows=top.number("general_rows", 0, 100000, integer=True, default=0),
     )
     for section in (identity, training, lora, top):
         section.done()

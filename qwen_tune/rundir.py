@@ -57,6 +57,7 @@ class RunRecord:
     verify: bool
     # What the identity check expects of each probe (identity.Expectation); older runs have none: identity_name then.
     expectations: list[dict] = field(default_factory=list)
+    general_prompts: list[str] = field(default_factory=list)  # the base model answers them before training
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
@@ -163,6 +164,7 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
         identity_name=asdict(plan.recipe.identity_name),
         verify=verify,
         expectations=[asdict(e) for e in job.expectations],
+        general_prompts=list(job.general_prompts),
         **launch_fields(plan),
     )
     write_jsonl(job.rows, run_dir / "dataset.jsonl")

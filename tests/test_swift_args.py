@@ -87,3 +87,16 @@ def test_the_plugin_registers_the_callback_the_flags_name():
 
     assert (train_probe.CALLBACK, train_probe.REQUEST_ENV) == (TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV)
     assert swift_arguments and train_probe.CALLBACK in __import__("swift.callbacks").callbacks.callbacks_map
+
+
+@pytest.mark.parametrize("recipe, profile, gpus", MATRIX)
+def test_the_base_models_answers_are_asked_with_flags_swift_infer_accepts(recipe, profile, gpus, tmp_path):
+    """Self-distillation (--general-rows) loads the base model exactly as training does, without an adapter."""
+    from qwen_tune.swift.command import distill_argv
+
+    sft = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+    argv = distill_argv(sft, tmp_path / "q.jsonl", tmp_path / "a.jsonl")
+    assert argv[:2] == ["swift", "infer"] and unknown_flags(argv[2:], swift_arguments.InferArguments) == []
+    for flag in ("--model", "--system", "--torch_dtype", "--quant_bits"):
+        assert flag_values(argv, flag) == flag_values(sft, flag)
+    assert "--dataset" not in argv and "--lora_rank" not in argv

@@ -122,6 +122,26 @@ def with_train_probe(argv: list[str], env: dict[str, str], request: Path) -> tup
     return [*argv, *plugin], {**env, TRAIN_PROBE_ENV: str(request)}
 
 
+DISTILL_MAX_NEW_TOKENS = 256
+# The flags of `swift sft` that say which base model, how loaded, and with which template and system prompt.
+_BASE_MODEL_FLAGS = ("--model", "--model_type", "--template", "--system", "--torch_dtype", "--attn_impl",
+                     "--quant_method", "--quant_bits", "--bnb_4bit_quant_type", "--bnb_4bit_use_double_quant",
+                     "--bnb_4bit_compute_dtype")  # fmt: skip
+
+
+def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
+    """The base model (as `swift sft` loads it, no adapter) answering questions greedily, in batches."""
+    base = [x for i in range(2, len(sft) - 1, 2) if sft[i] in _BASE_MODEL_FLAGS for x in (sft[i], sft[i + 1])]
+    return [
+        "swift", "infer", *base,
+        "--val_dataset", str(questions),
+        "--temperature", "0",
+        "--max_new_tokens", str(DISTILL_MAX_NEW_TOKENS),
+        "--max_batch_size", "64",
+        "--result_path", str(answers),
+    ]  # fmt: skip
+
+
 def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
     """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
     return ["--adapters", checkpoint, "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from qwen_tune.swift.command import infer_argv, probe_args, single_process_env
+from qwen_tune.errors import TrainingFailed
+from qwen_tune.swift.command import distill_argv, infer_argv, probe_args, single_process_env
 
 
 @dataclass
@@ -141,3 +142,27 @@ def probe(
             )
     returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens)
     return returncode, None if responses is None else Probed(responses, where="swift infer")
+
+
+def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_dir: Path) -> list[dict]:
+    """The base model's own greedy answers to the prompts, as query/response rows (`swift infer` without an adapter)."""
+    out_dir.mkdir(exist_ok=True)
+    questions, answers = out_dir / "prompts.jsonl", out_dir / "answers.jsonl"
+    questions.write_text("".join(json.dumps({"query": p}, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
+    answers.unlink(missing_ok=True)
+    argv = distill_argv(sft, questions, answers)
+    (out_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=2, ensure_ascii=False) + "\n")
+    with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
+        env = single_process_env(train_env)
+        done = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+    if done.returncode != 0 or not answers.is_file():
+        raise TrainingFailed(
+            f"the base model could not answer the general prompts (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}"
+        )
+    rows = []
+    for line in answers.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        question = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        if row["response"].strip():
+            rows.append({"query": question, "response": row["response"]})
+    return rows
