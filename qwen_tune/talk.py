@@ -6,6 +6,7 @@ quantization from the checkpoint's args.json) on the devices the run trained on,
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -39,9 +40,20 @@ def serve(run_dir: Path, host: str, port: int, on_notice: Callable[[str], None] 
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port or --host") from None
     name = run_dir.resolve().name
     on_notice(f"serving {checkpoint} as model {name!r} at http://{host}:{port}/v1 (OpenAI-compatible; Ctrl-C stops it)")
-    done = subprocess.run(deploy_argv(checkpoint, host, port, name), env=env, check=False)
-    if done.returncode not in (0, -2, 130):  # Ctrl-C is how a server ends
-        raise TrainingFailed(f"swift deploy exited with code {done.returncode}")
+    server = subprocess.Popen(deploy_argv(checkpoint, host, port, name), env=env)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:  # Ctrl-C is how a server ends: let swift shut down, then it is a clean stop
+        server.send_signal(signal.SIGINT)  # a terminal sent it already; a `kill -INT` of ours did not
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        on_notice("server stopped")
+        return 0
+    if code != 0:
+        raise TrainingFailed(f"swift deploy exited with code {code}")
     return 0
 
 
