@@ -16,6 +16,7 @@ pytest.importorskip("swift")
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
+MEASURED_GENERAL_ROWS = 64  # the README's retention measurement: the general rows that kept the skilled model's sums
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -337,3 +338,32 @@ def test_two_nodes_rendezvous_on_one_host(tiny_model, tmp_path):
     assert worker_result["status"] == "done" and worker_result["identity_check"] == "skipped"
     plan = json.loads((master / "plan.json").read_text())
     assert plan["effective_batch"] == 8 and plan["setup"]["micro_batch_size"] == 4  # the batch spans both nodes
+
+
+@pytest.fixture(scope="session")
+def skilled_model(tmp_path_factory):
+    """The tiny model, first taught single-digit sums (the retention probes among them) on the CPU."""
+    out = tmp_path_factory.mktemp("models") / "tiny-skilled"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny-skilled", str(out)],
+                          capture_output=True, text=True, timeout=3600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("general_rows", [0, MEASURED_GENERAL_ROWS])
+def test_retention_falls_without_general_rows_and_holds_with_them(skilled_model, tmp_path, general_rows):
+    """The demo's 40 epochs of identity data make the skilled model answer sums with its name; the base model's own
+    answers to the shipped prompts, mixed in, keep the sums while the identity still passes."""
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(skilled_model), "--gpus", "cpu",
+                     "--general-rows", str(general_rows), "--output-dir", str(runs), timeout=3600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    retention = result["retention"]
+    assert result["identity_check"] == "pass"
+    if general_rows:
+        assert not retention["warn"] and "general answers kept" in done.stdout
+        assert (run_dir / "general" / "rows.jsonl").is_file()
+    else:
+        assert retention["warn"] and retention["score"] < retention["threshold"] and "WARNING" in done.stdout
