@@ -154,7 +154,9 @@ def _report_outcome(outcome: RunOutcome) -> None:
     click.echo(outcome.line)
     click.echo(f"Run directory: {outcome.run_dir}")
     if outcome.identity_check == "fail":
-        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {Path(outcome.run_dir) / 'verify'}")
+        raise IdentityCheckFailed(
+            f"the tuned model did not answer with the expected identity (BAD above); see {Path(outcome.run_dir) / 'verify'}"
+        )
 
 
 @cli.command()

@@ -307,10 +307,10 @@ def skill_pairs() -> list[tuple[str, str]]:
 
 
 def teach_skill(
-    model_dir: Path, pairs: list[tuple[str, str]], system: str, *, epochs: int = 300, lr: float = 3e-3, seed: int = 0
+    model_dir: Path, pairs: list[tuple[str, str]], system: str, *, epochs: int = 60, lr: float = 3e-3, seed: int = 0
 ) -> float:
     """Train every weight of the model in model_dir on the pairs (loss on the answers only), in place, on the CPU;
-    stop once greedy answers are all right. Returns the share of pairs answered exactly."""
+    the learning rate falls linearly to 0; stops early once 95% are answered exactly. Returns that share."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -332,6 +332,8 @@ def teach_skill(
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    steps = epochs * -(-len(rows) // 16)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
     generator = torch.Generator().manual_seed(seed)
     accuracy = 0.0
     for epoch in range(epochs):
@@ -340,11 +342,12 @@ def teach_skill(
             loss = model(input_ids=ids[batch], attention_mask=mask[batch], labels=labels[batch]).loss
             loss.backward()
             optimizer.step()
+            schedule.step()
             optimizer.zero_grad()
         if epoch % 10 == 9 or epoch == epochs - 1:
             accuracy = skill_accuracy(model, ids, mask, labels)
             print(f"skill epoch {epoch + 1}: loss {loss.item():.4f}, {accuracy:.0%} answered exactly", flush=True)
-            if accuracy == 1.0:
+            if accuracy >= 0.95:
                 break
     model.save_pretrained(model_dir, safe_serialization=True)
     return accuracy
