@@ -118,6 +118,8 @@ def with_train_probe(argv: list[str], env: dict[str, str], request: Path) -> tup
     process: one process only (torchrun's DDP and DeepSpeed leave the model split or wrapped); None otherwise."""
     if "--deepspeed" in argv or any(k in env for k in ("NPROC_PER_NODE", "NNODES")):
         return None
+    if os.environ.get("QWEN_TUNE_TRAIN_PROBE") == "0":  # to compare with the worker, which loads the adapter again
+        return None
     plugin = ["--external_plugins", str(TRAIN_PROBE), "--callbacks", TRAIN_PROBE_CALLBACK]
     return [*argv, *plugin], {**env, TRAIN_PROBE_ENV: str(request)}
 
