@@ -6,6 +6,7 @@ quantization from the checkpoint's args.json) on the devices the run trained on,
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -40,15 +41,16 @@ def serve(run_dir: Path, host: str, port: int, on_notice: Callable[[str], None] 
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port or --host") from None
     name = run_dir.resolve().name
     on_notice(f"serving {checkpoint} as model {name!r} at http://{host}:{port}/v1 (OpenAI-compatible; Ctrl-C stops it)")
-    server = subprocess.Popen(deploy_argv(checkpoint, host, port, name), env=env)
+    # Its own process group: swift's `swift` wrapper starts the server as a child, and a stop must reach both.
+    server = subprocess.Popen(deploy_argv(checkpoint, host, port, name), env=env, start_new_session=True)
     try:
         code = server.wait()
     except KeyboardInterrupt:  # Ctrl-C is how a server ends: let swift shut down, then it is a clean stop
-        server.send_signal(signal.SIGINT)  # a terminal sent it already; a `kill -INT` of ours did not
+        os.killpg(server.pid, signal.SIGINT)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         on_notice("server stopped")
         return 0
