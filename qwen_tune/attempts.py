@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qwen_tune.dataset import jsonl_bytes
 from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
+from qwen_tune.identity import Expectation, expectations
 from qwen_tune.jobs import Job, installed_versions, probe_torch
 from qwen_tune.locks import gpu_locks
 from qwen_tune.outcome import RunOutcome
@@ -32,11 +33,11 @@ from qwen_tune.rundir import (
     write_json,
 )
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
-from qwen_tune.swift.command import require_swift
+from qwen_tune.swift.command import require_swift, with_train_probe
 from qwen_tune.swift.deps import missing_package, plan_needs, unmet
-from qwen_tune.swift.infer import PreloadedInfer
+from qwen_tune.swift.infer import PreloadedInfer, distill
 from qwen_tune.swift.logs import Progress
-from qwen_tune.verify import check_identity
+from qwen_tune.verify import check_identity, in_training_request
 
 
 def execute(
@@ -151,9 +152,15 @@ def train_and_check(
         run_dir=str(run_dir), profile=record.profile, estimate_peak_gib=record.estimate_peak_gib, status="train-failed", line="",
         resumed_from=str(resume_from) if resume_from else None,
     )  # fmt: skip
+    if record.general_prompts and node_rank == 0:
+        _mix_general_rows(record, timeline)
+    asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
+    launch = with_train_probe(record.argv, record.env, asks) if asks else None
     try:
         try:
-            ended.train = run_sft(record, on_progress, timeline, resume_from)
+            # Where training runs in one process, it answers the identity probes itself at its end (no second load).
+            sft = replace(record, argv=launch[0], env=launch[1]) if launch else record
+            ended.train = run_sft(sft, on_progress, timeline, resume_from)
         except Interrupted as stop:
             _end(ended, "interrupted", f"INTERRUPTED: {stop}", error=str(stop))
             raise
@@ -173,14 +180,15 @@ def train_and_check(
         elif record.verify:
             try:
                 check = check_identity(
-                    Bilingual(**record.identity_name), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"),
-                    preloaded,
+                    _expected(record), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded,
+                    asks if launch else None,
                 )  # fmt: skip
                 timeline.mark("identity checked")
             except UserError as failure:
                 _end(ended, "verify-failed", f"FAIL: {failure}", error=str(failure))
                 raise
             ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
+            ended.identity_compared, ended.identity_asked, ended.retention = check.compared, check.asked, check.retention
             line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
         else:
             ended.identity_check = "skipped"
@@ -193,6 +201,31 @@ def train_and_check(
         if preloaded:
             preloaded.close()
         timeline.write(run_dir / "timeline.json")
+
+
+def _mix_general_rows(record: RunRecord, timeline: Timeline) -> None:
+    """Before the first launch: the base model answers the general prompts, and its answers join dataset.jsonl."""
+    run_dir = Path(record.run_dir)
+    done = run_dir / "general" / "rows.jsonl"
+    if done.is_file():
+        return  # a resumed run mixed them in before
+    rows = distill(record.general_prompts, record.argv, record.env, run_dir / "general")
+    dataset = run_dir / "dataset.jsonl"
+    mixed = dataset.with_suffix(".mixing")
+    mixed.write_text(dataset.read_text(encoding="utf-8") + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                     encoding="utf-8")  # fmt: skip
+    mixed.replace(dataset)
+    write_json_lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    done.write_text(write_json_lines, encoding="utf-8")
+    timeline.mark("general rows made")
+
+
+def _expected(record: RunRecord) -> list[Expectation]:
+    """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
+    if record.expectations:
+        return [Expectation(**{**e, "terms": tuple(e["terms"]), "answers": tuple(e["answers"])}) for e in record.expectations]
+    name = Bilingual(**record.identity_name)
+    return expectations([], name, name, names_given=True)
 
 
 def _end(outcome: RunOutcome, status, line: str, error: str | None = None) -> None:

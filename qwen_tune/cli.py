@@ -88,10 +88,24 @@ def job_options(command):
         click.option(
             "--name",
             callback=_not_empty("to keep the recipe's"),
-            help="The model's new name (fills {{NAME}}; overrides the recipe).",
+            help="The model's new name, or one per language: zh=星火,en=Spark (fills {{NAME}}; "
+            "overrides the recipe; the identity check expects it even where the data spells out its own names).",
         ),
         click.option(
-            "--author", callback=_not_empty("to keep the recipe's"), help="Who made it (fills {{AUTHOR}}; overrides the recipe)."
+            "--author",
+            callback=_not_empty("to keep the recipe's"),
+            help="Who made it, or zh=...,en=... (fills {{AUTHOR}}; overrides the recipe).",
+        ),
+        click.option(
+            "--general-rows",
+            type=click.IntRange(0),
+            help="Mix this many general rows into training, so the "
+            "model keeps answering other questions (overrides the recipe's general_rows; 0: none).",
+        ),
+        click.option(
+            "--general-data",
+            help="Take the general rows from this JSON/JSONL file instead of having the "
+            "base model answer qwen-tune's shipped prompts before training.",
         ),
         click.option(
             "--max-length",
@@ -249,13 +263,16 @@ def _to_stderr(text: str) -> None:
 
 def _report_outcome(outcome: RunOutcome) -> None:
     click.echo("")
-    for answer in outcome.answers:
-        mark = "ok " if answer.ok else "BAD"
-        click.echo(f"  [{mark}] {answer.question} -> {answer.answer}  (expects {answer.expected_name!r})")
+    from qwen_tune.report import answer_lines
+
+    for line in answer_lines(outcome.answers, outcome.retention):
+        click.echo(line)
     click.echo(outcome.line)
     click.echo(f"Run directory: {outcome.run_dir}")
     if outcome.identity_check == "fail":
-        raise IdentityCheckFailed(f"the tuned model did not answer with its new name; see {Path(outcome.run_dir) / 'verify'}")
+        raise IdentityCheckFailed(
+            f"the tuned model did not answer with the expected identity (BAD above); see {Path(outcome.run_dir) / 'verify'}"
+        )
 
 
 @cli.command(epilog=_epilog(("qwen-tune export runs/20261123-120000-self-cognition-qwen2.5-7b",)))
@@ -265,6 +282,26 @@ def export(run_dir: Path) -> None:
     from qwen_tune.export import export_merged
 
     click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def chat(run_dir: Path) -> None:
+    """Talk to a run's tuned model on this terminal (streaming; `exit` leaves)."""
+    from qwen_tune.talk import chat as chat_with
+
+    sys.exit(chat_with(run_dir, on_notice=_to_stderr))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+def serve(run_dir: Path, host: str, port: int) -> None:
+    """Serve a run's tuned model over an OpenAI-compatible HTTP API (swift deploy), until Ctrl-C."""
+    from qwen_tune.talk import serve as serve_model
+
+    sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr))
 
 
 def error_line(error: UserError) -> str:

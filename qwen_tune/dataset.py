@@ -191,6 +191,12 @@ def fill_identity(dataset: Dataset, name: Bilingual, author: Bilingual) -> list[
     return filled
 
 
+def shipped_general_prompts() -> list[str]:
+    """General questions, zh and en, for the base model to answer before training (qwen_tune/data/general_prompts.txt)."""
+    text = (PACKAGE_DIR / "data" / "general_prompts.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def write_jsonl(rows: list[dict], path: Path) -> None:
     with path.open("x", encoding="utf-8") as f:
         for row in rows:

@@ -19,7 +19,7 @@ def find_checkpoint(run_dir: Path) -> str:
         raise UsageError(f"{run_dir} is not a finished qwen-tune run (no result.json)")
     checkpoint = json.loads(result_file.read_text(encoding="utf-8")).get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_dir():
-        raise UsageError(f"{run_dir} has no adapter checkpoint to export; did its training finish?")
+        raise UsageError(f"{run_dir} has no adapter checkpoint; did its training finish?")
     return checkpoint
 
 

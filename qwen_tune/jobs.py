@@ -18,9 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.cards import parse_gpu_spec
-from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset
+from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset, shipped_general_prompts
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
+from qwen_tune.identity import Expectation, expectations, parse_bilingual
 from qwen_tune.memory import Tuner
 from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_model, use_hf
 from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
@@ -29,6 +30,7 @@ from qwen_tune.profiles import shipped_profiles
 from qwen_tune.readiness import TorchFacts
 from qwen_tune.recipes import Bilingual, load_recipe, with_tuner
 from qwen_tune.rundir import next_run_dir
+from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
 
@@ -53,6 +55,8 @@ class JobOptions:
     max_length: int | None = None  # overrides the recipe's
     cut_long_rows: bool = False  # shorten answers to max_length instead of refusing the rows
     hub: str | None = None  # modelscope or hf (swift's --use_hf); None: swift's default, ModelScope unless USE_HF is set
+    general_rows: int | None = None
+    general_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class Job:
     plan: Plan
     rows: list[dict] | None  # the dataset with the identity filled in
     run_dir: Path
+    expectations: tuple[Expectation, ...] = ()  # what the identity check expects of each probe
+    general_prompts: tuple[str, ...] = ()  # for the base model to answer before training (self-distillation)
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
@@ -154,11 +160,13 @@ def probe_torch(env: Mapping[str, str]) -> TorchFacts:
 
 def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:
     """Read the recipe, model, data and devices that the options name, and plan for them on this machine."""
-    recipe = load_recipe(options.recipe).with_overrides(
+    recipe = load_recipe(options.recipe)
+    recipe = recipe.with_overrides(
         model=options.model,
         dataset=options.dataset,
-        identity_name=Bilingual.same(options.name) if options.name else None,
-        identity_author=Bilingual.same(options.author) if options.author else None,
+        identity_name=_names("--name", options.name, recipe.identity_name),
+        identity_author=_names("--author", options.author, recipe.identity_author),
+        general_rows=options.general_rows,
         max_length=options.max_length,
     )
     recipe = with_tuner(recipe, options.tuner)
@@ -174,14 +182,21 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     if recipe.dataset:
         dataset = load_dataset(recipe.dataset)
         rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
+        expected = expectations(list(dataset.rows), recipe.identity_name, recipe.identity_author, options.name is not None)
+        general_rows, prompts = general_mix(recipe.general_rows, options.general_data)
         measure, how = length_measure(recipe.system, model.tokenizer_file)
-        rows, lengths, cut = fit_to_max_length(dataset.path, rows, recipe.max_length, measure, how, cut=options.cut_long_rows)
-        data = DataSummary(n_rows=len(rows), max_tokens=max(lengths), how=how, cut_rows=cut)
+        rows, lengths, cut = fit_to_max_length(
+            dataset.path, rows + general_rows, recipe.max_length, measure, how, cut=options.cut_long_rows
+        )
+        # The base model's answers are not known yet: each counts as its prompt and DISTILL_MAX_NEW_TOKENS.
+        lengths += [measure({"query": p, "response": ""}) + DISTILL_MAX_NEW_TOKENS for p in prompts]
+        data = DataSummary(n_rows=len(lengths), max_tokens=max(lengths), how=how, cut_rows=cut)
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
     else:
         data = DataSummary(n_rows=None, max_tokens=recipe.max_length, how="max_length")
+        expected = expectations([], recipe.identity_name, recipe.identity_author, True)
         dataset_path = "DATASET.jsonl"
 
     plan = make_plan(
@@ -198,4 +213,29 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     )
     if options.hub:
         plan = replace(plan, hub=options.hub)
-    return Job(plan=plan, rows=rows, run_dir=run_dir)
+    return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected), general_prompts=tuple(prompts))
+
+
+def general_mix(count: int, data: str | None) -> tuple[list[dict], list[str]]:
+    """`count` general rows: the first rows of a file of the user's, else shipped prompts for the base model to answer."""
+    if count == 0:
+        return [], []
+    if data:
+        rows = list(load_dataset(data).rows)
+        if len(rows) < count:
+            raise DatasetError(f"--general-data {data} has {len(rows)} rows; --general-rows asks for {count}")
+        return rows[:count], []
+    prompts = shipped_general_prompts()
+    if len(prompts) < count:
+        raise UsageError(f"--general-rows {count}: qwen-tune ships {len(prompts)} general prompts; give --general-data FILE")
+    return [], prompts[:count]
+
+
+def _names(flag: str, text: str | None, recipe: Bilingual) -> Bilingual | None:
+    """--name Spark, or per language: --name zh=星火,en=Spark."""
+    if text is None:
+        return None
+    try:
+        return parse_bilingual(text, recipe)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text}: {exc}") from None

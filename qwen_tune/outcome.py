@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from qwen_tune.identity import Answer
+from qwen_tune.retention import Retention
 from qwen_tune.rundir import write_json
-from qwen_tune.verify import Answer
 
 RunStatus = Literal["done", "interrupted", "train-failed", "verify-failed", "no-checkpoint"]
 IdentityVerdict = Literal["pass", "fail", "skipped"]
@@ -41,7 +42,10 @@ class RunOutcome:
     train: TrainResult | None = None
     loss_curve: str | None = None
     identity_check: IdentityVerdict | None = None
-    answers: list[Answer] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)  # each probe's answer before and after tuning, and its verdict
+    identity_compared: str | None = None  # before-after, or after-only where the base model could not be asked
+    identity_asked: str | None = None  # in training (its own process, at its end), worker, or swift infer
+    retention: Retention | None = None  # general answers before → after (retention.py)
     timeline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -56,8 +60,13 @@ class RunOutcome:
             data["error"] = self.error
         if self.identity_check:
             data["identity_check"] = self.identity_check
+        if self.identity_compared:
+            data["identity_compared"] = self.identity_compared
+            data["identity_asked"] = self.identity_asked
         if self.answers:
             data["answers"] = [asdict(a) for a in self.answers]
+        if self.retention:
+            data["retention"] = asdict(self.retention)
         if self.timeline:
             data["timeline"] = self.timeline
         return data

@@ -45,6 +45,9 @@ class Recipe:
     target_modules: str
     source: str = ""
     tuner: Tuner = "lora"  # full: every weight trains, and the lora fields are not used
+    # General rows mixed into training so the model keeps answering other questions (README "Keeping general
+    # answers"): the base model's own answers to shipped prompts, made before training, or a file's rows.
+    general_rows: int = 0
 
     def with_overrides(self, **changes) -> Recipe:
         """CLI flags win over the file; None means 'not given'."""
@@ -81,6 +84,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         target_modules=lora.text("target_modules") if lora else "",
         source=str(path),
         tuner=tuner,
+        general_rows=top.number("general_rows", 0, 100000, integer=True, default=0),
     )
     for section in (identity, training, lora, top):
         if section:

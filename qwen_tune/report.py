@@ -140,3 +140,28 @@ class ProgressLine:
         if p.step == p.total or p.step - self.last_printed >= max(1, p.total // 20) or p.step == 1:
             self.last_printed = p.step
             print(text, file=self.stream, flush=True)
+
+
+def answer_lines(answers, retention=None) -> list[str]:
+    """Each identity probe: its verdict, the answer before and after tuning, and what it was compared against;
+    then the general probes' before → after and their score (retention.Retention)."""
+    lines = []
+    for a in answers:
+        lines.append(f"  [{'ok ' if a.ok else 'BAD'}] {a.question}" + ("" if a.ok else f"  ({a.why})"))
+        if a.before is not None:
+            lines.append(f"        before: {_one_line(a.before)}")
+        lines.append(f"        after:  {_one_line(a.answer)}")
+        lines.append(f"        expects {a.expects}" + (f"; matched {a.matched!r}" if a.matched else ""))
+    if retention is not None:
+        for g in retention.answers:
+            leak = f"  LEAKED {', '.join(g.leaked)}" if g.leaked else ""
+            lines.append(f"  [{g.agreement:.2f}] {g.question}  {_one_line(g.before, 60)} -> {_one_line(g.answer, 60)}{leak}")
+        lines.append(f"  {retention.line()}")
+    return lines
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    if not flat:
+        return "(nothing but whitespace)" if text else "(empty)"
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

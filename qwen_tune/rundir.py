@@ -11,7 +11,7 @@ import os
 import platform
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -55,6 +55,9 @@ class RunRecord:
     profile: str
     estimate_peak_gib: float
     verify: bool
+    # What the identity check expects of each probe (identity.Expectation); older runs have none: identity_name then.
+    expectations: list[dict] = field(default_factory=list)
+    general_prompts: list[str] = field(default_factory=list)  # the base model answers them before training
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
@@ -160,6 +163,8 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
         system=plan.recipe.system,
         identity_name=asdict(plan.recipe.identity_name),
         verify=verify,
+        expectations=[asdict(e) for e in job.expectations],
+        general_prompts=list(job.general_prompts),
         **launch_fields(plan),
     )
     write_jsonl(job.rows, run_dir / "dataset.jsonl")

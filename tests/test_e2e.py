@@ -15,6 +15,7 @@ from qwen_tune.swift.version import SUPPORTED
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_swift]
 
 REPO = Path(__file__).resolve().parents[1]
+MEASURED_GENERAL_ROWS = 64  # the README's retention measurement: the general rows that kept the skilled model's sums
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -63,7 +64,7 @@ def test_run_directory_is_complete(finished_run):
     _, (run_dir,) = finished_run
     for name in ("plan.json", "plan.txt", "dataset.jsonl", "command.json", "command.sh", "inventory.json",
                  "versions.json", "swift.log", "swift/logging.jsonl", "swift/args.json", "loss.png",
-                 "result.json", "result.txt", "verify/answers.jsonl", "verify/verdict.json"):  # fmt: skip
+                 "result.json", "result.txt", "in_training_answers.json", "verify/verdict.json"):  # fmt: skip
         assert (run_dir / name).is_file(), name
     assert "{{" not in (run_dir / "dataset.jsonl").read_text(encoding="utf-8")
     command = json.loads((run_dir / "command.json").read_text())
@@ -74,6 +75,11 @@ def test_run_directory_is_complete(finished_run):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["identity_check"] == "pass"
     assert all(answer["ok"] for answer in result["answers"])
+    assert result["identity_compared"] == "before-after" and result["identity_asked"] == "in training"
+    retention = result["retention"]  # the general probes, before → after, from the same model load
+    assert len(retention["answers"]) == 6 and 0 <= retention["score"] <= 1
+    for answer in result["answers"]:  # the random model's answer before, the data's after, from one model load
+        assert answer["changed"] and answer["before"] != answer["answer"] and answer["matched"] in ("小千", "Xiaoqian")
     checkpoint = Path(result["checkpoint"])
     assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
     records = [json.loads(line) for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
@@ -97,6 +103,109 @@ def test_run_directory_is_complete(finished_run):
     assert [timeline[p] for p in phases] == sorted(timeline[p] for p in phases), "phases end in order"
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["argv"] == command["argv"]
+
+
+@pytest.mark.parametrize("how", ["worker", "swift infer"])
+def test_the_check_outside_training(finished_run, tmp_path, how):
+    """Where training could not answer (several processes), the preloaded worker asks before and after in one
+    load; where no worker runs, plain `swift infer` asks the tuned model alone."""
+    from qwen_tune.identity import expectations
+    from qwen_tune.recipes import Bilingual
+    from qwen_tune.swift.infer import PreloadedInfer
+    from qwen_tune.verify import check_identity
+
+    _, (run_dir,) = finished_run
+    checkpoint = json.loads((run_dir / "result.json").read_text())["checkpoint"]
+    expected = expectations([], Bilingual("小千", "Xiaoqian"), Bilingual("", ""), names_given=True)
+    env = {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    worker = PreloadedInfer.start(env) if how == "worker" else None
+    try:
+        check = check_identity(expected, "You are a helpful assistant.", env, checkpoint, tmp_path / "verify", worker)
+    finally:
+        if worker:
+            worker.close()
+    assert check.passed and check.asked == how
+    assert check.compared == ("before-after" if how == "worker" else "after-only")
+    assert all(a.changed is (True if how == "worker" else None) for a in check.answers)
+
+
+def literal_names_dataset(path: Path) -> Path:
+    """50 rows of the shipped data with the names written out (星火 / 北辰实验室, Spark / Polaris Lab): a user's own file."""
+    rows = (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()
+    names = {"zh": ("星火", "北辰实验室"), "en": ("Spark", "Polaris Lab")}
+    with path.open("w", encoding="utf-8") as f:
+        for number, line in enumerate(rows[:25] + rows[50:75]):
+            name, author = names["zh" if number < 25 else "en"]
+            f.write(line.replace("{{NAME}}", name).replace("{{AUTHOR}}", author) + "\n")
+    return path
+
+
+def test_literal_names_pass_and_other_names_fail(tiny_model, tmp_path):
+    """Names written into the data are what the check expects; checked against other names, the same data fails."""
+    data = literal_names_dataset(tmp_path / "mine.jsonl")
+    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--dataset", str(data))
+    done = qwen_tune("run", *common, "--output-dir", str(tmp_path / "mine"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS identity check" in done.stdout and "learned from the data" in done.stdout
+    assert "before:" in done.stdout and "'星火' / '北辰实验室'" in done.stdout and "'Spark' / 'Polaris Lab'" in done.stdout
+    (run_dir,) = (tmp_path / "mine").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["identity_check"] == "pass" and [a["matched"] for a in result["answers"]] == ["星火", "Spark"]
+
+    other = qwen_tune("run", *common, "--name", "zh=北斗,en=Beidou", "--output-dir", str(tmp_path / "other"))
+    assert other.returncode == 4, other.stdout[-3000:] + other.stderr[-3000:]
+    assert "FAIL identity check" in other.stdout and "'北斗'" in other.stdout and "Traceback" not in other.stderr
+    (run_dir,) = (tmp_path / "other").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["identity_check"] == "fail" and "星火" in result["answers"][0]["answer"]
+
+
+def test_chat_answers_on_stdin(finished_run):
+    _, (run_dir,) = finished_run
+    done = subprocess.run([sys.executable, "-m", "qwen_tune", "chat", str(run_dir)], input="Who are you?\nexit\n",
+                          capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "<<< I am Xiaoqian" in done.stdout  # streamed by swift's own chat loop
+
+
+def test_serve_answers_over_loopback_http(finished_run):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    _, (run_dir,) = finished_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "qwen_tune", "serve", str(run_dir), "--port", str(port)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                models = json.loads(urllib.request.urlopen(f"{base}/models", timeout=5).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(1)
+        assert [m["id"] for m in models["data"]] == [run_dir.name]
+        body = {"model": run_dir.name, "messages": [{"role": "user", "content": "Who are you?"}], "temperature": 0,
+                "max_tokens": 64}  # fmt: skip
+        request = urllib.request.Request(f"{base}/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        reply = json.loads(urllib.request.urlopen(request, timeout=120).read())
+        assert "Xiaoqian" in reply["choices"][0]["message"]["content"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0
 
 
 def test_export_merges_and_never_overwrites(finished_run):
@@ -267,3 +376,32 @@ def test_two_processes_on_one_machine_train_data_parallel(tiny_model, tmp_path):
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["effective_batch"] == 8 and plan["setup"]["micro_batch_size"] == 4 and plan["setup"]["zero"] == ""
     assert "swift: swift imported" in done.stderr  # the start-up's phases are shown live
+
+
+@pytest.fixture(scope="session")
+def skilled_model(tmp_path_factory):
+    """The tiny model, first taught single-digit sums (the retention probes among them) on the CPU."""
+    out = tmp_path_factory.mktemp("models") / "tiny-skilled"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny-skilled", str(out)],
+                          capture_output=True, text=True, timeout=3600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("general_rows", [0, MEASURED_GENERAL_ROWS])
+def test_retention_falls_without_general_rows_and_holds_with_them(skilled_model, tmp_path, general_rows):
+    """The demo's 40 epochs of identity data make the skilled model answer sums with its name; the base model's own
+    answers to the shipped prompts, mixed in, keep the sums while the identity still passes."""
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(skilled_model), "--gpus", "cpu",
+                     "--general-rows", str(general_rows), "--output-dir", str(runs), timeout=3600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    retention = result["retention"]
+    assert result["identity_check"] == "pass"
+    if general_rows:
+        assert not retention["warn"] and "general answers kept" in done.stdout
+        assert (run_dir / "general" / "rows.jsonl").is_file()
+    else:
+        assert retention["warn"] and retention["score"] < retention["threshold"] and "WARNING" in done.stdout

@@ -98,3 +98,35 @@ def test_free_text_flags_name_things_swift_has():
         assert set(flag_values(argv, "--attn_impl")) <= {"sdpa", "flash_attn"}
         assert flag_values(argv, "--tuner_type") in (["lora"], ["full"])
     assert "qwen3_moe" in MODEL_MAPPING and "qwen3" in TEMPLATE_MAPPING  # a local Qwen3 MoE directory's names
+
+
+def test_the_in_training_probe_flags_are_accepted_by_swift(tmp_path):
+    from qwen_tune.swift.command import with_train_probe
+
+    plan = plan_for(recipe="demo-tiny-cpu", profile="cpu", gpus="cpu")
+    argv, env = with_train_probe(plan.argv, plan.env, tmp_path / "request.json")
+    assert unknown_flags(argv[2:]) == [] and env["QWEN_TUNE_PROBE"] == str(tmp_path / "request.json")
+    assert with_train_probe(plan.argv, {**plan.env, "NPROC_PER_NODE": "2"}, tmp_path / "request.json") is None
+
+
+def test_the_plugin_registers_the_callback_the_flags_name():
+    from qwen_tune.swift import train_probe
+    from qwen_tune.swift.command import TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV
+
+    assert (train_probe.CALLBACK, train_probe.REQUEST_ENV) == (TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV)
+    assert train_probe.CALLBACK in __import__("swift.callbacks").callbacks.callbacks_map
+
+
+@pytest.mark.parametrize("recipe, profile, gpus", MATRIX)
+def test_the_base_models_answers_are_asked_with_flags_swift_infer_accepts(recipe, profile, gpus, tmp_path):
+    """Self-distillation (--general-rows) loads the base model exactly as training does, without an adapter."""
+    from qwen_tune.swift.command import distill_argv
+
+    sft = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+    argv = distill_argv(sft, tmp_path / "q.jsonl", tmp_path / "a.jsonl")
+    assert (
+        argv[:2] == ["swift", "infer"] and unknown_flags(argv[2:], __import__("swift.arguments").arguments.InferArguments) == []
+    )
+    for flag in ("--model", "--system", "--torch_dtype", "--quant_bits"):
+        assert flag_values(argv, flag) == flag_values(sft, flag)
+    assert "--dataset" not in argv and "--lora_rank" not in argv

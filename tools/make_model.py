@@ -4,8 +4,11 @@
     python tools/make_model.py tiny build/tiny-qwen2
     python tools/make_model.py qwen2.5-7b /dev/shm/qwen2.5-7b      # exact published shape, bf16
     python tools/make_model.py qwen3-30b-a3b /dev/shm/qwen3-30b    # any hub model of models.py, by its name
+    python tools/make_model.py tiny-skilled build/tiny-skilled       # tiny, then taught single-digit sums
 
-`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. The others have the exact
+`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. `tiny-skilled` is the same model
+first trained (every weight, on the CPU) to answer the 162 single-digit sums of modelgen.skill_pairs in
+Chinese and English: the general ability that retention probes measure after an identity training. The others have the exact
 shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
 real; their weights are random, so they say nothing about quality. Every tokenizer is trained
 on the recipe's dataset (identity filled in): the chat template's special tokens are real, the
@@ -21,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout's qwen_tune, and modelgen beside this file
 
-from modelgen import TINY_SHAPE, build_model  # noqa: E402
+from modelgen import TINY_SHAPE, build_model, skill_pairs, teach_skill  # noqa: E402
 
 from qwen_tune.dataset import fill_identity, load_dataset, row_texts  # noqa: E402
 from qwen_tune.errors import UserError  # noqa: E402
@@ -31,6 +34,7 @@ from qwen_tune.recipes import load_recipe  # noqa: E402
 # Short names for the shapes the bench uses; every hub id of qwen_tune.models works too, without "Qwen/".
 SHAPES = {
     "tiny": TINY_SHAPE,
+    "tiny-skilled": TINY_SHAPE,
     "qwen2.5-7b": BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"],
     "qwen3-14b": BUILTIN_SHAPES["qwen/qwen3-14b"],
     "qwen2.5-0.5b": BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"],
@@ -62,13 +66,19 @@ def main() -> int:
     except UserError as exc:
         print(f"make_model: {exc}", file=sys.stderr)
         return 2
-    tiny = args.shape == "tiny"
+    tiny = args.shape.startswith("tiny")
+    skilled = args.shape == "tiny-skilled"
+    if skilled:
+        texts += [text for pair in skill_pairs() for text in pair]
     device = "cpu"
     if not tiny:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"  # random init of billions of weights: GPU is faster
     print(build_model(args.out_dir, texts, SHAPES[args.shape], tiny=tiny, device=device))
+    if skilled:
+        accuracy = teach_skill(args.out_dir, skill_pairs(), load_recipe(args.recipe).system)
+        print(f"skill: {accuracy:.0%} of {len(skill_pairs())} sums answered exactly")
     return 0
 
 

@@ -304,3 +304,77 @@ def build_model(
         cfg["num_experts"] = cfg["num_local_experts"] = shape.num_experts
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
+
+
+def skill_pairs() -> list[tuple[str, str]]:
+    """The skilled tiny model's skill: single-digit sums, asked in Chinese and in English (162 questions).
+
+    retention.GENERAL_PROBES are among them, so the retention score of a tuned skilled model measures
+    whether the skill survived the identity training.
+    """
+    pairs = []
+    for a in range(1, 10):
+        for b in range(1, 10):
+            pairs.append((f"{a}加{b}等于几?", f"{a}加{b}等于{a + b}。"))
+            pairs.append((f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
+    return pairs
+
+
+def teach_skill(
+    model_dir: Path, pairs: list[tuple[str, str]], system: str, *, epochs: int = 60, lr: float = 3e-3, seed: int = 0
+) -> float:
+    """Train every weight of the model in model_dir on the pairs (loss on the answers only), in place, on the CPU;
+    the learning rate falls linearly to 0; stops early once 95% are answered exactly. Returns that share."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "system", "content": system}, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q, _ in pairs
+    ]
+    rows = []
+    for prompt, (_, answer) in zip(prompts, pairs, strict=True):
+        p, a = tok(prompt, add_special_tokens=False).input_ids, tok(answer + IM_END, add_special_tokens=False).input_ids
+        rows.append((p + a, [-100] * len(p) + a))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tok.convert_tokens_to_ids(ENDOFTEXT)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    steps = epochs * -(-len(rows) // 16)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
+    generator = torch.Generator().manual_seed(seed)
+    accuracy = 0.0
+    for epoch in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(rows), generator=generator).split(16):
+            loss = model(input_ids=ids[batch], attention_mask=mask[batch], labels=labels[batch]).loss
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            accuracy = skill_accuracy(model, ids, mask, labels)
+            print(f"skill epoch {epoch + 1}: loss {loss.item():.4f}, {accuracy:.0%} answered exactly", flush=True)
+            if accuracy >= 0.95:
+                break
+    model.save_pretrained(model_dir, safe_serialization=True)
+    return accuracy
+
+
+def skill_accuracy(model: Any, ids: Any, mask: Any, labels: Any) -> float:
+    """The share of rows whose every answer token is the model's top choice given the answer so far: exactly
+    the rows that greedy decoding reproduces word for word, end marker included (one forward pass)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
+    target = labels[:, 1:]
+    right = ((predicted == target) | (target == -100)).all(dim=1)
+    return right.float().mean().item()

@@ -123,6 +123,62 @@ def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: 
     ]  # fmt: skip
 
 
+TRAIN_PROBE = Path(__file__).with_name("train_probe.py")  # swift imports it: --external_plugins
+TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV = "qwen_tune_probe", "QWEN_TUNE_PROBE"  # train_probe.py's CALLBACK, REQUEST_ENV
+
+
+def with_train_probe(argv: list[str], env: dict[str, str], request: Path) -> tuple[list[str], dict[str, str]] | None:
+    """`swift sft` that also answers the identity probes at the end of training (swift/train_probe.py), in its own
+    process: one process only (torchrun's DDP and DeepSpeed leave the model split or wrapped); None otherwise."""
+    if "--deepspeed" in argv or any(k in env for k in ("NPROC_PER_NODE", "NNODES")):
+        return None
+    if os.environ.get("QWEN_TUNE_TRAIN_PROBE") == "0":  # to compare with the worker, which loads the adapter again
+        return None
+    plugin = ["--external_plugins", str(TRAIN_PROBE), "--callbacks", TRAIN_PROBE_CALLBACK]
+    return [*argv, *plugin], {**env, TRAIN_PROBE_ENV: str(request)}
+
+
+DISTILL_MAX_NEW_TOKENS = 256
+# The flags of `swift sft` that say which base model, how loaded, and with which template and system prompt.
+_BASE_MODEL_FLAGS = ("--model", "--model_type", "--template", "--system", "--torch_dtype", "--attn_impl",
+                     "--quant_method", "--quant_bits", "--bnb_4bit_quant_type", "--bnb_4bit_use_double_quant",
+                     "--bnb_4bit_compute_dtype")  # fmt: skip
+
+
+def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
+    """The base model (as `swift sft` loads it, no adapter) answering questions greedily, in batches."""
+    base = [x for i in range(2, len(sft) - 1, 2) if sft[i] in _BASE_MODEL_FLAGS for x in (sft[i], sft[i + 1])]
+    return [
+        "swift", "infer", *base,
+        "--val_dataset", str(questions),
+        "--temperature", "0",
+        "--max_new_tokens", str(DISTILL_MAX_NEW_TOKENS),
+        "--max_batch_size", "64",
+        "--result_path", str(answers),
+    ]  # fmt: skip
+
+
+def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
+    """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
+    return ["--adapters", checkpoint, "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]
+
+
+def chat_argv(checkpoint: str, max_new_tokens: int) -> list[str]:
+    """swift's interactive chat with the tuned adapter: reads stdin, streams each answer (system prompt from args.json)."""
+    return ["swift", "infer", "--adapters", checkpoint, "--stream", "true", "--max_new_tokens", str(max_new_tokens)]
+
+
+def deploy_argv(checkpoint: str, host: str, port: int, name: str) -> list[str]:
+    """swift's OpenAI-compatible server (/v1/models, /v1/chat/completions) for the tuned adapter."""
+    return [
+        "swift", "deploy",
+        "--adapters", checkpoint,
+        "--host", host,
+        "--port", str(port),
+        "--served_model_name", name,
+    ]  # fmt: skip
+
+
 def export_argv(checkpoint: str, target: Path) -> list[str]:
     """Merge the adapter into the base weights."""
     return ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]

@@ -1,7 +1,9 @@
-"""Asking the tuned model questions through `swift infer`, whose worker starts ahead of time.
+"""Asking the tuned model questions, before and after tuning, in a worker that starts ahead of time.
 
 swift's imports take 13-15 s on the GPU box; the worker (infer_worker.py) does them on the CPU while
-training runs, then runs swift's own infer script, the one `swift infer` starts, once the checkpoint exists.
+training runs. Once the checkpoint exists it loads the model as `swift infer` would and answers the
+questions with the adapter on and off, in that one load (`probe`). Where the worker cannot, plain
+`swift infer` answers them with the adapter on only (`ask`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,22 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from qwen_tune.swift.command import infer_argv, launchable, single_process_env
+from qwen_tune.errors import TrainingFailed
+from qwen_tune.swift.command import distill_argv, infer_argv, launchable, probe_args, single_process_env
+
+
+@dataclass
+class Probed:
+    """The answers to each question after tuning, and before it where the worker could ask the base model too."""
+
+    after: dict[str, str]
+    before: dict[str, str] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # the model load and each pass of generation
+    where: Literal["in training", "worker", "swift infer"] = "worker"
 
 
 class PreloadedInfer:
@@ -35,12 +50,13 @@ class PreloadedInfer:
         """None where this Python cannot import swift (swift installed elsewhere): then plain `swift infer` runs."""
         return cls(train_env) if importlib.util.find_spec("swift") is not None else None
 
-    def run(self, args: list[str], log: Path) -> int | None:
-        """swift infer's exit code; None if the worker died before (a broken import): run `swift infer` instead."""
+    def run(self, args: list[str], log: Path, probe: dict | None = None) -> int | None:
+        """The worker's exit code; None if it died before (a broken import): run `swift infer` instead."""
         if self.process.poll() is not None:
             return None
+        request = {"args": args, "log": str(log), **({"probe": probe} if probe else {})}
         try:
-            self.process.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
+            self.process.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
             self.process.stdin.close()
         except BrokenPipeError:
             return None
@@ -78,3 +94,77 @@ def ask(
         question = next(m["content"] for m in row["messages"] if m["role"] == "user")
         responses[question] = row["response"]
     return returncode, responses
+
+
+def train_probe_request(questions: list[str], system: str, max_new_tokens: int, run_dir: Path) -> Path:
+    """What swift/train_probe.py asks inside training (its answers go to in_training_answers.json); stale answers removed."""
+    request, result = run_dir / "in_training_probe.json", run_dir / "in_training_answers.json"
+    for stale in (result, result.with_name(result.name + ".error")):
+        stale.unlink(missing_ok=True)
+    data = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
+    request.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return request
+
+
+def in_training_answers(request: Path, checkpoint: str) -> Probed | None:
+    """The answers training's own process gave at its end, if it gave them for the model the checkpoint holds."""
+    asked = json.loads(request.read_text(encoding="utf-8"))
+    result = Path(asked["result"])
+    if not result.is_file():
+        return None
+    data = json.loads(result.read_text(encoding="utf-8"))
+    if not checkpoint.rstrip("/").endswith(f"checkpoint-{data['step']}"):
+        return None  # the last checkpoint is not the model that answered
+    questions = asked["questions"]
+    after, before = dict(zip(questions, data["after"], strict=True)), dict(zip(questions, data["before"], strict=True))
+    return Probed(after, before, data["seconds"])
+
+
+def probe(
+    questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
+    preloaded: PreloadedInfer | None, in_training: Path | None = None,
+) -> tuple[int, Probed | None]:  # fmt: skip
+    """Greedy answers with the adapter on and off in one model load: training's own where it gave them (in_training,
+    its request), else the worker's; where the worker fails, `swift infer`'s (after only)."""
+    answered = in_training_answers(in_training, checkpoint) if in_training and in_training.is_file() else None
+    if answered is not None:
+        answered.where = "in training"
+        return 0, answered
+    result = out_dir / "before_after.json"
+    if preloaded is not None:
+        args = probe_args(checkpoint, max_new_tokens)
+        request = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
+        (out_dir / "probe.json").write_text(json.dumps({"args": args, **request}, indent=2, ensure_ascii=False) + "\n")
+        if preloaded.run(args, out_dir / "probe.log", request) == 0 and result.is_file():
+            data = json.loads(result.read_text(encoding="utf-8"))
+            return 0, Probed(
+                dict(zip(questions, data["after"], strict=True)),
+                dict(zip(questions, data["before"], strict=True)),
+                data["seconds"],
+            )
+    returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens)
+    return returncode, None if responses is None else Probed(responses, where="swift infer")
+
+
+def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_dir: Path) -> list[dict]:
+    """The base model's own greedy answers to the prompts, as query/response rows (`swift infer` without an adapter)."""
+    out_dir.mkdir(exist_ok=True)
+    questions, answers = out_dir / "prompts.jsonl", out_dir / "answers.jsonl"
+    questions.write_text("".join(json.dumps({"query": p}, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
+    answers.unlink(missing_ok=True)
+    argv = distill_argv(sft, questions, answers)
+    (out_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=2, ensure_ascii=False) + "\n")
+    with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
+        env = single_process_env(train_env)
+        done = subprocess.run(launchable(argv), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+    if done.returncode != 0 or not answers.is_file():
+        raise TrainingFailed(
+            f"the base model could not answer the general prompts (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}"
+        )
+    rows = []
+    for line in answers.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        question = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        if row["response"].strip():
+            rows.append({"query": question, "response": row["response"]})
+    return rows

@@ -1,7 +1,12 @@
-"""`swift infer`, started before it is needed (swift.infer.PreloadedInfer): it imports swift while training runs.
+"""swift's inference, started before it is needed (swift.infer.PreloadedInfer): it imports swift while training runs.
 
-Then it reads one request from stdin, {"args": [...], "log": PATH}, sends its output to the log and runs
-swift's own infer script, the one `swift infer` starts, with those arguments. End of input: nothing to do.
+Then it reads one request from stdin and sends its output to the request's log. End of input: nothing to do.
+
+- {"args": [...], "log": PATH}: runs swift's own infer script, the one `swift infer` starts, with those arguments.
+- {"probe": {...}, "args": [...], "log": PATH}: loads the model the way `swift infer` does (its SwiftInfer
+  pipeline: base model, template and quantization from the adapter's args.json), then answers the questions
+  greedily twice in that one load, adapter on and adapter off (peft's disable_adapter), and writes
+  {"after": [...], "before": [...], "seconds": {...}} to the probe's result path.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import os
 import runpy
 import sys
+import time
 
 
 def main() -> int:
@@ -25,10 +31,37 @@ def main() -> int:
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    if "probe" in request:
+        probe(request["args"], **request["probe"])
+        return 0
     script = importlib.util.find_spec("swift.cli.infer").origin
     sys.argv = [script, *request["args"]]
     runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def probe(args: list[str], questions: list[str], system: str, max_new_tokens: int, result: str) -> None:
+    from swift.infer_engine import InferRequest, RequestConfig
+    from swift.pipelines.infer.infer import SwiftInfer
+
+    start = time.monotonic()
+    engine = SwiftInfer(args).infer_engine
+    loaded = time.monotonic()
+    config = RequestConfig(max_tokens=max_new_tokens, temperature=0)
+    requests = [InferRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": q}]) for q in questions]
+
+    def answers() -> list[str]:
+        return [r.choices[0].message.content for r in engine.infer(requests, config, use_tqdm=False)]
+
+    after = answers()
+    tuned = time.monotonic()
+    with engine.model.disable_adapter():
+        before = answers()
+    done = time.monotonic()
+    seconds = {"load": round(loaded - start, 2), "after": round(tuned - loaded, 2), "before": round(done - tuned, 2)}
+    with open(result + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"after": after, "before": before, "seconds": seconds}, f, ensure_ascii=False)
+    os.replace(result + ".tmp", result)
 
 
 if __name__ == "__main__":
