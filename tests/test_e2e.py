@@ -382,7 +382,7 @@ def test_two_processes_on_one_machine_train_data_parallel(tiny_model, tmp_path):
 def skilled_model(tmp_path_factory):
     """The tiny model, first taught single-digit sums (the retention probes among them) on the CPU."""
     out = tmp_path_factory.mktemp("models") / "tiny-skilled"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_model.py"), "tiny-skilled", str(out)],
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "make_model.py"), "tiny-skilled", str(out)],
                           capture_output=True, text=True, timeout=3600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return out
