@@ -98,6 +98,9 @@ def sft_env(plan: Plan) -> dict[str, str]:
         # Many short, differently padded batches fragment the caching allocator; growable segments
         # keep the reserved pool near what is allocated, which is what the estimate predicts.
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+        # torch 2.11 tries cuDNN attention first on Hopper and plans anew for every batch shape: last, the 7B job
+        # trained in 10.4 s against 13.4 s, the same loss (H200, 2026-11-24, docs/hardware-validation.md).
+        env["TORCH_CUDNN_SDPA_DEPRIORITIZED"] = "1"
     if plan.model.local_dir:
         env["HF_HUB_OFFLINE"] = "1"
     if plan.bytecode_cache:
