@@ -374,6 +374,9 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         "bytecode_cache": plan.get("bytecode_cache"),  # set: swift's imports were compiled once, into this cache
         "identity_check": result.get("identity_check"),
         "answers": [a["answer"] for a in result.get("answers", [])],
+        "answers_before": [a.get("before") for a in result.get("answers", [])],
+        "identity_asked": result.get("identity_asked"),
+        "retention": result.get("retention"),
         "attempts": [
             {k: a.get(k) for k in ("profile", "micro_batch_size", "gradient_checkpointing", "quantization", "outcome", "error")}
             for a in attempts
