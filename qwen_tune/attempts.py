@@ -14,10 +14,11 @@ from qwen_tune.dataset import jsonl_bytes
 from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
 from qwen_tune.identity import Expectation, expectations
 from qwen_tune.jobs import Job, installed_versions, probe_torch
+from qwen_tune.ladder import fallback
 from qwen_tune.locks import gpu_locks
 from qwen_tune.outcome import RunOutcome
 from qwen_tune.plan import Plan
-from qwen_tune.planner import disk_bytes_needed, fallback
+from qwen_tune.planner import disk_bytes_needed
 from qwen_tune.plot import loss_curve
 from qwen_tune.process import Timeline, run_sft
 from qwen_tune.profiles import Profile
@@ -47,7 +48,7 @@ def execute(
     """A new run: check it can start, record it, then train and check it.
 
     With retry_with (the profiles the ladder may switch to), an out-of-memory failure steps down
-    planner.fallback's ladder and trains again in the same run directory, from the last checkpoint.
+    ladder.fallback's ladder and trains again in the same run directory, from the last checkpoint.
     """
     check_before_run(job, force=force)
     with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):

@@ -1,4 +1,4 @@
-"""The planner: inventory + recipe + model + data → a Plan; and the out-of-memory ladder's next Plan.
+"""The planner: inventory + recipe + model + data → a Plan (ladder.py picks the next one after an out-of-memory).
 
 Pure: everything it needs from the box (GPUs, flash-attn) is passed in, so every card in
 cards.py can be planned and golden-tested anywhere.
@@ -32,9 +32,10 @@ LORA_ZERO_PRESETS: tuple[ZeroPreset, ...] = ("", "zero3")
 FULL_ZERO_PRESETS: tuple[ZeroPreset, ...] = ("", "zero2", "zero3", "zero3_offload")
 # Host memory zero3_offload may pin, of the RAM this box reports.
 HOST_USABLE_FRACTION = 0.8
+# A refusal suggests the longest of these that fits.
+SHORTER_LENGTHS = (1024, 512, 256, 128)
 # Above this a full fine-tuning learning rate is a LoRA one: it wrecks what the model knew.
 FULL_MAX_LEARNING_RATE = 5e-5
-SHORTER_LENGTHS = (1024, 512, 256, 128)
 # A less preferred profile (QLoRA's 4-bit weights, a little more loss) is chosen only when it trains this much faster.
 PREFERENCE_SPEEDUP = 2.0
 # Setups whose estimated times differ by less than this are taken as equal (qwen_tune/speed.py is coarse).
@@ -78,7 +79,7 @@ def unusable_because(
 
 
 @dataclass(frozen=True)
-class _SetupSearch:
+class SetupSearch:
     """What stays fixed while the chooser tries profiles and setups."""
 
     recipe: Recipe
@@ -165,7 +166,7 @@ def make_plan(
     """Each profile's fastest setup that fits every device; of those, the most preferred profile, unless a
     later one trains PREFERENCE_SPEEDUP times faster."""
     nodes.check()
-    job = _SetupSearch(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
+    job = SetupSearch(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
     seq_len = min(data.max_tokens, recipe.max_length)
     reasons = [_describe_devices(inventory, job.budget, nodes)]
     if job.dtype == "float16":
@@ -228,52 +229,10 @@ def make_plan(
             + (f"the fastest of {n_fitting} setups that fit" if n_fitting > 1 else "the one setup that fits")
             + f", ~{seconds:.2g} s an optimizer step"
         )
-        return _assemble(job, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine)
+        return assemble(job, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine)
     if forced_profile is not None and tried is not None:
-        return _assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
+        return assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
     raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))
-
-
-def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
-    """The next rung of the out-of-memory ladder and what it changes; None when no rung is left.
-
-    Cheapest first: halve the micro-batch (more grad-accum, the same effective batch), turn gradient
-    checkpointing on, shard with zero3 instead of plain data parallel, then 4-bit QLoRA at micro-batch 1.
-    max_length is no rung: swift pads each batch to its longest sample, so lowering it saves
-    nothing unless it cuts samples, which would change what is learned.
-    """
-    job = _SetupSearch(plan.recipe, plan.model, plan.inventory, plan.dtype, plan.budget_bytes, plan.nodes)
-    s, profile = plan.setup, plan.profile
-    smaller = [m for m in job.micro_batches() if m <= s.micro_batch_size // 2]
-    if smaller:
-        setup, change = replace(s, micro_batch_size=smaller[0]), f"micro-batch {s.micro_batch_size} → {smaller[0]}"
-    elif not s.gradient_checkpointing:
-        setup, change = replace(s, gradient_checkpointing=True), "gradient checkpointing on"
-    elif s.zero in ("", "zero2") and profile.deepspeed == "auto" and plan.n_devices > 1:
-        before = f"DeepSpeed {s.zero}" if s.zero else "plain data parallel"
-        setup, change = replace(s, zero="zero3"), f"{before} → DeepSpeed zero3"
-    elif s.zero == "zero3" and plan.recipe.tuner == "full":
-        setup, change = replace(s, zero="zero3_offload"), "DeepSpeed zero3 → zero3_offload"
-    elif plan.recipe.tuner == "full":
-        return None  # QLoRA would train an adapter, not the model that was asked for
-    elif profile.quantization != "nf4" and not plan.inventory.is_cpu:
-        qlora = [p for p in profiles if p.quantization == "nf4"]
-        if not qlora:
-            return None
-        # bitsandbytes' 4-bit weights do not shard under ZeRO-3: QLoRA on several GPUs is plain data parallel.
-        profile, setup, change = qlora[0], Setup(1, True), "4-bit QLoRA, micro-batch 1, checkpointing on"
-    else:
-        return None
-    est = job.estimate(profile, setup, plan.seq_len)
-    reasons = (
-        *plan.reasons,
-        f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})",
-    )
-    machine = MachineFacts(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
-    retry = _assemble(
-        job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), machine
-    )
-    return replace(retry, hub=plan.hub), change
 
 
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
@@ -283,7 +242,7 @@ def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
     return checkpoint * (SAVE_TOTAL_LIMIT + 1) + dataset_bytes + RUN_FILES_BYTES
 
 
-def _refusal(job: _SetupSearch, candidates: list[Profile], seq_len: int) -> str:
+def _refusal(job: SetupSearch, candidates: list[Profile], seq_len: int) -> str:
     """Nothing fits: what the leanest option needs, and the nearest thing that would work."""
     where = "the CPU" if job.inventory.is_cpu else f"{len(job.inventory.gpus)}× {job.inventory.gpus[0].name}"
     leanest = candidates[-1]
@@ -305,7 +264,7 @@ def _refusal(job: _SetupSearch, candidates: list[Profile], seq_len: int) -> str:
     return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
 
 
-def _more_gpus(job: _SetupSearch, seq_len: int) -> list[str]:
+def _more_gpus(job: SetupSearch, seq_len: int) -> list[str]:
     """For full fine-tuning: the fewest of these cards that ZeRO-3 (or zero3_offload) fits, and LoRA here if it fits."""
     card, options = job.inventory.gpus[0].name, []
     for n in (2, 4, 8, 16, 32, 64):
@@ -337,7 +296,7 @@ def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
     return f"devices: {len(inventory.gpus)}× {names}{where}, {gib(budget)} usable per device"
 
 
-def _assemble(job: _SetupSearch, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine) -> Plan:
+def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine) -> Plan:
     flash_ok = machine.flash_attn_installed and not job.inventory.is_cpu and all(g.bf16 for g in job.inventory.gpus)
     attention = "flash_attn" if profile.attention == "flash_attn" and flash_ok else "sdpa"
     plan = Plan(

@@ -7,7 +7,7 @@ import sys
 from conftest import FIXED_NOW
 
 from qwen_tune.jobs import JobOptions, bytecode_cache, prepare, probe_machine
-from qwen_tune.planner import fallback
+from qwen_tune.ladder import fallback
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.report import plan_text
 

@@ -7,7 +7,7 @@ from conftest import FIXED_NOW, PLAIN_MACHINE
 
 from qwen_tune.errors import OutOfMemory, TrainingFailed
 from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.planner import fallback
+from qwen_tune.ladder import fallback
 from qwen_tune.process import LAUNCH_HEADER, last_launch_lines
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.swift.logs import failure, oom_message

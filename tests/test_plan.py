@@ -11,9 +11,10 @@ from conftest import FIXED_NOW, PLAIN_MACHINE, gpu_inventory
 
 from qwen_tune.errors import ConfigError, DoesNotFit, ModelError, UsageError
 from qwen_tune.jobs import JobOptions, prepare
+from qwen_tune.ladder import fallback
 from qwen_tune.models import check_reachable, hub_offline, resolve_model
 from qwen_tune.plan import DataSummary, Setup
-from qwen_tune.planner import fallback, make_plan
+from qwen_tune.planner import make_plan
 from qwen_tune.profiles import shipped_profiles
 from qwen_tune.recipes import load_recipe
 from qwen_tune.report import plan_text
