@@ -115,7 +115,13 @@ def job_options(command):
         click.option(
             "--cut-long-rows", is_flag=True, help="Shorten the answers of rows over max_length instead of refusing them."
         ),
-        click.option("--output-dir", default=defaults.output_dir, show_default=True, help="Runs go in a new subdirectory here."),
+        click.option(
+            "--output-dir",
+            default=defaults.output_dir,
+            show_default=True,
+            callback=_not_empty("to use runs/"),
+            help="Runs go in a new subdirectory here.",
+        ),
         click.option(
             "--nnodes", type=click.IntRange(1), default=defaults.nnodes, show_default=True, help="Machines in a multi-node run."
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -114,6 +115,10 @@ def check_output_dir(output_dir: Path) -> None:
         raise OutputError(f"cannot write runs under {output_dir}: {base} is not a directory; pick another --output-dir")
     if not os.access(base, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write runs under {output_dir}: {base} is not writable; pick another --output-dir")
+    if shutil.disk_usage(base).total == 0:  # /proc, /sys: files there are the kernel's, not ours
+        raise OutputError(
+            f"cannot write runs under {output_dir}: {base} is a virtual filesystem, not a disk; pick another --output-dir"
+        )
 
 
 def free_bytes_under(path: Path) -> int:
@@ -171,7 +176,10 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
     write_json(run_dir / "plan.json", plan.to_dict())
     (run_dir / "plan.txt").write_text(plan_text(plan) + "\n", encoding="utf-8")
     write_json(run_dir / "command.json", {"argv": plan.argv, "env": plan.env})
-    (run_dir / "command.sh").write_text("#!/bin/sh\n" + plan.shell_command() + "\n", encoding="utf-8")
+    # From the directory the plan was made in, so its relative paths mean the same wherever command.sh is started.
+    command_sh = run_dir / "command.sh"
+    command_sh.write_text(f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{plan.shell_command()}\n", encoding="utf-8")
+    command_sh.chmod(0o755)
     write_json(run_dir / "inventory.json", asdict(plan.inventory))
     write_json(run_dir / "versions.json", package_versions())
     record.save()

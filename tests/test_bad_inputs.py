@@ -124,6 +124,7 @@ def test_hostile_names_are_quoted_in_the_run_directory(tmp_path):
     job = prepare(options, PLAIN_MACHINE, for_run=True)
     create_run_dir(job, verify=False)
     script = (job.run_dir / "command.sh").read_text(encoding="utf-8")
+    assert os.access(job.run_dir / "command.sh", os.X_OK) and script.splitlines()[1] == f"cd {shlex.quote(os.getcwd())} || exit"
     assert shell_runs(script, tmp_path) == job.plan.argv[1:]
     assert shell_runs(command_text(job.plan), tmp_path) == job.plan.argv[1:]  # as plan and run print it
     filled = (job.run_dir / "dataset.jsonl").read_text(encoding="utf-8")
