@@ -54,7 +54,7 @@ gpus: $(STAMP)  ## list this box's GPUs (NVML)
 $(TINY_MODEL)/config.json: | $(STAMP)  # order-only: reinstalling must not rebuild the model
 	$(PYTHON) tools/make_model.py tiny $(TINY_MODEL)
 
-demo: $(TINY_MODEL)/config.json  ## offline demo: a tiny random Qwen2 learns the identity on the CPU (~1 min)
+demo: $(TINY_MODEL)/config.json  ## offline demo: a tiny random Qwen2 learns the identity on the CPU (1-5 min)
 	$(QWEN_TUNE) run --recipe demo-tiny-cpu --model $(TINY_MODEL) --gpus cpu $(ARGS)
 
 test: $(STAMP)  ## unit, golden and CPU end-to-end tests (GPU tests skip without CUDA)

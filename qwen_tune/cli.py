@@ -290,8 +290,8 @@ def export(run_dir: Path) -> None:
     click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
 
 
-@cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@cli.command(epilog=_epilog(("qwen-tune chat runs/20261123-120000-demo-tiny-cpu    # after `make demo`; `exit` leaves",)))
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 def chat(run_dir: Path) -> None:
     """Talk to a run's tuned model on this terminal (streaming; `exit` leaves)."""
     from qwen_tune.talk import chat as chat_with
@@ -299,8 +299,16 @@ def chat(run_dir: Path) -> None:
     sys.exit(chat_with(run_dir, on_notice=_to_stderr))
 
 
-@cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@cli.command(
+    epilog=_epilog(
+        (
+            "qwen-tune serve runs/20261123-120000-demo-tiny-cpu             # http://127.0.0.1:8000/v1",
+            "qwen-tune serve runs/20261123-120000-demo-tiny-cpu --port 8001",
+        ),
+        "Then: curl http://127.0.0.1:8000/v1/models",
+    )
+)
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
 def serve(run_dir: Path, host: str, port: int) -> None:

@@ -60,7 +60,7 @@ def load_dataset(spec: str) -> Dataset:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError(f"dataset {path} does not exist") from None
+        raise DatasetError(f"dataset {path} does not exist: check the path (README 'Your own data' shows the format)") from None
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {path}: {exc.strerror or exc}") from None
     try:

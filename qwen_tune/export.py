@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qwen_tune.errors import OutputError, TrainingFailed, UsageError
-from qwen_tune.rundir import RunRecord
+from qwen_tune.rundir import RunRecord, require_run_dir
 from qwen_tune.swift.command import export_argv, launchable, require_swift, single_process_env
 
 
 def find_checkpoint(run_dir: Path) -> str:
     """The adapter a finished run produced, from its result.json."""
+    require_run_dir(run_dir)
     result_file = run_dir / "result.json"
     if not result_file.is_file():
         raise UsageError(f"{run_dir} is not a finished qwen-tune run (no result.json)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from qwen_tune.cards import parse_gpu_spec
+from qwen_tune.cards import find_card, parse_gpu_spec
 from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset, shipped_general_prompts
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
@@ -33,6 +33,8 @@ from qwen_tune.rundir import next_run_dir
 from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
+# --gpus 5090 names a card, --gpus 3 a GPU: no box has a hundred GPUs.
+CARD_NUMBER_MIN = 100
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
         if not 1 <= processes <= 64:
             raise UsageError(f"--gpus {spec}: give 1 to 64 CPU processes, e.g. cpu:2")
         return cpu_inventory(processes)
+    if spec and spec.strip().isdigit() and int(spec) >= CARD_NUMBER_MIN and find_card(spec):
+        if for_run:  # 4090, 5090: a card's number, not a GPU index
+            raise UsageError(f"--gpus {spec}: run trains on this box's GPUs; give indices like 0,1 (card names are for plan)")
+        return parse_gpu_spec(spec)
     if spec and (re.fullmatch(r"[\d\s+-]+", spec) or "," in spec):
         wanted = parse_indices(spec)  # a mistyped list is a usage error even on a box without a driver
         return select_gpus(read_inventory(), wanted)

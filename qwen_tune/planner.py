@@ -257,6 +257,8 @@ def _refusal(job: SetupSearch, candidates: list[Profile], seq_len: int) -> str:
         nearest.append(
             f"samples of at most {shorter[0]} tokens (a recipe with max_length {shorter[0]}, or --dataset with shorter rows)"
         )
+    if job.inventory.is_cpu:
+        nearest.append("the CPU demo's tiny model (`make demo`), or a GPU: see a card's plan with --gpus rtx4090")
     if not job.inventory.is_cpu and needed / (1 - MARGIN_FRACTION) <= LARGEST_CARD_BYTES:
         nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
     if not job.inventory.is_cpu and job.recipe.tuner == "full":

@@ -42,6 +42,12 @@ PACKAGES = (
 )
 
 
+def require_run_dir(run_dir: Path) -> None:
+    """A RUN_DIR argument that names nothing: say so, not that it lacks some file."""
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} does not exist: give a run directory, e.g. one of runs/ (`ls runs`)")
+
+
 @dataclass
 class RunRecord:
     """What a run needs once planned; stored as run.json so that --resume continues it exactly."""
@@ -62,6 +68,7 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
+        require_run_dir(run_dir)
         path = run_dir / "run.json"
         if not path.is_file():
             raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")

@@ -39,7 +39,9 @@ class Launcher:
 
 def this_launcher(environ: Mapping[str, str] | None = None) -> Launcher:
     environ = os.environ if environ is None else environ
-    found = shutil.which("qwen-tune", path=environ.get("PATH"))
+    # This Python's own qwen-tune first (a .venv need not be on PATH), then PATH's.
+    beside = os.path.join(os.path.dirname(sys.executable), "qwen-tune")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("qwen-tune", path=environ.get("PATH"))
     bin_dir = os.path.dirname(found) if found else os.path.dirname(sys.executable)
     pythonpath = os.pathsep.join(os.path.abspath(p) for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     return Launcher(bin_dir=os.path.abspath(bin_dir), pythonpath=pythonpath or None)

@@ -127,10 +127,18 @@ def test_plan_slurm_refuses_flags_it_would_drop(flags):
     assert done.returncode == 2 and done.stderr.startswith("qwen-tune: error: --slurm") and flags[0] in done.stderr
 
 
-def test_this_launcher_is_where_qwen_tune_lives(tmp_path):
-    (tmp_path / "qwen-tune").write_text("#!/bin/sh\n")
-    (tmp_path / "qwen-tune").chmod(0o755)
-    assert this_launcher({"PATH": str(tmp_path), "PYTHONPATH": "/a:b"}) == Launcher(str(tmp_path), f"/a:{os.path.abspath('b')}")
+def test_this_launcher_is_this_pythons_qwen_tune_else_paths(tmp_path, monkeypatch):
+    """The script runs the qwen-tune it was written from (a .venv need not be on PATH), else the one PATH finds."""
+    venv, on_path = tmp_path / "venv" / "bin", tmp_path / "path"
+    for folder in (venv, on_path):
+        folder.mkdir(parents=True)
+        (folder / "qwen-tune").write_text("#!/bin/sh\n")
+        (folder / "qwen-tune").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    environ = {"PATH": str(on_path), "PYTHONPATH": "/a:b"}
+    assert this_launcher(environ) == Launcher(str(venv), f"/a:{os.path.abspath('b')}")
+    (venv / "qwen-tune").unlink()
+    assert this_launcher(environ).bin_dir == str(on_path)
 
 
 def test_cpu_nodes_get_the_same_torchrun_env():
