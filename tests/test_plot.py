@@ -67,3 +67,14 @@ def test_the_run_titles_loss_png_with_its_recipe_profile_and_final_loss(tmp_path
     assert not attempts.loss_curve(
         RunRecord(**{**record.__dict__, "output_dir": str(tmp_path / "none")}), None, tmp_path / "x.png"
     )
+
+
+def test_memory_png_is_drawn_for_gpu_runs_with_samples_only(tmp_path):
+    from qwen_tune.process import memory_picture
+    from qwen_tune.rundir import RunRecord
+
+    gpu = RunRecord(str(tmp_path), [], {}, str(tmp_path / "swift"), [0], "", {}, "lora-fast", 14.5, False)
+    assert not memory_picture(gpu, {})  # NVML gave no sample
+    assert not memory_picture(RunRecord(**{**gpu.__dict__, "gpu_indices": []}), {0: [(0.0, GIB)]})  # the CPU
+    assert not (tmp_path / "memory.png").exists()
+    assert memory_picture(gpu, {0: [(0.0, GIB), (0.5, 3 * GIB)]}) and (tmp_path / "memory.png").is_file()
