@@ -15,7 +15,7 @@ from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMem
 from qwen_tune.identity import Expectation, expectations
 from qwen_tune.jobs import Job, installed_versions, probe_torch
 from qwen_tune.ladder import fallback
-from qwen_tune.locks import gpu_locks
+from qwen_tune.locks import run_locks
 from qwen_tune.outcome import RunOutcome
 from qwen_tune.plan import Plan
 from qwen_tune.planner import disk_bytes_needed
@@ -139,7 +139,8 @@ def resume(
 
 
 def _exclusive(indices: list[int], run_dir: str, force: bool):
-    return nullcontext() if force or not indices else gpu_locks(indices, run_dir)
+    """The run's devices locked (its GPUs, or the CPU where it has none); --force trains beside another run."""
+    return nullcontext() if force else run_locks(indices, run_dir)
 
 
 def train_and_check(
