@@ -15,11 +15,11 @@ from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMem
 from qwen_tune.identity import Expectation, expectations
 from qwen_tune.jobs import Job, installed_versions, probe_torch
 from qwen_tune.ladder import fallback
-from qwen_tune.locks import gpu_locks
+from qwen_tune.locks import run_locks
 from qwen_tune.outcome import RunOutcome
 from qwen_tune.plan import Plan
 from qwen_tune.planner import disk_bytes_needed
-from qwen_tune.plot import loss_curve
+from qwen_tune.plot import loss_figure, loss_title, save
 from qwen_tune.process import Timeline, run_sft
 from qwen_tune.profiles import Profile
 from qwen_tune.readiness import torch_gpu_problem
@@ -37,7 +37,7 @@ from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
 from qwen_tune.swift.command import require_swift, with_train_probe
 from qwen_tune.swift.deps import missing_package, plan_needs, unmet
 from qwen_tune.swift.infer import PreloadedInfer, distill
-from qwen_tune.swift.logs import Progress
+from qwen_tune.swift.logs import Progress, epoch_ends, logged_losses
 from qwen_tune.verify import check_identity, in_training_request
 
 
@@ -139,7 +139,8 @@ def resume(
 
 
 def _exclusive(indices: list[int], run_dir: str, force: bool):
-    return nullcontext() if force or not indices else gpu_locks(indices, run_dir)
+    """The run's devices locked (its GPUs, or the CPU where it has none); --force trains beside another run."""
+    return nullcontext() if force else run_locks(indices, run_dir)
 
 
 def train_and_check(
@@ -169,7 +170,7 @@ def train_and_check(
             _end(ended, "train-failed", f"FAIL training: {failure}", error=str(failure))
             raise
         result = ended.train
-        ended.loss_curve = "loss.png" if loss_curve(logging_jsonl(Path(record.output_dir)), run_dir / "loss.png") else None
+        ended.loss_curve = "loss.png" if loss_curve(record, result.final_loss, run_dir / "loss.png") else None
         trained = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
         if result.checkpoint is None and node_rank == 0:
             _end(ended, "no-checkpoint", "FAIL: swift finished but wrote no checkpoint")
@@ -202,6 +203,26 @@ def train_and_check(
         if preloaded:
             preloaded.close()
         timeline.write(run_dir / "timeline.json")
+
+
+def loss_curve(record: RunRecord, final_loss: float | None, png: Path) -> bool:
+    """loss.png from swift's logging.jsonl, titled with the recipe, the profile and the final loss;
+    False when swift logged no loss."""
+    log = logging_jsonl(Path(record.output_dir))
+    points = logged_losses(log) if log.is_file() else []
+    if not points:
+        return False
+    title = loss_title(_recipe_name(Path(record.run_dir)), record.profile, final_loss)
+    save(loss_figure([p[0] for p in points], [p[1] for p in points], epoch_ends(log), title), png)
+    return True
+
+
+def _recipe_name(run_dir: Path) -> str:
+    """The recipe's name from plan.json; the run directory's name where it cannot be read."""
+    try:
+        return str(json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["recipe"]["name"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return run_dir.name
 
 
 def _mix_general_rows(record: RunRecord, timeline: Timeline) -> None:

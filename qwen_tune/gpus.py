@@ -208,17 +208,22 @@ def _text(value: str | bytes) -> str:
 
 
 class MemorySampler:
-    """Samples used GPU memory through NVML in a background thread, keeping the peak per GPU."""
+    """Samples used GPU memory through NVML in a background thread: the peak per GPU, and (seconds since start,
+    used bytes) per GPU for memory.png, at most max_samples of them (thinned to every other one when full)."""
 
-    def __init__(self, indices: list[int], interval_s: float = 0.5):
+    def __init__(self, indices: list[int], interval_s: float = 0.5, max_samples: int = 2000):
         self.indices = indices
         self.interval_s = interval_s
+        self.max_samples = max_samples
         self.peak_bytes: dict[int, int] = {}
+        self.samples: dict[int, list[tuple[float, int]]] = {}
+        self._stride = 1  # keep every stride-th tick: doubled at each thinning, so the kept ones stay evenly spaced
         self._stop = None
         self._thread = None
 
     def __enter__(self) -> MemorySampler:
         import threading
+        import time
 
         try:
             import pynvml
@@ -229,18 +234,32 @@ class MemorySampler:
         self._stop = threading.Event()
         handles = {i: _query(pynvml.nvmlDeviceGetHandleByIndex, i) for i in self.indices}
         handles = {i: handle for i, handle in handles.items() if handle is not None}  # a GPU NVML cannot reach: no peak
+        start = time.monotonic()
 
         def sample() -> None:
+            tick = 0
             while not self._stop.is_set():
+                keep = tick % self._stride == 0
                 for i, handle in handles.items():
                     used = getattr(_query(pynvml.nvmlDeviceGetMemoryInfo, handle), "used", None)
                     if isinstance(used, int):  # an unanswered sample is skipped, never a crashed thread
                         self.peak_bytes[i] = max(self.peak_bytes.get(i, 0), used)
+                        if keep:
+                            self._keep(i, round(time.monotonic() - start, 2), used)
+                tick += 1
                 self._stop.wait(self.interval_s)
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
         return self
+
+    def _keep(self, index: int, seconds: float, used: int) -> None:
+        points = self.samples.setdefault(index, [])
+        points.append((seconds, used))
+        if len(points) > self.max_samples:
+            for i, kept in self.samples.items():
+                self.samples[i] = kept[::2]
+            self._stride *= 2
 
     def __exit__(self, *exc) -> None:
         if self._thread is not None:

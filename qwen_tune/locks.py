@@ -1,4 +1,6 @@
-"""One run per GPU: an advisory file lock per device, held while swift trains and the check runs."""
+"""One run per device: an advisory file lock per GPU, or one for the CPU, held while swift trains and the check runs.
+
+Two runs on one GPU can run it out of memory; two on the CPU each ran 7× slower, and neither said why."""
 
 from __future__ import annotations
 
@@ -13,26 +15,39 @@ from pathlib import Path
 from qwen_tune.errors import GpuBusyError
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "qwen-tune-locks"
+CPU = "cpu"
+
+
+def device_names(gpu_indices: list[int]) -> list[str]:
+    """The lock names of a run's devices: gpu-0, gpu-1, ...; a run without GPUs trains on the CPU."""
+    return [f"gpu-{index}" for index in gpu_indices] or [CPU]
+
+
+def _described(device: str) -> tuple[str, str]:
+    """How a refusal names the device, and what else the user can do."""
+    if device == CPU:
+        return "the CPU", "wait for it (two runs on the CPU each run several times slower), or pass --force"
+    return f"GPU {device.removeprefix('gpu-')}", "wait for it, pick other GPUs with --gpus, or pass --force"
 
 
 @contextmanager
-def gpu_locks(indices: list[int], run_dir: str) -> Iterator[None]:
-    """Fail at once, naming the other run, when one of these GPUs is already being trained on."""
+def device_locks(devices: list[str], run_dir: str) -> Iterator[None]:
+    """Fail at once, naming the other run and its pid, when one of these devices is already being trained on."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     held = []
     try:
-        for index in indices:
-            path = LOCK_DIR / f"gpu-{index}.lock"
-            handle = open(path, "a+", encoding="utf-8")
+        for device in devices:
+            handle = open(LOCK_DIR / f"{device}.lock", "a+", encoding="utf-8")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
                 holder = json.loads(handle.read() or "{}")
                 handle.close()
+                name, instead = _described(device)
                 raise GpuBusyError(
-                    f"GPU {index} is in use by another qwen-tune run (pid {holder.get('pid', '?')}, {holder.get('run_dir', '?')}); "
-                    "wait for it, pick other GPUs with --gpus, or pass --force"
+                    f"{name} is in use by another qwen-tune run (pid {holder.get('pid', '?')}, {holder.get('run_dir', '?')}); "
+                    f"{instead}"
                 ) from None
             handle.seek(0)
             handle.truncate()
@@ -43,3 +58,8 @@ def gpu_locks(indices: list[int], run_dir: str) -> Iterator[None]:
     finally:
         for handle in held:
             handle.close()  # closing releases the lock
+
+
+def run_locks(indices: list[int], run_dir: str):
+    """The locks of these GPUs (the CPU's where there are none)."""
+    return device_locks(device_names(indices), run_dir)

@@ -17,6 +17,7 @@ from qwen_tune.errors import Interrupted
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.outcome import TrainResult
 from qwen_tune.phases import StartupWatch, hub_cache, tree_bytes
+from qwen_tune.plot import memory_figure, save
 from qwen_tune.rundir import RunRecord
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
 from qwen_tune.swift.command import launchable, missing_swift, resume_argv
@@ -111,6 +112,7 @@ def run_sft(
                     on_progress(progress)
             process.wait()
             timeline.mark("swift exited")
+    memory_picture(record, sampler.samples)
     logged = read_logging(logging_jsonl(Path(record.output_dir)))
     result = TrainResult(
         returncode=process.returncode,
@@ -130,6 +132,17 @@ def run_sft(
     if process.returncode != 0:
         raise failure(last_launch_lines(log_path), process.returncode, last_step, record.estimate_peak_gib, log_path)
     return result
+
+
+def memory_picture(record: RunRecord, samples: dict[int, list[tuple[float, int]]]) -> bool:
+    """memory.png: what each GPU used while swift ran (this launch), against the plan's estimate, so a run near
+    its card's limit, or far below the estimate, shows; drawn before a failure is raised, an OOM above all.
+    Nothing on the CPU or where NVML gave no sample."""
+    if not record.gpu_indices or not any(samples.values()):
+        return False
+    title = f"{Path(record.run_dir).name} · {record.profile}"
+    save(memory_figure(samples, record.estimate_peak_gib, title), Path(record.run_dir) / "memory.png")
+    return True
 
 
 def _lines_and_ticks(process: subprocess.Popen, every: float = 1.0):

@@ -21,7 +21,7 @@ from conftest import PLAIN_MACHINE
 from qwen_tune import attempts, locks, rundir
 from qwen_tune.attempts import execute
 from qwen_tune.errors import DiskSpaceError, GpuBusyError, OutputError, SwiftMissing, TrainingFailed
-from qwen_tune.gpus import GIB, MIB, Gpu, GpuProcess, Inventory
+from qwen_tune.gpus import GIB, MIB, Gpu, GpuProcess, Inventory, cpu_inventory
 from qwen_tune.jobs import Job
 from qwen_tune.memory import checkpoint_bytes
 from qwen_tune.models import ModelShape, resolve_model
@@ -75,13 +75,14 @@ def refused(job: Job, error, match: str, swift_ran: Path, force: bool = False):
 
 
 @contextmanager
-def gpu_held_by_another_run(lock_dir: Path, index: int):
-    """Another process holding GPU `index`'s lock, as another qwen-tune run would; yields its pid."""
+def gpu_held_by_another_run(lock_dir: Path, index: int | None):
+    """Another process holding GPU `index`'s lock (the CPU's for None), as another qwen-tune run would; yields its pid."""
+    indices = [] if index is None else [index]
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from pathlib import Path; from qwen_tune import locks;"
          f"locks.LOCK_DIR = Path({str(lock_dir)!r});"
-         f"ctx = locks.gpu_locks([{index}], 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"],
+         f"ctx = locks.run_locks({indices}, 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -199,12 +200,12 @@ def test_a_held_gpu_names_the_other_run(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "LOCK_DIR", tmp_path)
     with gpu_held_by_another_run(tmp_path, 1) as pid:
         with pytest.raises(GpuBusyError, match=rf"GPU 1 is in use by another qwen-tune run \(pid {pid}, runs/other\)"):
-            with locks.gpu_locks([0, 1], "runs/mine"):
+            with locks.run_locks([0, 1], "runs/mine"):
                 pass
-        with locks.gpu_locks([0], "runs/mine"):  # other GPUs stay usable
+        with locks.run_locks([0], "runs/mine"):  # other GPUs stay usable
             pass
     time.sleep(0.1)
-    with locks.gpu_locks([1], "runs/mine"):  # released when the holder dies
+    with locks.run_locks([1], "runs/mine"):  # released when the holder dies
         assert "runs/mine" in Path(tmp_path / "gpu-1.lock").read_text()
 
 
@@ -213,6 +214,38 @@ def test_run_refuses_a_gpu_another_run_holds_before_writing_anything(launchable,
         error = refused(job_on(FREE, tmp_path / "runs" / "run"), GpuBusyError,
                         rf"GPU 0 is in use by another qwen-tune run \(pid {pid}, runs/other\)", launchable)  # fmt: skip
     assert error.exit_code == 17
+
+
+def test_the_cpu_held_by_another_run_is_named_and_gpus_stay_free(tmp_path, monkeypatch):
+    """Two runs on the CPU at once each ran 7× slower and neither said why: the CPU is locked like a GPU."""
+    monkeypatch.setattr(locks, "LOCK_DIR", tmp_path)
+    with gpu_held_by_another_run(tmp_path, None) as pid:
+        with pytest.raises(GpuBusyError, match=rf"^the CPU is in use by another qwen-tune run \(pid {pid}, runs/other\); wait"):
+            with locks.run_locks([], "runs/mine"):
+                pass
+        with locks.run_locks([0], "runs/mine"):  # a GPU run beside it
+            pass
+    time.sleep(0.1)
+    with locks.run_locks([], "runs/mine"):
+        assert "runs/mine" in Path(tmp_path / "cpu.lock").read_text()
+
+
+def cpu_job(run_dir: Path) -> Job:
+    recipe = load_recipe("demo-tiny-cpu")
+    tiny = str(Path(__file__).parent / "data" / "tiny-config")
+    plan = make_plan(recipe=recipe, model=resolve_model(tiny), inventory=cpu_inventory(), profiles=shipped_profiles(),
+                     data=DataSummary(100, 80, "estimated"), dataset_path="d.jsonl", output_dir="out", machine=PLAIN_MACHINE)  # fmt: skip
+    return Job(plan=plan, rows=[{"query": "q", "response": "r"}], run_dir=run_dir)
+
+
+def test_run_refuses_the_cpu_another_run_holds_before_writing_anything(launchable, tmp_path):
+    with gpu_held_by_another_run(tmp_path / "locks", None) as pid:
+        error = refused(cpu_job(tmp_path / "runs" / "run"), GpuBusyError,
+                        rf"the CPU is in use by another qwen-tune run \(pid {pid}, runs/other\)", launchable)  # fmt: skip
+        assert error.exit_code == 17 and "--force" in str(error) and "--gpus" not in str(error)
+        with pytest.raises(TrainingFailed, match="exit code 99"):  # --force trains beside it: the fake swift ran
+            execute(cpu_job(tmp_path / "runs" / "forced"), verify=False, force=True, on_progress=print, on_notice=lambda t: None)
+    assert launchable.exists()
 
 
 # After the guards

@@ -126,3 +126,31 @@ def test_memory_sampler_goes_on_without_what_nvml_cannot_answer(fake_nvml, query
     fake_nvml(unsupported=query)
     peaks = sample([0, 1])  # neither the thread nor the exit raises
     assert peaks == ({0: 564 * 1024**2, 1: 564 * 1024**2} if query == "nvmlShutdown" else {})
+
+
+def test_memory_sampler_keeps_a_bounded_series_per_gpu(fake_nvml):
+    from qwen_tune.gpus import MemorySampler
+
+    fake_nvml()
+    with MemorySampler([0, 1], interval_s=0.002, max_samples=8) as sampler:
+        time.sleep(0.3)
+    for index in (0, 1):
+        points = sampler.samples[index]
+        assert 4 <= len(points) <= 8  # thinned to every other one each time it filled
+        assert all(used == 564 * 1024**2 for _, used in points)
+        seconds = [t for t, _ in points]
+        assert seconds == sorted(seconds) and seconds[0] < 0.05
+    assert sampler._stride > 1
+
+
+def test_memory_sampler_without_a_driver_keeps_nothing(monkeypatch):
+    from qwen_tune.gpus import MemorySampler
+
+    monkeypatch.delenv("FAKE_NVML", raising=False)
+    spec = importlib.util.spec_from_file_location("pynvml", FAKES / "pynvml.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    with MemorySampler([0]) as sampler:
+        pass
+    assert sampler.samples == {} and sampler.peak_bytes == {}

@@ -13,7 +13,8 @@ import os
 import site
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class Case:
     raises: Callable[[Path], None] | None = None
     # Started through a link to this Python in a folder of its own: no `swift` beside it (swift.command.swift_executable).
     bare_python: bool = False
+    # Another qwen-tune run (a process of its own, its pid shown as <pid>) holds the CPU's lock, in a TMPDIR beside {tmp}.
+    cpu_held: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ CASES = (
     Case("`--output-dir` is a virtual filesystem", 15, run_tiny(output_dir="/proc/qwen-tune-runs"), MODEL),
     Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),
     Case("another program fills the GPU", 17, run_tiny(gpus="0"), MODEL, one_rtx4090(free_mib=100)),
+    Case("another qwen-tune run trains on the CPU", 17, run_tiny(), MODEL, cpu_held=True),
     Case("the model fits no profile on these GPUs", 18, ("plan", "--gpus", "4GiB")),
     Case("ms-swift is not installed", 19, run_tiny(), MODEL, {"PATH": "/usr/bin:/bin"}, bare_python=True),
     Case(
@@ -238,10 +242,29 @@ def run_case(case: Case, tmp: Path) -> Outcome:
             # A link outside a virtualenv starts its base Python: hand it this one's packages.
             env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], *site.getsitepackages()])
         argv = [python, "-m", "qwen_tune", *(arg.replace("{tmp}", str(tmp)) for arg in case.args)]
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+        with _cpu_held(env, tmp) if case.cpu_held else nullcontext() as holder:
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
         code, stderr = done.returncode, done.stderr
+        if holder is not None:
+            stderr = stderr.replace(f"pid {holder}", "pid <pid>")
     written = tuple(sorted(str(p.relative_to(tmp)) for p in _tree(tmp) - before))
     return Outcome(code=code, stderr=_stable(stderr, tmp), written=written, swift_ran=swift_mark.exists())
+
+
+@contextmanager
+def _cpu_held(env: dict[str, str], tmp: Path) -> Iterator[int]:
+    """Another run holding the CPU's lock, as `qwen-tune run --gpus cpu` does while it trains; yields its pid.
+    The case and the holder share a TMPDIR of their own, so a real run's lock on this box plays no part."""
+    env["TMPDIR"] = str(tmp.parent / f"{tmp.name}.tmpdir")
+    Path(env["TMPDIR"]).mkdir()
+    hold = "import time; from qwen_tune import locks; ctx = locks.run_locks([], 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _raise_in_process(raises: Callable[[Path], None], tmp: Path) -> tuple[int, str]:

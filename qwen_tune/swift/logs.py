@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from qwen_tune.errors import OutOfMemory, TrainingFailed
@@ -106,11 +108,33 @@ def read_logging(path: Path) -> LoggedRun:
 
 def logged_losses(logging_jsonl: Path) -> list[tuple[int, float]]:
     """(optimizer step, training loss) as swift logged them, in order; a resumed run logs some steps again."""
+    return [(step, loss) for step, loss, _ in _logged_steps(logging_jsonl)]
+
+
+def epoch_ends(logging_jsonl: Path) -> list[float]:
+    """The optimizer steps (interpolated) at which an epoch ended before the last logged step, from the `epoch`
+    swift logs with each loss: where the loss curve's jumps at a new pass over the data come from."""
+    logged = [(step, epoch) for step, _, epoch in _logged_steps(logging_jsonl) if epoch is not None]
+    ends: list[float] = []
+    for (s0, e0), (s1, e1) in pairwise(logged):
+        if e1 <= e0:
+            continue  # a resumed run logs some steps again
+        for k in range(math.floor(e0) + 1, math.floor(e1) + 1):
+            at = s0 + (k - e0) / (e1 - e0) * (s1 - s0)
+            if at < logged[-1][0] and (not ends or at > ends[-1]):
+                ends.append(round(at, 2))
+    return ends
+
+
+def _logged_steps(logging_jsonl: Path) -> list[tuple[int, float, float | None]]:
+    """(step, loss, epoch or None) of each logged training step; swift's last summary line has no loss."""
     points = []
     for line in logging_jsonl.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "loss" in record and "global_step/max_steps" in record:
-            points.append((int(str(record["global_step/max_steps"]).split("/")[0]), float(record["loss"])))
+            epoch = record.get("epoch")
+            step = int(str(record["global_step/max_steps"]).split("/")[0])
+            points.append((step, float(record["loss"]), float(epoch) if epoch is not None else None))
     return points
 
 
