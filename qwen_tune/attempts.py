@@ -51,7 +51,7 @@ def execute(
     ladder.fallback's ladder and trains again in the same run directory, from the last checkpoint.
     """
     check_before_run(job, force=force)
-    with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force):
+    with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force, job.plan.nodes.rank):
         record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
         on_notice(f"Training in {job.run_dir} (swift's full output goes to swift.log there)...")
         timeline = Timeline()
@@ -131,16 +131,16 @@ def resume(
     result_file = run_dir / "result.json"
     if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
         raise UsageError(f"{run_dir} already finished; start a new run instead")
-    with _exclusive(record.gpu_indices, record.run_dir, force):
+    with _exclusive(record.gpu_indices, record.run_dir, force, record.node_rank):
         checkpoint = latest_checkpoint(Path(record.output_dir))
         where = f"from {checkpoint.name}" if checkpoint else "from the start (no checkpoint was kept)"
         on_notice(f"Resuming {run_dir} {where} (swift's output is appended to swift.log)...")
         return train_and_check(record, on_progress, Timeline(), checkpoint)
 
 
-def _exclusive(indices: list[int], run_dir: str, force: bool):
+def _exclusive(indices: list[int], run_dir: str, force: bool, node_rank: int):
     """The run's devices locked (its GPUs, or the CPU where it has none); --force trains beside another run."""
-    return nullcontext() if force else run_locks(indices, run_dir)
+    return nullcontext() if force else run_locks(indices, run_dir, node_rank)
 
 
 def train_and_check(

@@ -18,14 +18,15 @@ LOCK_DIR = Path(tempfile.gettempdir()) / "qwen-tune-locks"
 CPU = "cpu"
 
 
-def device_names(gpu_indices: list[int]) -> list[str]:
-    """The lock names of a run's devices: gpu-0, gpu-1, ...; a run without GPUs trains on the CPU."""
-    return [f"gpu-{index}" for index in gpu_indices] or [CPU]
+def device_names(gpu_indices: list[int], node_rank: int = 0) -> list[str]:
+    """The lock names of a run's devices: gpu-0, gpu-1, ...; a run without GPUs trains on the CPU. The nodes of one
+    multi-node job on one host (the CPU rendezvous) share its CPU by design: node N takes cpu-nodeN."""
+    return [f"gpu-{index}" for index in gpu_indices] or [CPU if node_rank == 0 else f"{CPU}-node{node_rank}"]
 
 
 def _described(device: str) -> tuple[str, str]:
     """How a refusal names the device, and what else the user can do."""
-    if device == CPU:
+    if device.startswith(CPU):
         return "the CPU", "wait for it (two runs on the CPU each run several times slower), or pass --force"
     return f"GPU {device.removeprefix('gpu-')}", "wait for it, pick other GPUs with --gpus, or pass --force"
 
@@ -60,6 +61,6 @@ def device_locks(devices: list[str], run_dir: str) -> Iterator[None]:
             handle.close()  # closing releases the lock
 
 
-def run_locks(indices: list[int], run_dir: str):
+def run_locks(indices: list[int], run_dir: str, node_rank: int = 0):
     """The locks of these GPUs (the CPU's where there are none)."""
-    return device_locks(device_names(indices), run_dir)
+    return device_locks(device_names(indices, node_rank), run_dir)
