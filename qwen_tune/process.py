@@ -20,7 +20,7 @@ from qwen_tune.phases import StartupWatch, hub_cache, tree_bytes
 from qwen_tune.plot import memory_figure, save
 from qwen_tune.rundir import RunRecord
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
-from qwen_tune.swift.command import launchable, missing_swift, resume_argv
+from qwen_tune.swift.command import downloads_from_hf, launchable, missing_swift, resume_argv
 from qwen_tune.swift.logs import Progress, failure, parse_progress, phase_ended, read_logging
 
 # One header per launch in swift.log: a failure is read from the newest launch's lines only.
@@ -168,14 +168,9 @@ def _lines_and_ticks(process: subprocess.Popen, every: float = 1.0):
 
 def startup_watch(record: RunRecord, env: dict[str, str]) -> StartupWatch:
     """The watch for this launch: a hub model is downloaded into swift's hub cache, a local one only loaded."""
-    argv = record.argv
-    model = argv[argv.index("--model") + 1] if "--model" in argv else ""
-    if not model or Path(model).is_dir() or env.get("HF_HUB_OFFLINE") == "1":
+    use_hf = downloads_from_hf(record.argv, env)
+    if use_hf is None:
         return StartupWatch(time.monotonic)
-    if "--use_hf" in argv:
-        use_hf = argv[argv.index("--use_hf") + 1] == "true"
-    else:  # swift's own default
-        use_hf = env.get("USE_HF", "").lower() in ("1", "true")
     cache = hub_cache(env, use_hf)
     return StartupWatch(time.monotonic, lambda: tree_bytes(cache), str(cache), _model_bytes(Path(record.run_dir)))
 

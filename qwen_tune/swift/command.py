@@ -109,6 +109,17 @@ def sft_env(plan: Plan) -> dict[str, str]:
     return env
 
 
+def downloads_from_hf(sft: list[str], env: dict[str, str]) -> bool | None:
+    """Whether this `swift sft` downloads its model from Hugging Face (True) or ModelScope (False); None when it
+    downloads nothing (a local directory, or the hub switched off)."""
+    model = sft[sft.index("--model") + 1] if "--model" in sft else ""
+    if not model or Path(model).is_dir() or env.get("HF_HUB_OFFLINE") == "1":
+        return None
+    if "--use_hf" in sft:
+        return sft[sft.index("--use_hf") + 1] == "true"
+    return env.get("USE_HF", "").lower() in ("1", "true")  # swift's own default: ModelScope unless USE_HF
+
+
 def resume_argv(sft: list[str], checkpoint: Path | None) -> list[str]:
     """The same `swift sft`, continuing from a checkpoint (its model, optimizer and step)."""
     return sft + (["--resume_from_checkpoint", str(checkpoint)] if checkpoint else [])
