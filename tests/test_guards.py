@@ -8,15 +8,13 @@ it targets and on no other, and asserts that guard's own error and message."""
 import errno
 import os
 import shutil
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import PLAIN_MACHINE
+from conftest import PLAIN_MACHINE, load_script
 
 from qwen_tune import attempts, locks, rundir
 from qwen_tune.attempts import execute
@@ -77,20 +75,8 @@ def refused(job: Job, error, match: str, swift_ran: Path, force: bool = False):
 @contextmanager
 def gpu_held_by_another_run(lock_dir: Path, index: int | None):
     """Another process holding GPU `index`'s lock (the CPU's for None), as another qwen-tune run would; yields its pid."""
-    indices = [] if index is None else [index]
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from qwen_tune import locks;"
-         f"locks.LOCK_DIR = Path({str(lock_dir)!r});"
-         f"ctx = locks.run_locks({indices}, 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield holder.pid
-    finally:
-        holder.kill()
-        holder.wait()
+    with load_script("bad_inputs").lock_held([] if index is None else [index], lock_dir=lock_dir) as pid:
+        yield pid
 
 
 def test_with_every_guard_passing_the_run_starts_swift(launchable, tmp_path):

@@ -257,7 +257,17 @@ def _cpu_held(env: dict[str, str], tmp: Path) -> Iterator[int]:
     The case and the holder share a TMPDIR of their own, so a real run's lock on this box plays no part."""
     env["TMPDIR"] = str(tmp.parent / f"{tmp.name}.tmpdir")
     Path(env["TMPDIR"]).mkdir()
-    hold = "import time; from qwen_tune import locks; ctx = locks.run_locks([], 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)"
+    with lock_held([], env=env) as pid:
+        yield pid
+
+
+@contextmanager
+def lock_held(indices: list[int], *, env: dict[str, str] | None = None, lock_dir: Path | None = None) -> Iterator[int]:
+    """Another qwen-tune run, in a process of its own, holding these GPUs' locks (the CPU's for none); yields its pid.
+    Its lock directory is the one its TMPDIR gives, or lock_dir."""
+    point = f"locks.LOCK_DIR = Path({str(lock_dir)!r}); " if lock_dir else ""
+    hold = (f"import time; from pathlib import Path; from qwen_tune import locks; {point}"
+            f"ctx = locks.run_locks({indices!r}, 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", hold], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
