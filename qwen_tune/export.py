@@ -35,7 +35,7 @@ def export_merged(run_dir: Path, on_notice: Callable[[str], None] = print) -> Pa
     with open(run_dir / "export.log", "w", encoding="utf-8") as log:
         env = single_process_env(RunRecord.load(run_dir).env)
         done = subprocess.run(
-            launchable(export_argv(checkpoint, target)), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+            launchable(export_argv(checkpoint, target), env), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
         )
     if done.returncode != 0:
         raise TrainingFailed(f"swift export failed with exit code {done.returncode}; see {run_dir / 'export.log'}")

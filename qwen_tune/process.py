@@ -86,7 +86,7 @@ def run_sft(
         timeline.mark("swift started")
         try:
             process = subprocess.Popen(
-                launchable(resume_argv(record.argv, resume_from)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                launchable(resume_argv(record.argv, resume_from), env), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 errors="replace", bufsize=1,
                 start_new_session=True,  # its own process group: signals reach swift only through us, all of it
             )  # fmt: skip

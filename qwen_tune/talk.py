@@ -25,7 +25,7 @@ def chat(run_dir: Path, on_notice: Callable[[str], None] = print) -> int:
     """swift's own chat loop on this terminal: type a question at <<<, `exit` to leave. Its exit code."""
     checkpoint, env = _adapter(run_dir)
     on_notice(f"chatting with {checkpoint} (type `exit` to leave; loading the model...)")
-    code = subprocess.run(launchable(chat_argv(checkpoint, CHAT_MAX_NEW_TOKENS)), env=env, check=False).returncode
+    code = subprocess.run(launchable(chat_argv(checkpoint, CHAT_MAX_NEW_TOKENS), env), env=env, check=False).returncode
     if code != 0:  # swift 4.6's streaming chat can abort at exit when a generation thread is still alive
         on_notice(f"swift's chat ended with exit code {code}")
     return code
@@ -42,7 +42,7 @@ def serve(run_dir: Path, host: str, port: int, on_notice: Callable[[str], None] 
     name = run_dir.resolve().name
     on_notice(f"serving {checkpoint} as model {name!r} at http://{host}:{port}/v1 (OpenAI-compatible; Ctrl-C stops it)")
     # Its own process group: swift's `swift` wrapper starts the server as a child, and a stop must reach both.
-    server = subprocess.Popen(launchable(deploy_argv(checkpoint, host, port, name)), env=env, start_new_session=True)
+    server = subprocess.Popen(launchable(deploy_argv(checkpoint, host, port, name), env), env=env, start_new_session=True)
     try:
         code = server.wait()
     except KeyboardInterrupt:  # Ctrl-C is how a server ends: let swift shut down, then it is a clean stop

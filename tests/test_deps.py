@@ -83,10 +83,11 @@ def test_swift_beside_this_python_comes_before_path(tmp_path, monkeypatch):
     (venv / "python").symlink_to(sys.executable)
     monkeypatch.setattr(sys, "executable", str(venv / "python"))
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    assert command.swift_executable() is None and command.launchable(["swift", "sft"]) == ["swift", "sft"]
+    monkeypatch.setattr(command, "swift_cli_dir", lambda: None)  # this Python has no ms-swift: a `swift` command runs
+    assert command.swift_executable() is None and command.launchable(["swift", "sft"], {}) == ["swift", "sft"]
     (venv / "swift").write_text("#!/bin/sh\n")
     (venv / "swift").chmod(0o755)
-    assert command.launchable(["swift", "sft", "--x"]) == [str(venv / "swift"), "sft", "--x"]
+    assert command.launchable(["swift", "sft", "--x"], {}) == [str(venv / "swift"), "sft", "--x"]
     plan = plan_for(gpus="h100")
     assert plan.argv[0] == "swift" and " swift sft " in plan.shell_command()  # what is printed stays pasteable
     assert os.access(command.swift_executable(), os.X_OK)

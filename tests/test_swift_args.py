@@ -130,3 +130,36 @@ def test_the_base_models_answers_are_asked_with_flags_swift_infer_accepts(recipe
     for flag in ("--model", "--system", "--torch_dtype", "--quant_bits"):
         assert flag_values(argv, flag) == flag_values(sft, flag)
     assert "--dataset" not in argv and "--lora_rank" not in argv
+
+
+@pytest.mark.parametrize(
+    "route, env",
+    [
+        ("sft", {}),
+        ("sft", {"NPROC_PER_NODE": "2"}),
+        ("sft", {"NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29511"}),
+        ("infer", {}),
+        ("export", {}),
+        ("deploy", {}),
+    ],
+)
+def test_what_runs_is_what_swifts_launcher_would_run(route, env, monkeypatch):
+    """qwen-tune starts swift's route script itself, skipping the launcher's Python: swift's own cli_main, given the
+    same command and environment, would start exactly this argv."""
+    import subprocess
+    import sys
+
+    from swift.cli import main as swift_main
+
+    from qwen_tune.swift.command import launchable
+
+    argv = ["swift", route, "--model", "m", "--system", "a b"]
+    started: list[list[str]] = []
+    for name in ("NPROC_PER_NODE", "MASTER_PORT", "NNODES", "NODE_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(subprocess, "run", lambda args: started.append(args) or subprocess.CompletedProcess(args, 0))
+    swift_main.cli_main()
+    assert launchable(argv, env) == started[0]

@@ -37,7 +37,8 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     # For what no run on a CPU box can show (a nearly full disk): raises the error in-process.
     raises: Callable[[Path], None] | None = None
-    # Started through a link to this Python in a folder of its own: no `swift` beside it (swift.command.swift_executable).
+    # A Python without ms-swift: a link to this one in a folder of its own (no `swift` beside it), with a stub
+    # `swift` package first on its path (tests/fakes/no_swift: swift.command.swift_cli_dir finds no swift/cli).
     bare_python: bool = False
     # Another qwen-tune run (a process of its own, its pid shown as <pid>) holds the CPU's lock, in a TMPDIR beside {tmp}.
     cpu_held: bool = False
@@ -240,7 +241,7 @@ def run_case(case: Case, tmp: Path) -> Outcome:
             Path(python).parent.mkdir()
             os.symlink(sys.executable, python)
             # A link outside a virtualenv starts its base Python: hand it this one's packages.
-            env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], *site.getsitepackages()])
+            env["PYTHONPATH"] = os.pathsep.join([str(FAKES / "no_swift"), env["PYTHONPATH"], *site.getsitepackages()])
         argv = [python, "-m", "qwen_tune", *(arg.replace("{tmp}", str(tmp)) for arg in case.args)]
         with _cpu_held(env, tmp) if case.cpu_held else nullcontext() as holder:
             done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)

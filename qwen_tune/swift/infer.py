@@ -84,7 +84,7 @@ def ask(
         with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
             env = single_process_env(train_env)
             returncode = subprocess.run(
-                launchable(argv), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False
+                launchable(argv, env), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False
             ).returncode
     if returncode != 0 or not answers_path.is_file():
         return returncode, None
@@ -156,7 +156,7 @@ def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_d
     (out_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=2, ensure_ascii=False) + "\n")
     with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
         env = single_process_env(train_env)
-        done = subprocess.run(launchable(argv), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+        done = subprocess.run(launchable(argv, env), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
     if done.returncode != 0 or not answers.is_file():
         raise TrainingFailed(
             f"the base model could not answer the general prompts (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}"
