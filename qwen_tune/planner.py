@@ -318,6 +318,8 @@ def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path,
         reasons=tuple(reasons),
         nodes=job.nodes,
         bytecode_cache=machine.bytecode_cache,
+        # The time model is calibrated on GPUs; on the CPU it would say nothing true.
+        step_seconds=None if job.inventory.is_cpu else round(job.step_time(profile, setup, seq_len).seconds, 3),
     )
     if setup.zero == "zero3_offload":
         host = job.host_bytes_per_node(setup)
