@@ -50,11 +50,13 @@ def execute(
     With retry_with (the profiles the ladder may switch to), an out-of-memory failure steps down
     ladder.fallback's ladder and trains again in the same run directory, from the last checkpoint.
     """
+    timeline = Timeline()
     check_before_run(job, force=force)
+    timeline.mark("checked")
     with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force, job.plan.nodes.rank):
         record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
+        timeline.mark("run directory written")
         on_notice(f"Training in {job.run_dir} (swift's full output goes to swift.log there)...")
-        timeline = Timeline()
         while True:
             attempts.append(_attempt(plan, len(attempts) + 1))
             timeline.attempt = len(attempts)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qwen_tune import STARTED
 from qwen_tune.errors import Interrupted
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.outcome import TrainResult
@@ -28,10 +29,11 @@ LAUNCH_HEADER = "===== qwen-tune:"
 
 
 class Timeline:
-    """Seconds since the run started at which each phase ended: where a run's wall time goes."""
+    """Seconds since qwen-tune started at which each phase ended: where a run's wall time goes, its own checks
+    before swift included."""
 
-    def __init__(self) -> None:
-        self.start = time.monotonic()
+    def __init__(self, start: float = STARTED) -> None:
+        self.start = start
         self.marks: dict[str, float] = {}
         self.attempt = 1  # the OOM ladder's retries get their own marks
 

@@ -90,6 +90,8 @@ def test_run_directory_is_complete(finished_run):
 
     timeline = json.loads((run_dir / "timeline.json").read_text())
     phases = [
+        "checked",
+        "run directory written",
         "swift started",
         "swift imported",
         "model loaded",

@@ -392,10 +392,12 @@ def estimator_now(record: dict) -> float:
 
 
 def wall_seconds(record: dict) -> float | None:
-    """From launching swift to the verdict (timeline.json), across the ladder's attempts; else swift's own wall."""
+    """From launching swift to the verdict (timeline.json, which counts from qwen-tune's start in newer records),
+    across the ladder's attempts; else swift's own wall. process_seconds is the whole qwen-tune process."""
     timeline = record.get("timeline") or {}
     tries = len(record.get("attempts") or []) or 1
-    return timeline.get("done") or timeline.get(f"done (attempt {tries})") or record.get("wall_seconds")
+    done = timeline.get("done") or timeline.get(f"done (attempt {tries})")
+    return round(done - timeline.get("swift started", 0.0), 1) if done else record.get("wall_seconds")
 
 
 def report(results: Path) -> str:

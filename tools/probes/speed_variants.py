@@ -62,7 +62,7 @@ def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
         argv = ["py-spy", "record", "--subprocesses", "--nonblocking", "--rate", "200", "--format", "raw",
                 "-o", str(folder / "py-spy.txt"), "--", *argv]  # fmt: skip
     env = {**os.environ, **command["env"], **VARIANT_ENV.get(name, {}), "PYTHONUNBUFFERED": "1"}
-    timeline, steps = Timeline(), []  # the runner's phases (swift imported, ...), and each step's arrival
+    timeline, steps = Timeline(time.monotonic()), []  # the runner's phases (swift imported, ...), and each step's arrival
     with open(folder / "swift.log", "w") as log:
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         for line in process.stdout:
