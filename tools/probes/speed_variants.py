@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from qwen_tune.process import Timeline  # noqa: E402
+from qwen_tune.swift.command import launchable  # noqa: E402
 from qwen_tune.swift.logs import logged_losses, parse_progress, read_logging  # noqa: E402
 
 VARIANTS = {  # name: flags set (or added) on top of the planned command
@@ -35,6 +36,12 @@ VARIANTS = {  # name: flags set (or added) on top of the planned command
     "lora-bf16": {"--lora_dtype": "bfloat16"},
     "dropout0": {"--lora_dropout": "0"},
     "lora-bf16-dropout0": {"--lora_dtype": "bfloat16", "--lora_dropout": "0"},
+    # Liger's Triton kernels: RoPE, RMSNorm, SwiGLU, and the loss fused with lm_head (no logits tensor).
+    "liger": {"--use_liger_kernel": "true"},
+    # flash-attn-4 (the CuTe DSL kernels; its packages on PYTHONPATH), with and without swift's padding_free, which
+    # packs each micro-batch's rows into one sequence instead of padding them to the longest.
+    "fa4": {"--attn_impl": "flash_attention_4"},
+    "fa4-padding-free": {"--attn_impl": "flash_attention_4", "--padding_free": "true"},
 }
 VARIANT_ENV = {  # name: environment set on top of the planned command's
     # torch 2.11 tries cuDNN attention first on sm90 and builds a plan for every new shape.
@@ -57,11 +64,11 @@ def with_flags(argv: list[str], flags: dict[str, str]) -> list[str]:
 def run_variant(name: str, command: dict, out: Path, py_spy: bool) -> dict:
     folder = out / name
     folder.mkdir(parents=True)
-    argv = with_flags(command["argv"], {**VARIANTS[name], "--output_dir": str(folder / "swift")})
+    env = {**os.environ, **command["env"], **VARIANT_ENV.get(name, {}), "PYTHONUNBUFFERED": "1"}
+    argv = launchable(with_flags(command["argv"], {**VARIANTS[name], "--output_dir": str(folder / "swift")}), env)
     if py_spy:
         argv = ["py-spy", "record", "--subprocesses", "--nonblocking", "--rate", "200", "--format", "raw",
                 "-o", str(folder / "py-spy.txt"), "--", *argv]  # fmt: skip
-    env = {**os.environ, **command["env"], **VARIANT_ENV.get(name, {}), "PYTHONUNBUFFERED": "1"}
     timeline, steps = Timeline(time.monotonic()), []  # the runner's phases (swift imported, ...), and each step's arrival
     with open(folder / "swift.log", "w") as log:
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
