@@ -151,7 +151,6 @@ def train_and_check(
     """Train, plot, check the identity, write the outcome: every way out leaves result.json and timeline.json consistent."""
     run_dir = Path(record.run_dir)
     node_rank = record.node_rank
-    preloaded = PreloadedInfer.start(record.env) if record.verify and node_rank == 0 else None
     ended = RunOutcome(
         run_dir=str(run_dir), profile=record.profile, estimate_peak_gib=record.estimate_peak_gib, status="train-failed", line="",
         resumed_from=str(resume_from) if resume_from else None,
@@ -160,6 +159,9 @@ def train_and_check(
         _mix_general_rows(record, timeline)
     asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
     launch = with_train_probe(record.argv, record.env, asks) if asks else None
+    # Where training answers the probes itself, no second swift imports beside it (the CPU and disk go to training);
+    # should it fail to answer, plain `swift infer` does.
+    preloaded = PreloadedInfer.start(record.env) if asks and not launch else None
     try:
         try:
             # Where training runs in one process, it answers the identity probes itself at its end (no second load).
