@@ -3,6 +3,8 @@
 # Nothing needs activating: by default every target installs into, and runs from, a project virtualenv
 # (.venv) made with --system-site-packages, so a box's own torch (a CUDA build, say) is used as it is.
 # PYTHON=/path/to/python uses that interpreter instead; each interpreter gets its own install stamp.
+# Where Python writes no bytecode (PYTHONDONTWRITEBYTECODE, as container images set), installing also compiles
+# swift's imports into qwen-tune's cache (qwen_tune/swift/bytecode.py), so the first run starts as fast as the next.
 VENV ?= .venv
 BASE_PYTHON ?= python3
 ifeq ($(origin PYTHON),undefined)
@@ -38,6 +40,7 @@ $(STAMP): pyproject.toml $(OWN_VENV)
 	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "no torch in $(PYTHON): installing $(if $(TORCH_INDEX),the CPU build,PyPI's CUDA build)"; \
 		$(PYTHON) -m pip install -q '$(TORCH)' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); }
 	$(PYTHON) -m pip install -q -e '.[$(INSTALL_EXTRAS)]'
+	$(PYTHON) -m qwen_tune.swift.bytecode
 	@mkdir -p build && touch '$@'
 
 install: $(STAMP)  ## install qwen-tune, ms-swift, the test tools (and on a GPU box qwen-tune[gpu]) into .venv; keeps a box's torch
@@ -79,6 +82,7 @@ wheelhouse: $(STAMP)  ## with network: wheels for an air-gapped GPU box (BOX_FRE
 
 install-offline: $(OWN_VENV)  ## on the air-gapped box, PYTHON=its torch python: install the wheelhouse into $(SITE)
 	$(PYTHON) -m pip install --no-index --no-deps --upgrade --target $(SITE) $(WHEELHOUSE)/*.whl
+	PYTHONPATH=$(SITE) $(PYTHON) -m qwen_tune.swift.bytecode
 	@echo "now: export PYTHONPATH=$(SITE) PATH=$(SITE)/bin:\$$PATH HF_HUB_OFFLINE=1"
 
 clean:  ## build outputs and install stamps (the virtualenv stays: rm -rf .venv)

@@ -5,4 +5,5 @@
 - `logs`: reading swift's output: progress lines, phase markers, logging.jsonl, out-of-memory and errors.
 - `checkpoints`: where swift writes its checkpoints and logs, and how many it keeps.
 - `infer`: `swift infer` started ahead of time, so its imports overlap training.
+- `bytecode`: swift's imports compiled at install time where Python writes no bytecode, not in the first run.
 """
