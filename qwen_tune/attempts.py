@@ -13,7 +13,7 @@ from pathlib import Path
 from qwen_tune.dataset import jsonl_bytes
 from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
 from qwen_tune.identity import Expectation, expectations
-from qwen_tune.jobs import Job, installed_versions, probe_torch
+from qwen_tune.jobs import Job, installed_versions, read_torch
 from qwen_tune.ladder import fallback
 from qwen_tune.locks import run_locks
 from qwen_tune.outcome import RunOutcome
@@ -89,7 +89,7 @@ def execute(
 def check_before_run(job: Job, *, force: bool, installed=None, torch_facts=None) -> None:
     """Whatever would refuse the run, refused before anything is written: swift, the packages the plan needs,
     the output dir, the disk, busy GPUs, and a torch that cannot use the GPUs. installed and torch_facts probe
-    the box (installed_versions and probe_torch unless a caller passes its own)."""
+    the box (installed_versions and read_torch unless a caller passes its own)."""
     require_swift()
     check_packages(job.plan, installed or installed_versions)
     output_dir = job.run_dir.parent
@@ -100,7 +100,7 @@ def check_before_run(job: Job, *, force: bool, installed=None, torch_facts=None)
         raise GpuBusyError(f"{busy[0]}; stop that program, pick other GPUs with --gpus, or pass --force")
     inventory = job.plan.inventory
     if inventory.gpus:
-        facts = (torch_facts or probe_torch)(job.plan.env)
+        facts = (torch_facts or read_torch)()
         problem = torch_gpu_problem(facts, len(inventory.gpus), inventory.cuda_version, _python())
         if problem:
             raise problem

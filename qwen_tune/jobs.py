@@ -5,13 +5,11 @@ This is the edge where files, NVML and the clock are read; plan.make_plan stays 
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
-import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -139,29 +137,27 @@ def installed_versions(names: list[str]) -> dict[str, str | None]:
     return found
 
 
-_TORCH_PROBE = """
-import json
-try:
-    import torch
-except Exception:
-    print(json.dumps({"version": None})); raise SystemExit
-facts = {"version": torch.__version__, "cuda": torch.version.cuda}
-try:
-    facts.update(available=torch.cuda.is_available(), device_count=torch.cuda.device_count())
-except Exception as exc:
-    facts["error"] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-print(json.dumps(facts))
-"""
-
-
-def probe_torch(env: Mapping[str, str]) -> TorchFacts:
-    """What torch says about CUDA in a child with the run's environment (this process keeps its GPUs untouched)."""
-    done = subprocess.run([sys.executable, "-c", _TORCH_PROBE], env={**os.environ, **env}, capture_output=True, text=True,
-                          check=False, timeout=120)  # fmt: skip
+def read_torch() -> TorchFacts:
+    """torch's version and CUDA build, read from its torch/version.py without importing it: importing torch
+    and starting CUDA in a child took ~2 s before every run's launch, and swift starts CUDA itself moments later."""
     try:
-        return TorchFacts(**json.loads(done.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError, TypeError):
-        return TorchFacts(version=None, error=done.stderr.strip()[-200:])
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    version_file = next((Path(f) / "version.py" for f in folders if (Path(f) / "version.py").is_file()), None)
+    if version_file is None:
+        return TorchFacts(version=None)
+    values: dict[str, object] = {}
+    try:
+        for node in ast.parse(version_file.read_text(encoding="utf-8")).body:
+            target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            if isinstance(target, ast.Name) and isinstance(getattr(node, "value", None), ast.Constant):
+                values[target.id] = node.value.value
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return TorchFacts(version=None)
+    version, cuda = values.get("__version__"), values.get("cuda")
+    return TorchFacts(version=str(version) if version else None, cuda=str(cuda) if cuda else None)
 
 
 def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:

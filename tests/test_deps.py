@@ -61,10 +61,10 @@ def test_gpu_extra_in_pyproject_is_the_same():
 @pytest.mark.parametrize(
     "facts, driver, says",
     [
-        (TorchFacts("2.11.0+cu128", "12.8", True, 2), "13.0", None),
+        (TorchFacts("2.11.0+cu128", "12.8"), "13.0", None),
+        (TorchFacts("2.11.0+cu128", "12.8"), "12.2", None),  # minor version compatibility within CUDA 12
         (TorchFacts("2.13.0+cpu"), "13.0", "CPU-only build"),
-        (TorchFacts("2.11.0+cu128", "12.8", False, 0, "driver too old"), "12.2", "runs CUDA 12.2 at most"),
-        (TorchFacts("2.11.0+cu128", "12.8", True, 1), "13.0", "can use 1"),
+        (TorchFacts("2.11.0+cu130", "13.0"), "12.8", "runs CUDA 12.8 at most"),
         (TorchFacts(None), "13.0", "has no torch"),
     ],
 )
@@ -115,3 +115,21 @@ def test_with_the_gpu_extra_present_the_package_check_passes(args, cards, tmp_pa
     outcome = bad_inputs.run_case(case, tmp_path / "case")
     assert outcome.code == 21 and "CPU-only build" in outcome.stderr, outcome.stderr
     assert not outcome.written and not outcome.swift_ran
+
+
+def test_torch_is_read_from_its_version_file_without_importing_it(tmp_path, monkeypatch):
+    from qwen_tune.jobs import read_torch
+
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise SystemExit('imported')\n")
+    (fake / "version.py").write_text(
+        "from typing import Optional\n__version__ = '2.11.0+cu130'\ncuda: Optional[str] = '13.0'\nhip = None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # find_spec answers from sys.modules first
+    assert read_torch() == TorchFacts("2.11.0+cu130", "13.0")
+    (fake / "version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
+    assert read_torch() == TorchFacts("2.13.0+cpu", None)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
+    assert read_torch() == TorchFacts(None)

@@ -56,7 +56,7 @@ def launchable(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "LOCK_DIR", tmp_path / "locks")
     monkeypatch.setattr(command, "swift_executable", lambda: shutil.which("swift"))  # PATH's, not this Python's own
     monkeypatch.setattr(command, "swift_cli_dir", lambda: None)  # not this Python's ms-swift started directly
-    monkeypatch.setattr(attempts, "probe_torch", lambda env: TorchFacts("2.11.0+cu130", "13.0", True, 8))  # a CUDA torch
+    monkeypatch.setattr(attempts, "read_torch", lambda: TorchFacts("2.11.0+cu130", "13.0"))  # a CUDA torch
     return tmp_path / "swift-ran"
 
 

@@ -54,12 +54,14 @@ def _nvml_side() -> None:
     import pynvml
 
     if _EMULATE_NVML:
-        from qwen_tune.memory import CUDA_CONTEXT_BYTES  # the context the estimate adds beside torch's pool
-
         real_memory_info = pynvml.nvmlDeviceGetMemoryInfo
 
         class _Memory:
             def __init__(self, real):
+                # Imported when asked, not at start-up: here sys.path does not yet hold the working directory, so
+                # an installed qwen_tune (a wheelhouse's, older) would be imported, and then run, instead of the repo's.
+                from qwen_tune.memory import CUDA_CONTEXT_BYTES  # the context the estimate adds beside torch's pool
+
                 self.total = int(float(_CAP_GIB) * GIB) + CUDA_CONTEXT_BYTES
                 self.used = real.used
                 self.free = max(0, self.total - real.used)

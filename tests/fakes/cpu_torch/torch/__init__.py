@@ -1,7 +1,3 @@
-"""A CPU-only torch, as pip's CPU wheel reports itself (tests/bad_inputs.py): only what jobs.probe_torch reads."""
-
-from types import SimpleNamespace
+"""A CPU-only torch, as pip's CPU wheel reports itself (tools/bad_inputs.py): jobs.read_torch reads version.py."""
 
 __version__ = "2.13.0+cpu"
-version = SimpleNamespace(cuda=None)
-cuda = SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
