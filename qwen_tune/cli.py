@@ -252,7 +252,12 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
     from qwen_tune.jobs import prepare, probe_machine
     from qwen_tune.report import plan_text
 
-    job = prepare(JobOptions(**flags), probe_machine(os.environ), for_run=True)
+    machine = probe_machine(os.environ)
+    if machine.bytecode_cache:
+        # This Python writes no bytecode: what the run imports from here on (matplotlib for the plots) is kept
+        # where swift's imports are, rather than compiled again in every run.
+        sys.pycache_prefix, sys.dont_write_bytecode = machine.bytecode_cache, False
+    job = prepare(JobOptions(**flags), machine, for_run=True)
     click.echo(plan_text(job.plan))
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
     from qwen_tune.profiles import shipped_profiles

@@ -11,7 +11,7 @@ from qwen_tune.gpus import GIB
 LOG_SCALE_SPAN = 10.0
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -22,7 +22,7 @@ def _pyplot():
 
 def loss_figure(steps: list[float], losses: list[float], epoch_ends: list[float], title: str):
     """Loss against optimizer step, a dotted line where each epoch ended; a log y axis over decades."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(steps, losses, marker=".")
     positive = [loss for loss in losses if loss > 0]
@@ -42,7 +42,7 @@ def loss_figure(steps: list[float], losses: list[float], epoch_ends: list[float]
 
 def memory_figure(samples: dict[int, list[tuple[float, int]]], estimate_gib: float, title: str):
     """Used memory per GPU over time, as NVML sampled it, against the plan's estimated peak."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for index, points in sorted(samples.items()):
         ax.plot([t for t, _ in points], [used / GIB for _, used in points], label=f"GPU {index}")
@@ -60,7 +60,7 @@ def memory_figure(samples: dict[int, list[tuple[float, int]]], estimate_gib: flo
 def save(fig, png: Path) -> None:
     """Write the figure and free it (pyplot keeps every open figure otherwise)."""
     fig.savefig(png)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def loss_title(recipe: str, profile: str, final_loss: float | None) -> str:

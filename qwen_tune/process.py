@@ -18,7 +18,7 @@ from qwen_tune.errors import Interrupted
 from qwen_tune.gpus import GIB, MemorySampler
 from qwen_tune.outcome import TrainResult
 from qwen_tune.phases import StartupWatch, hub_cache, tree_bytes
-from qwen_tune.plot import memory_figure, save
+from qwen_tune.plot import memory_figure, pyplot, save
 from qwen_tune.rundir import RunRecord
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
 from qwen_tune.swift.command import downloads_from_hf, launchable, missing_swift, resume_argv
@@ -83,6 +83,8 @@ def run_sft(
     log_path = run_dir / "swift.log"
     start = time.monotonic()
     last_step = 0
+    # The plots come right after swift exits: their imports (~1 s) are done meanwhile, while this process only waits.
+    threading.Thread(target=pyplot, daemon=True).start()
     with open(log_path, "a", encoding="utf-8") as log, MemorySampler(record.gpu_indices) as sampler:
         log.write(f"{LAUNCH_HEADER} swift sft{f', resuming from {resume_from}' if resume_from else ''} =====\n")
         timeline.mark("swift started")
