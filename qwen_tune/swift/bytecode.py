@@ -12,7 +12,6 @@ It does nothing where Python writes bytecode (pip compiled the packages) or PYTH
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_tune.jobs import bytecode_cache
+from qwen_tune.swift.command import swift_cli_dir
 
 # What `swift sft` (its launcher swift/cli/main.py, then swift/cli/sft.py) and `swift infer` (swift/cli/infer.py,
 # and our preloaded infer_worker) import before they start work.
@@ -108,7 +108,7 @@ def run_child(code: str, args: list[str], cache: str) -> str:
 
 def warm(cache: str, only: Iterable[str] | None = None) -> Warmed:
     """Fill CACHE with the bytecode of everything swift imports, and of the packages it imports from."""
-    if importlib.util.find_spec("swift") is None:
+    if swift_cli_dir() is None:
         raise NotWarmed(f"{sys.executable} cannot import swift: nothing to compile into {home_short(cache)}")
     start = time.monotonic()
     try:
