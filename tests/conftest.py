@@ -1,6 +1,5 @@
 import importlib.util
 import os
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -44,18 +43,28 @@ def gpu_inventory(*memories_gib: float, cc=(8, 9), name="Test GPU") -> Inventory
 
 
 def swift_missing() -> str | None:
-    """Why ms-swift cannot run here, or None when both its package and its `swift` command are installed."""
+    """Why ms-swift cannot run here, or None where qwen-tune itself would find it: the product starts the swift of
+    its own Python (swift/cli beside its interpreter, activated or not), else a `swift` command on PATH."""
+    from qwen_tune.swift.command import swift_cli_dir, swift_executable
+
+    if swift_cli_dir() is None and swift_executable() is None:
+        return f"needs ms-swift, which {sys.executable} cannot import and PATH has no `swift`: pip install 'ms-swift>=4.6,<4.7'"
     if importlib.util.find_spec("swift") is None:
-        return "needs ms-swift, which this Python cannot import: pip install 'ms-swift>=4.6,<4.7' (CI has it)"
-    if shutil.which("swift") is None:
-        return "needs ms-swift's `swift` command, which is not on PATH (CI has it)"
+        return f"needs ms-swift's package in {sys.executable} itself (the tests import it)"
     return None
+
+
+def in_ci() -> bool:
+    """CI=true (as CI services set it): a test that needs ms-swift must run there, never skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests need CUDA, `requires_swift` tests ms-swift: skip them cleanly, saying why, where they are missing."""
     needs_swift = [item for item in items if "requires_swift" in item.keywords]
     why = swift_missing() if needs_swift else None
+    if why and in_ci():
+        raise pytest.UsageError(f"CI=true and {len(needs_swift)} tests {why}; CI must run every one of them")
     if why:
         for item in needs_swift:
             item.add_marker(pytest.mark.skip(reason=why))
@@ -73,3 +82,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+SKIPPED_SWIFT_TESTS: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    """A requires_swift test that skipped itself (an importorskip, a skip inside it) counts too; a `gpu` one skips
+    for want of a GPU, which CI never has."""
+    if report.skipped and "requires_swift" in report.keywords and "gpu" not in report.keywords:
+        SKIPPED_SWIFT_TESTS.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true a skipped ms-swift test fails the run: a green CI must not hide tests that never ran."""
+    if in_ci() and SKIPPED_SWIFT_TESTS and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SKIPPED_SWIFT_TESTS:
+        verdict = "CI=true: that fails the run" if in_ci() else "outside CI they only skip"
+        terminalreporter.write_line(
+            f"{len(SKIPPED_SWIFT_TESTS)} ms-swift tests were skipped ({verdict}): {SKIPPED_SWIFT_TESTS[0]} ..."
+        )
