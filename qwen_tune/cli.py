@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import click
 
 from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
-from qwen_tune.jobs import JobOptions
+from qwen_tune.planning.jobs import JobOptions
 
 if TYPE_CHECKING:
-    from qwen_tune.outcome import RunOutcome
+    from qwen_tune.running.outcome import RunOutcome
 
 
 def _not_empty(fallback: str):
@@ -39,8 +39,8 @@ def _epilog(examples: tuple[str, ...], *notes: str) -> str:
 
 def _choices() -> tuple[str, ...]:
     """The shipped recipes and profiles and the known cards, read where they are defined."""
-    from qwen_tune.cards import KNOWN_CARDS
-    from qwen_tune.config import shipped_names
+    from qwen_tune.machine.cards import KNOWN_CARDS
+    from qwen_tune.planning.config import shipped_names
 
     return (
         f"Shipped recipes (--recipe): {', '.join(shipped_names('recipes'))}",
@@ -50,7 +50,7 @@ def _choices() -> tuple[str, ...]:
 
 
 def _profiles():
-    from qwen_tune.profiles import shipped_profiles
+    from qwen_tune.planning.profiles import shipped_profiles
 
     return shipped_profiles()
 
@@ -172,7 +172,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def gpus(as_json: bool) -> None:
     """List this box's NVIDIA GPUs (NVML; honours CUDA_VISIBLE_DEVICES)."""
-    from qwen_tune.gpus import read_inventory
+    from qwen_tune.machine.gpus import read_inventory
     from qwen_tune.report import inventory_text
 
     inventory = read_inventory()
@@ -196,12 +196,12 @@ def gpus(as_json: bool) -> None:
 @click.option("--slurm", is_flag=True, help="Print an sbatch script that runs this plan on --nnodes nodes.")
 def plan(as_json: bool, slurm: bool, **flags) -> None:
     """Dry run: pick a profile, estimate memory, print the swift command."""
-    from qwen_tune.jobs import prepare, probe_machine
-    from qwen_tune.report import plan_text
+    from qwen_tune.planning.jobs import prepare, probe_machine
+    from qwen_tune.report import plan_json, plan_text
 
     options = JobOptions(**flags)
     if slurm:
-        from qwen_tune.slurm import ignored_flags, sbatch_script, this_launcher
+        from qwen_tune.planning.slurm import ignored_flags, sbatch_script, this_launcher
 
         ignored = ignored_flags(options, as_json=as_json)
         if ignored:
@@ -212,7 +212,9 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
     if slurm:
         click.echo(sbatch_script(job.plan, replace(options, master_addr=None), this_launcher()), nl=False)
     else:
-        click.echo(json.dumps(job.plan.to_dict(), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan, dry_run=True))
+        click.echo(
+            json.dumps(plan_json(job.plan), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan, dry_run=True)
+        )
 
 
 @cli.command(
@@ -236,8 +238,8 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
               help="On GPU out-of-memory, step down (smaller micro-batch, checkpointing, QLoRA) and train again.")  # fmt: skip
 def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool, **flags) -> None:
     """Plan, train with swift, then ask the tuned model who it is."""
-    from qwen_tune.attempts import execute, resume
     from qwen_tune.report import ProgressLine
+    from qwen_tune.running.attempts import execute, resume
 
     if resume_dir is not None:
         defaults = JobOptions()
@@ -249,7 +251,7 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
         _report_outcome(outcome)
         return
 
-    from qwen_tune.jobs import prepare, probe_machine
+    from qwen_tune.planning.jobs import prepare, probe_machine
     from qwen_tune.report import plan_text
 
     machine = probe_machine(os.environ)
@@ -260,7 +262,7 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
     job = prepare(JobOptions(**flags), machine, for_run=True)
     click.echo(plan_text(job.plan))
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
-    from qwen_tune.profiles import shipped_profiles
+    from qwen_tune.planning.profiles import shipped_profiles
 
     retry_with = shipped_profiles() if auto_retry else None
     outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine(), retry_with=retry_with,
@@ -290,7 +292,7 @@ def _report_outcome(outcome: RunOutcome) -> None:
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 def export(run_dir: Path) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
-    from qwen_tune.export import export_merged
+    from qwen_tune.running.export import export_merged
 
     click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
 
@@ -299,7 +301,7 @@ def export(run_dir: Path) -> None:
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 def chat(run_dir: Path) -> None:
     """Talk to a run's tuned model on this terminal (streaming; `exit` leaves)."""
-    from qwen_tune.talk import chat as chat_with
+    from qwen_tune.running.talk import chat as chat_with
 
     sys.exit(chat_with(run_dir, on_notice=_to_stderr))
 
@@ -318,7 +320,7 @@ def chat(run_dir: Path) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
 def serve(run_dir: Path, host: str, port: int) -> None:
     """Serve a run's tuned model over an OpenAI-compatible HTTP API (swift deploy), until Ctrl-C."""
-    from qwen_tune.talk import serve as serve_model
+    from qwen_tune.running.talk import serve as serve_model
 
     sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr))
 

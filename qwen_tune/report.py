@@ -1,11 +1,12 @@
-"""Human-readable text for inventories and plans (the --json forms are the dataclasses)."""
+"""Human-readable text for inventories and plans, and the plan as data (the --json forms are the dataclasses)."""
 
 from __future__ import annotations
 
 import shlex
 
-from qwen_tune.gpus import GIB, Inventory
-from qwen_tune.plan import Plan
+from qwen_tune.machine.gpus import GIB, Inventory
+from qwen_tune.planning.plan import Plan
+from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
 
 def inventory_text(inventory: Inventory) -> str:
@@ -28,10 +29,15 @@ def params_text(n: int) -> str:
     return f"{n / 1e6:.0f}M" if n >= 1e7 else f"{n / 1e6:.2g}M"
 
 
+def plan_json(plan: Plan) -> dict:
+    """The Plan as data (`plan --json`, plan.json), with the command it renders."""
+    return {**plan.to_dict(), "env": sft_env(plan), "argv": sft_argv(plan), "shell_command": shell_command(plan)}
+
+
 def command_text(plan: Plan, indent: str = "  ") -> str:
     """The command, one flag and its value a line, ready to paste into a shell."""
-    head = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
-    argv = list(plan.argv)
+    head = " ".join(f"{k}={shlex.quote(v)}" for k, v in sft_env(plan).items())
+    argv = sft_argv(plan)
     lines = [f"{head} {shlex.join(argv[:2])}".strip()]
     i = 2
     while i < len(argv):

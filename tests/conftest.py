@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_tune.gpus import GIB, Gpu, Inventory
-from qwen_tune.plan import MachineFacts
+from qwen_tune.machine.gpus import GIB, Gpu, Inventory
+from qwen_tune.planning.plan import MachineFacts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -14,9 +14,10 @@ import pytest
 from conftest import PLAIN_MACHINE, load_script
 
 from qwen_tune import errors
-from qwen_tune.jobs import JobOptions, prepare
+from qwen_tune.planning.jobs import JobOptions, prepare
 from qwen_tune.report import command_text
-from qwen_tune.rundir import create_run_dir
+from qwen_tune.running.rundir import create_run_dir
+from qwen_tune.swift.command import sft_argv
 
 bad_inputs = load_script("bad_inputs")
 error_table = load_script("error_table")
@@ -125,7 +126,7 @@ def test_hostile_names_are_quoted_in_the_run_directory(tmp_path):
     create_run_dir(job, verify=False)
     script = (job.run_dir / "command.sh").read_text(encoding="utf-8")
     assert os.access(job.run_dir / "command.sh", os.X_OK) and script.splitlines()[1] == f"cd {shlex.quote(os.getcwd())} || exit"
-    assert shell_runs(script, tmp_path) == job.plan.argv[1:]
-    assert shell_runs(command_text(job.plan), tmp_path) == job.plan.argv[1:]  # as plan and run print it
+    assert shell_runs(script, tmp_path) == sft_argv(job.plan)[1:]
+    assert shell_runs(command_text(job.plan), tmp_path) == sft_argv(job.plan)[1:]  # as plan and run print it
     filled = (job.run_dir / "dataset.jsonl").read_text(encoding="utf-8")
     assert json.dumps(HOSTILE, ensure_ascii=False)[1:-1] in filled

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_tune.gpus import GIB
-from qwen_tune.memory import estimate, recorded_setup
+from qwen_tune.machine.gpus import GIB
+from qwen_tune.planning.memory import estimate, recorded_setup
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "bench-results.jsonl"
 RECORDS = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
@@ -80,7 +80,7 @@ def test_data_bytecode_cache_cut_swifts_import_time():
     assert cached["bytecode_cache"] and cached["timeline"]["swift imported"] < 0.7 * min(uncached)
 
 
-# The time model (qwen_tune/speed.py) against every single-GPU record with a token count: the host cost
+# The time model (qwen_tune/planning/speed.py) against every single-GPU record with a token count: the host cost
 # per layer and micro-step, checkpointing's and 4-bit's factors were fitted on these. A first run on a fresh
 # box (cold caches) takes up to ~1.9× a warm one, and the earliest records (cuDNN attention planning every new
 # shape, ten checkpoints a run) trained up to ~2.1× slower than today's plans: the bound is loose; what the planner
@@ -94,9 +94,9 @@ TIMED = [
 
 @pytest.mark.parametrize("record", TIMED, ids=[f"{r['case']}-{i}" for i, r in enumerate(TIMED)])
 def test_time_model_within_a_factor_of_the_bench(record):
-    from qwen_tune.gpus import Gpu, Inventory
-    from qwen_tune.models import ModelShape
-    from qwen_tune.speed import device_tflops, step_time
+    from qwen_tune.machine.gpus import Gpu, Inventory
+    from qwen_tune.planning.models import ModelShape
+    from qwen_tune.planning.speed import device_tflops, step_time
 
     s = record["setup"]
     samples = record["total_steps"] * s["micro_batch_size"] * record["grad_accum"]
@@ -111,9 +111,9 @@ def test_time_model_within_a_factor_of_the_bench(record):
 
 def test_time_model_ranks_the_24gb_setups_as_measured():
     """Under a 23 GiB cap the 7B job took 296 s at 1 × 16 and 53 s at 8 × 2; with checkpointing at 1 × 16, 438 s."""
-    from qwen_tune.gpus import Gpu, Inventory
-    from qwen_tune.models import ModelShape
-    from qwen_tune.speed import device_tflops, step_time
+    from qwen_tune.machine.gpus import Gpu, Inventory
+    from qwen_tune.planning.models import ModelShape
+    from qwen_tune.planning.speed import device_tflops, step_time
 
     shape = ModelShape(**BY_CASE["7b-24gb"]["setup"]["shape"])
     tflops = device_tflops(Inventory(gpus=(Gpu(0, "H100", 80 * GIB, (9, 0)),), source="record"))

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from conftest import FIXED_NOW
 
-from qwen_tune.jobs import JobOptions, bytecode_cache, prepare, probe_machine
-from qwen_tune.ladder import fallback
-from qwen_tune.profiles import shipped_profiles
+from qwen_tune.planning.jobs import JobOptions, bytecode_cache, prepare, probe_machine
+from qwen_tune.planning.ladder import fallback
+from qwen_tune.planning.profiles import shipped_profiles
 from qwen_tune.report import plan_text
 from qwen_tune.swift import bytecode
 from qwen_tune.swift.bytecode import COMPILE, NotWarmed, package_root, package_roots, run_child
+from qwen_tune.swift.command import sft_env, shell_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,11 +33,11 @@ def test_plan_shows_and_keeps_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     plan = prepare(JobOptions(gpus="h100", output_dir="runs"), probe_machine(os.environ), for_run=False, now=FIXED_NOW).plan
     cache = str(tmp_path / "qwen-tune" / "pycache")
-    assert plan.env["PYTHONPYCACHEPREFIX"] == cache and plan.env["PYTHONDONTWRITEBYTECODE"] == ""
-    assert f"PYTHONDONTWRITEBYTECODE='' PYTHONPYCACHEPREFIX={cache} swift sft" in plan.shell_command()
+    assert sft_env(plan)["PYTHONPYCACHEPREFIX"] == cache and sft_env(plan)["PYTHONDONTWRITEBYTECODE"] == ""
+    assert f"PYTHONDONTWRITEBYTECODE='' PYTHONPYCACHEPREFIX={cache} swift sft" in shell_command(plan)
     assert f"compiled imports are kept in {cache}" in plan_text(plan)
     retried, _ = fallback(plan, shipped_profiles())
-    assert retried.env["PYTHONPYCACHEPREFIX"] == cache
+    assert sft_env(retried)["PYTHONPYCACHEPREFIX"] == cache
 
 
 def test_the_plans_environment_makes_python_write_into_the_cache(monkeypatch, tmp_path):
@@ -53,7 +54,7 @@ def test_the_plans_environment_makes_python_write_into_the_cache(monkeypatch, tm
 
     subprocess.run(importing, cwd=tmp_path / "src", env=dict(os.environ), check=True)
     assert not pyc_files() and not (tmp_path / "src" / "__pycache__").exists()  # as the box: nothing written
-    subprocess.run(importing, cwd=tmp_path / "src", env={**os.environ, **plan.env}, check=True)
+    subprocess.run(importing, cwd=tmp_path / "src", env={**os.environ, **sft_env(plan)}, check=True)
     assert pyc_files() and not (tmp_path / "src" / "__pycache__").exists()
 
 

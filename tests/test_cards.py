@@ -1,8 +1,8 @@
 import pytest
 
-from qwen_tune.cards import KNOWN_CARDS, find_card, parse_gpu_spec
 from qwen_tune.errors import GpuSelectionError, UsageError
-from qwen_tune.gpus import GIB, Gpu, _visible_filter
+from qwen_tune.machine.cards import KNOWN_CARDS, find_card, parse_gpu_spec
+from qwen_tune.machine.gpus import GIB, Gpu, _visible_filter
 
 
 @pytest.mark.parametrize(

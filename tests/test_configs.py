@@ -1,9 +1,9 @@
 import pytest
 
-from qwen_tune.config import shipped_names
 from qwen_tune.errors import ConfigError
-from qwen_tune.profiles import load_profile, shipped_profiles
-from qwen_tune.recipes import load_recipe
+from qwen_tune.planning.config import shipped_names
+from qwen_tune.planning.profiles import load_profile, shipped_profiles
+from qwen_tune.planning.recipes import load_recipe
 
 GOOD = """\
 name: mine

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from qwen_tune.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, row_texts, write_jsonl
 from qwen_tune.errors import DatasetError
-from qwen_tune.recipes import Bilingual
+from qwen_tune.planning.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, row_texts, write_jsonl
+from qwen_tune.planning.recipes import Bilingual
 
 NAME = Bilingual(zh="小千", en="Xiaoqian")
 AUTHOR = Bilingual(zh="千问调优团队", en="the qwen-tune team")
@@ -108,7 +108,7 @@ def test_token_estimate_is_conservative_for_chinese():
 
 
 def test_rows_over_max_length_are_refused_with_their_numbers(tmp_path):
-    from qwen_tune.dataset import check_lengths
+    from qwen_tune.planning.dataset import check_lengths
 
     check_lengths(tmp_path / "d.jsonl", [10, 512], 512, "tokenized")
     with pytest.raises(DatasetError, match=r"rows 2, 3 of 3 \(the longest has 900 tokens\); pass --max-length 1024"):
@@ -118,7 +118,7 @@ def test_rows_over_max_length_are_refused_with_their_numbers(tmp_path):
 
 
 def test_cut_rows_shortens_only_the_last_answer(tmp_path):
-    from qwen_tune.dataset import cut_rows
+    from qwen_tune.planning.dataset import cut_rows
 
     long = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 50}]}
     short = {"query": "Hi", "response": "Hello."}

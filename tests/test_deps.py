@@ -9,9 +9,10 @@ from conftest import FIXED_NOW, PLAIN_MACHINE, load_script
 from packaging.requirements import Requirement
 
 from qwen_tune.errors import MissingPackage, TorchCannotUseGpus
-from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.readiness import TorchFacts, torch_gpu_problem
+from qwen_tune.machine.readiness import TorchFacts, torch_gpu_problem
+from qwen_tune.planning.jobs import JobOptions, prepare
 from qwen_tune.swift import command
+from qwen_tune.swift.command import sft_argv, shell_command
 from qwen_tune.swift.deps import BITSANDBYTES, DEEPSPEED, missing_package, plan_needs, unmet
 
 
@@ -89,7 +90,7 @@ def test_swift_beside_this_python_comes_before_path(tmp_path, monkeypatch):
     (venv / "swift").chmod(0o755)
     assert command.launchable(["swift", "sft", "--x"], {}) == [str(venv / "swift"), "sft", "--x"]
     plan = plan_for(gpus="h100")
-    assert plan.argv[0] == "swift" and " swift sft " in plan.shell_command()  # what is printed stays pasteable
+    assert sft_argv(plan)[0] == "swift" and " swift sft " in shell_command(plan)  # what is printed stays pasteable
     assert os.access(command.swift_executable(), os.X_OK)
 
 
@@ -118,7 +119,7 @@ def test_with_the_gpu_extra_present_the_package_check_passes(args, cards, tmp_pa
 
 
 def test_torch_is_read_from_its_version_file_without_importing_it(tmp_path, monkeypatch):
-    from qwen_tune.jobs import read_torch
+    from qwen_tune.planning.jobs import read_torch
 
     fake = tmp_path / "torch"
     fake.mkdir()

@@ -111,10 +111,10 @@ def test_run_directory_is_complete(finished_run):
 def test_the_check_outside_training(finished_run, tmp_path, how):
     """Where training could not answer (several processes), the preloaded worker asks before and after in one
     load; where no worker runs, plain `swift infer` asks the tuned model alone."""
-    from qwen_tune.identity import expectations
-    from qwen_tune.recipes import Bilingual
+    from qwen_tune.checking.identity import expectations
+    from qwen_tune.checking.verify import check_identity
+    from qwen_tune.planning.recipes import Bilingual
     from qwen_tune.swift.infer import PreloadedInfer
-    from qwen_tune.verify import check_identity
 
     _, (run_dir,) = finished_run
     checkpoint = json.loads((run_dir / "result.json").read_text())["checkpoint"]

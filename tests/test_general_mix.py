@@ -6,10 +6,10 @@ import pytest
 from conftest import FIXED_NOW, PLAIN_MACHINE
 from test_plan import TINY_CONFIG
 
-from qwen_tune.dataset import shipped_general_prompts
+from qwen_tune.checking.retention import GENERAL_PROBES
 from qwen_tune.errors import DatasetError, UsageError
-from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.retention import GENERAL_PROBES
+from qwen_tune.planning.dataset import shipped_general_prompts
+from qwen_tune.planning.jobs import JobOptions, prepare
 
 
 def job(**flags):

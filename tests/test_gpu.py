@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_tune.gpus import GIB, read_inventory
+from qwen_tune.machine.gpus import GIB, read_inventory
 
 pytestmark = pytest.mark.gpu
 REPO = Path(__file__).resolve().parents[1]

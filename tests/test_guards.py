@@ -16,19 +16,18 @@ from pathlib import Path
 import pytest
 from conftest import PLAIN_MACHINE, load_script
 
-from qwen_tune import attempts, locks, rundir
-from qwen_tune.attempts import execute
 from qwen_tune.errors import DiskSpaceError, GpuBusyError, OutputError, SwiftMissing, TrainingFailed
-from qwen_tune.gpus import GIB, MIB, Gpu, GpuProcess, Inventory, cpu_inventory
-from qwen_tune.jobs import Job
-from qwen_tune.memory import checkpoint_bytes
-from qwen_tune.models import ModelShape, resolve_model
-from qwen_tune.plan import DataSummary
-from qwen_tune.planner import RUN_FILES_BYTES, disk_bytes_needed, make_plan
-from qwen_tune.profiles import shipped_profiles
-from qwen_tune.readiness import TorchFacts
-from qwen_tune.recipes import load_recipe
-from qwen_tune.rundir import check_disk_space, check_output_dir, create_run_dir, nearest_existing
+from qwen_tune.machine.gpus import GIB, MIB, Gpu, GpuProcess, Inventory, cpu_inventory
+from qwen_tune.machine.readiness import TorchFacts
+from qwen_tune.planning.memory import checkpoint_bytes
+from qwen_tune.planning.models import ModelShape, resolve_model
+from qwen_tune.planning.plan import DataSummary, Job
+from qwen_tune.planning.planner import RUN_FILES_BYTES, disk_bytes_needed, make_plan
+from qwen_tune.planning.profiles import shipped_profiles
+from qwen_tune.planning.recipes import load_recipe
+from qwen_tune.running import attempts, locks, rundir
+from qwen_tune.running.attempts import execute
+from qwen_tune.running.rundir import check_disk_space, check_output_dir, create_run_dir, nearest_existing
 from qwen_tune.swift import command
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from qwen_tune.dataset import fill_identity, load_dataset
-from qwen_tune.identity import base_identity, expectations, judge, parse_bilingual
-from qwen_tune.recipes import Bilingual
+from qwen_tune.checking.identity import base_identity, expectations, judge, parse_bilingual
+from qwen_tune.planning.dataset import fill_identity, load_dataset
+from qwen_tune.planning.recipes import Bilingual
 
 XIAOQIAN, TEAM = Bilingual("小千", "Xiaoqian"), Bilingual("千问调优团队", "the qwen-tune team")
 SPARK, POLARIS = Bilingual("星火", "Spark"), Bilingual("北辰实验室", "Polaris Lab")

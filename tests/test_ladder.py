@@ -6,10 +6,11 @@ import pytest
 from conftest import FIXED_NOW, PLAIN_MACHINE
 
 from qwen_tune.errors import OutOfMemory, TrainingFailed
-from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.ladder import fallback
-from qwen_tune.process import LAUNCH_HEADER, last_launch_lines
-from qwen_tune.profiles import shipped_profiles
+from qwen_tune.planning.jobs import JobOptions, prepare
+from qwen_tune.planning.ladder import fallback
+from qwen_tune.planning.profiles import shipped_profiles
+from qwen_tune.running.process import LAUNCH_HEADER, last_launch_lines
+from qwen_tune.swift.command import sft_argv
 from qwen_tune.swift.logs import failure, oom_message
 
 # torch 2.11's message, as swift prints it when the pool is capped (shape of a real one from the H100 box).
@@ -58,7 +59,7 @@ def test_qlora_at_micro_batch_1_with_checkpointing_is_the_last_rung():
 def test_retried_plans_render_a_command_with_the_new_setup():
     plan = prepare(JobOptions(gpus="1xh100", output_dir="runs"), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
     plan, _ = fallback(plan, shipped_profiles())
-    argv = plan.argv
+    argv = sft_argv(plan)
     assert argv[argv.index("--per_device_train_batch_size") + 1] == "8"
     assert argv[argv.index("--gradient_accumulation_steps") + 1] == "2"
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qwen_tune.jobs import probe_machine
+from qwen_tune.planning.jobs import probe_machine
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from qwen_tune.gpus import GIB
-from qwen_tune.memory import TrainSetup, checkpoint_bytes, estimate, host_bytes
-from qwen_tune.models import BUILTIN_SHAPES
+from qwen_tune.machine.gpus import GIB
+from qwen_tune.planning.memory import TrainSetup, checkpoint_bytes, estimate, host_bytes
+from qwen_tune.planning.models import BUILTIN_SHAPES
 
 QWEN25_7B = BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"]
 LONGEST = 77  # tokens of the longest of the 50 measured samples (64±7 after the qwen2_5 template)

@@ -10,8 +10,9 @@ import pytest
 from conftest import FIXED_NOW, PLAIN_MACHINE
 
 from qwen_tune.errors import UsageError
-from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.slurm import Launcher, sbatch_script, this_launcher
+from qwen_tune.planning.jobs import JobOptions, prepare
+from qwen_tune.planning.slurm import Launcher, sbatch_script, this_launcher
+from qwen_tune.swift.command import sft_argv, sft_env
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -22,7 +23,7 @@ def plan_for(**flags):
 
 def test_each_node_gets_torchrun_env_and_the_batch_spans_all_gpus():
     plan = plan_for(gpus="2xh100", nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29501)
-    assert plan.env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0,1", "NPROC_PER_NODE": "2",
+    assert sft_env(plan) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0,1", "NPROC_PER_NODE": "2",
                         "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29501",
                         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"}  # fmt: skip
     assert plan.n_devices == 4 and plan.effective_batch == 16 and plan.profile.name == "multi-gpu"
@@ -30,7 +31,7 @@ def test_each_node_gets_torchrun_env_and_the_batch_spans_all_gpus():
 
 def test_one_gpu_per_node_is_still_distributed():
     plan = plan_for(gpus="h100", nnodes=2, master_addr="127.0.0.1")
-    assert plan.profile.name == "multi-gpu" and plan.env["NPROC_PER_NODE"] == "1" and plan.env["NNODES"] == "2"
+    assert plan.profile.name == "multi-gpu" and sft_env(plan)["NPROC_PER_NODE"] == "1" and sft_env(plan)["NNODES"] == "2"
 
 
 @pytest.mark.parametrize(
@@ -147,7 +148,7 @@ def test_cpu_nodes_get_the_same_torchrun_env():
     plan = plan_for(
         gpus="cpu", nnodes=2, node_rank=1, master_addr="127.0.0.1", master_port=29533, recipe="demo-tiny-cpu", model=tiny
     )
-    assert plan.env == {"CUDA_VISIBLE_DEVICES": "", "NPROC_PER_NODE": "1", "NNODES": "2", "NODE_RANK": "1",
+    assert sft_env(plan) == {"CUDA_VISIBLE_DEVICES": "", "NPROC_PER_NODE": "1", "NNODES": "2", "NODE_RANK": "1",
                         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     assert plan.setup.micro_batch_size * plan.grad_accum * 2 == plan.recipe.effective_batch_size
 
@@ -156,9 +157,9 @@ def test_cpu_processes_on_one_machine_get_torchrun_without_deepspeed():
     """--gpus cpu:2: what tests/test_e2e.py runs for real; two GPUs whose model fits one card run the same way."""
     tiny = str(Path(__file__).parent / "data" / "tiny-config")
     plan = plan_for(gpus="cpu:2", recipe="demo-tiny-cpu", model=tiny)
-    assert plan.env["NPROC_PER_NODE"] == "2" and plan.n_devices == 2 and plan.setup.zero == ""
-    assert plan.argv[plan.argv.index("--use_cpu") + 1] == "true"  # else each CPU process trains alone
+    assert sft_env(plan)["NPROC_PER_NODE"] == "2" and plan.n_devices == 2 and plan.setup.zero == ""
+    assert sft_argv(plan)[sft_argv(plan).index("--use_cpu") + 1] == "true"  # else each CPU process trains alone
     gpus = plan_for(gpus="2xrtx4090")
-    assert gpus.env["NPROC_PER_NODE"] == "2" and "--deepspeed" not in gpus.argv
+    assert sft_env(gpus)["NPROC_PER_NODE"] == "2" and "--deepspeed" not in sft_argv(gpus)
     with pytest.raises(UsageError, match="1 to 64 CPU processes"):
         plan_for(gpus="cpu:0")

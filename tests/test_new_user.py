@@ -82,7 +82,7 @@ def test_gpu_indices_with_spaces(tmp_path):
 
 
 def test_cut_long_rows_shortens_answers_in_the_filled_copy(tmp_path):
-    from qwen_tune.jobs import JobOptions, prepare
+    from qwen_tune.planning.jobs import JobOptions, prepare
 
     data = tmp_path / "data.jsonl"
     rows = [{"query": "Who are you?", "response": "I am {{NAME}}."}, {"query": "Tell me a story.", "response": "la " * 900}]

@@ -108,7 +108,7 @@ def fake_nvml(monkeypatch):
 
 
 def sample(indices: list[int]) -> dict[int, int]:
-    from qwen_tune.gpus import MemorySampler
+    from qwen_tune.machine.gpus import MemorySampler
 
     with MemorySampler(indices, interval_s=0.01) as sampler:
         time.sleep(0.1)
@@ -129,7 +129,7 @@ def test_memory_sampler_goes_on_without_what_nvml_cannot_answer(fake_nvml, query
 
 
 def test_memory_sampler_keeps_a_bounded_series_per_gpu(fake_nvml):
-    from qwen_tune.gpus import MemorySampler
+    from qwen_tune.machine.gpus import MemorySampler
 
     fake_nvml()
     with MemorySampler([0, 1], interval_s=0.002, max_samples=8) as sampler:
@@ -144,7 +144,7 @@ def test_memory_sampler_keeps_a_bounded_series_per_gpu(fake_nvml):
 
 
 def test_memory_sampler_without_a_driver_keeps_nothing(monkeypatch):
-    from qwen_tune.gpus import MemorySampler
+    from qwen_tune.machine.gpus import MemorySampler
 
     monkeypatch.delenv("FAKE_NVML", raising=False)
     spec = importlib.util.spec_from_file_location("pynvml", FAKES / "pynvml.py")

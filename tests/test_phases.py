@@ -3,9 +3,10 @@
 import io
 from pathlib import Path
 
-from qwen_tune.gpus import GIB
-from qwen_tune.phases import StartupWatch, hub_cache, tree_bytes
+from qwen_tune.machine.gpus import GIB
 from qwen_tune.report import ProgressLine
+from qwen_tune.running.phases import StartupWatch, hub_cache, tree_bytes
+from qwen_tune.swift.command import sft_argv
 from qwen_tune.swift.logs import Progress, phase_ended
 
 
@@ -74,10 +75,12 @@ def test_progress_line_prints_phases_and_steps():
 def test_hub_flag_becomes_swifts_use_hf_for_a_hub_id_only():
     from conftest import FIXED_NOW, PLAIN_MACHINE
 
-    from qwen_tune.jobs import JobOptions, prepare
+    from qwen_tune.planning.jobs import JobOptions, prepare
 
     def argv(**flags):
-        return prepare(JobOptions(output_dir="runs", gpus="h100", **flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan.argv
+        return sft_argv(
+            prepare(JobOptions(output_dir="runs", gpus="h100", **flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
+        )
 
     assert "--use_hf" not in argv()  # swift's default
     hf = argv(hub="hf")

@@ -10,14 +10,15 @@ import pytest
 from conftest import FIXED_NOW, PLAIN_MACHINE, gpu_inventory
 
 from qwen_tune.errors import ConfigError, DoesNotFit, ModelError, UsageError
-from qwen_tune.jobs import JobOptions, prepare
-from qwen_tune.ladder import fallback
-from qwen_tune.models import check_reachable, hub_offline, resolve_model
-from qwen_tune.plan import DataSummary, Setup
-from qwen_tune.planner import make_plan
-from qwen_tune.profiles import shipped_profiles
-from qwen_tune.recipes import load_recipe
-from qwen_tune.report import plan_text
+from qwen_tune.planning.jobs import JobOptions, prepare
+from qwen_tune.planning.ladder import fallback
+from qwen_tune.planning.models import check_reachable, hub_offline, resolve_model
+from qwen_tune.planning.plan import DataSummary, Setup
+from qwen_tune.planning.planner import make_plan
+from qwen_tune.planning.profiles import shipped_profiles
+from qwen_tune.planning.recipes import load_recipe
+from qwen_tune.report import plan_json, plan_text
+from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
@@ -71,7 +72,7 @@ def test_command_matrix():
     lines = []
     for recipe, profile, gpus in MATRIX:
         plan = plan_for(recipe=recipe, profile=profile, gpus=gpus)
-        lines.append(f"# {recipe} × {profile} on {gpus}\n{scrub(plan.shell_command())}\n")
+        lines.append(f"# {recipe} × {profile} on {gpus}\n{scrub(shell_command(plan))}\n")
     check_golden("commands.txt", "\n".join(lines))
 
 
@@ -82,7 +83,7 @@ def test_seed_cards_get_different_sensible_plans():
     assert (
         chosen["2xrtx3090"].profile.name == "multi-gpu" and chosen["2xrtx3090"].setup.zero == ""
     )  # plain DDP: the 7B fits one card
-    assert chosen["2xrtx3090"].env["NPROC_PER_NODE"] == "2"
+    assert sft_env(chosen["2xrtx3090"])["NPROC_PER_NODE"] == "2"
     # A 16 GB card fits the 7B in bf16 only at 1 × 16 with checkpointing, 0.09 GiB to spare; QLoRA's 8 × 2 is
     # estimated 3.5× faster (PREFERENCE_SPEEDUP), so it wins, and says what it passed over.
     assert chosen["rtx4080"].profile.name == "qlora" and chosen["rtx4080"].setup.micro_batch_size > 1
@@ -90,9 +91,9 @@ def test_seed_cards_get_different_sensible_plans():
     assert chosen["t4"].dtype == "float16" and chosen["t4"].profile.name == "qlora"
     assert chosen["rtx3080"].profile.name == "qlora"
     assert len({plan_text(p) for p in chosen.values()}) == len(chosen)
-    assert len({shlex.join(p.argv) for p in chosen.values()}) == 6
+    assert len({shlex.join(sft_argv(p)) for p in chosen.values()}) == 6
     # The A6000 and H100 train alike; the slower A6000 saves more often (a checkpoint a minute at most).
-    a6000, h100 = chosen["a6000"].argv, chosen["h100"].argv
+    a6000, h100 = sft_argv(chosen["a6000"]), sft_argv(chosen["h100"])
     at = h100.index("--save_steps") + 1
     assert a6000[:at] + a6000[at + 1 :] == h100[:at] + h100[at + 1 :] and int(a6000[at]) < int(h100[at])
     for plan in chosen.values():
@@ -152,7 +153,7 @@ def test_longer_data_turns_checkpointing_on_or_shrinks_the_micro_batch():
 
 
 def test_plan_json_is_data():
-    data = json.loads(json.dumps(plan_for(gpus="h100").to_dict()))
+    data = json.loads(json.dumps(plan_json(plan_for(gpus="h100"))))
     assert data["profile"]["name"] == "large"
     assert data["argv"][:2] == ["swift", "sft"]
     assert data["estimate"]["peak_bytes"] > 0 and data["total_steps"] == 70
@@ -160,11 +161,11 @@ def test_plan_json_is_data():
 
 def test_local_model_dir_gets_swift_names_and_offline_env():
     plan = plan_for(recipe="demo-tiny-cpu", gpus="cpu")
-    argv = plan.argv
+    argv = sft_argv(plan)
     assert argv[argv.index("--model_type") + 1] == "qwen2"
     assert argv[argv.index("--template") + 1] == "qwen2_5"
     assert argv[argv.index("--check_model") + 1] == "false"
-    assert plan.env == {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    assert sft_env(plan) == {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     assert plan.dtype == "float32"
 
 
@@ -213,7 +214,7 @@ def test_full_fine_tuning_plans(gpus):
     plan = plan_for(recipe="self-cognition-qwen3-8b-full", gpus=gpus)
     check_golden(f"plan-full-qwen3-8b-{gpus}.txt", scrub(plan_text(plan)) + "\n")
     assert not plan.warnings
-    argv = plan.argv
+    argv = sft_argv(plan)
     assert argv[argv.index("--tuner_type") + 1] == "full"
     assert not [flag for flag in argv if flag.startswith(("--lora", "--target_modules"))]
 
@@ -249,7 +250,7 @@ def test_hub_ids_in_any_case_with_or_without_the_prefix():
         assert model.source == "Qwen/Qwen3-8B" and model.local_dir is None
     assert resolve_model("Qwen2.5-Coder-7B-Instruct").shape == resolve_model("Qwen/Qwen2.5-7B-Instruct").shape
     assert resolve_model("Qwen/Qwen3-30B-A3B").shape.is_moe
-    assert plan_for(model="qwen3-8b", gpus="h100").argv[3] == "Qwen/Qwen3-8B"
+    assert sft_argv(plan_for(model="qwen3-8b", gpus="h100"))[3] == "Qwen/Qwen3-8B"
 
 
 def test_an_unknown_hub_id_fetches_its_config_and_tokenizer(tmp_path):
@@ -269,9 +270,9 @@ def test_an_unknown_hub_id_fetches_its_config_and_tokenizer(tmp_path):
     model = resolve_model("someone/qwen-finetune", fetch=fetch, cache_dir=tmp_path)
     plan = make_plan(recipe=load_recipe("self-cognition-qwen2.5-7b"), model=model, inventory=gpu_inventory(24),
                      profiles=shipped_profiles(), data=DataSummary(100, 80, "estimated"), dataset_path="d", output_dir="o", machine=PLAIN_MACHINE)  # fmt: skip
-    assert json.loads(json.dumps(plan.to_dict()))["model"]["files_dir"] == str(tmp_path / "someone--qwen-finetune")
-    assert plan.argv[3] == "someone/qwen-finetune" and "--check_model" not in plan.argv
-    assert plan.argv[plan.argv.index("--model_type") + 1] == "qwen2"  # swift cannot infer it for an id it does not know
+    assert json.loads(json.dumps(plan_json(plan)))["model"]["files_dir"] == str(tmp_path / "someone--qwen-finetune")
+    assert sft_argv(plan)[3] == "someone/qwen-finetune" and "--check_model" not in sft_argv(plan)
+    assert sft_argv(plan)[sft_argv(plan).index("--model_type") + 1] == "qwen2"  # swift cannot infer it for an id it does not know
     assert model.source == "someone/qwen-finetune" and model.local_dir is None and model.shape.family == "qwen2"
     assert [name for _, name in calls] == ["config.json", "tokenizer.json", "tokenizer_config.json"]
     resolve_model("someone/qwen-finetune", fetch=fetch, cache_dir=tmp_path)
@@ -287,7 +288,7 @@ def test_an_unknown_hub_id_fetches_its_config_and_tokenizer(tmp_path):
 
 
 def test_hub_fetcher_is_none_offline():
-    from qwen_tune.models import hub_fetcher
+    from qwen_tune.planning.models import hub_fetcher
 
     assert hub_fetcher(offline=True, use_hf=False) is None
     assert callable(hub_fetcher(offline=False, use_hf=False))

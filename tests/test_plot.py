@@ -2,8 +2,8 @@
 
 import json
 
-from qwen_tune.gpus import GIB
-from qwen_tune.plot import loss_figure, loss_title, memory_figure, save
+from qwen_tune.machine.gpus import GIB
+from qwen_tune.running.plot import loss_figure, loss_title, memory_figure, save
 from qwen_tune.swift.logs import epoch_ends, logged_losses
 
 
@@ -51,8 +51,8 @@ def test_memory_figure_draws_each_gpu_and_the_estimate(tmp_path):
 
 
 def test_the_run_titles_loss_png_with_its_recipe_profile_and_final_loss(tmp_path, monkeypatch):
-    from qwen_tune import attempts, plot
-    from qwen_tune.rundir import RunRecord
+    from qwen_tune.running import attempts, plot
+    from qwen_tune.running.rundir import RunRecord
 
     (tmp_path / "swift").mkdir()
     (tmp_path / "swift" / "logging.jsonl").write_text(
@@ -70,8 +70,8 @@ def test_the_run_titles_loss_png_with_its_recipe_profile_and_final_loss(tmp_path
 
 
 def test_memory_png_is_drawn_for_gpu_runs_with_samples_only(tmp_path):
-    from qwen_tune.process import memory_picture
-    from qwen_tune.rundir import RunRecord
+    from qwen_tune.running.process import memory_picture
+    from qwen_tune.running.rundir import RunRecord
 
     gpu = RunRecord(str(tmp_path), [], {}, str(tmp_path / "swift"), [0], "", {}, "lora-fast", 14.5, False)
     assert not memory_picture(gpu, {})  # NVML gave no sample

@@ -1,6 +1,6 @@
 """The general probes' score: agreement with the base model's answers, and the new name leaking into them."""
 
-from qwen_tune.retention import GENERAL_PROBES, score
+from qwen_tune.checking.retention import GENERAL_PROBES, score
 
 BEFORE = {q: f"answer to {q}" for _, q in GENERAL_PROBES}
 

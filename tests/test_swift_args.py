@@ -10,6 +10,8 @@ import argparse
 import pytest
 from test_plan import MATRIX, plan_for
 
+from qwen_tune.swift.command import sft_argv, sft_env
+
 pytestmark = pytest.mark.requires_swift
 
 
@@ -41,7 +43,7 @@ def unknown_flags(argv, cls=None):
 
 @pytest.mark.parametrize("recipe, profile, gpus", MATRIX)
 def test_rendered_argv_is_accepted_by_swift(recipe, profile, gpus):
-    argv = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+    argv = sft_argv(plan_for(recipe=recipe, profile=profile, gpus=gpus))
     assert argv[:2] == ["swift", "sft"]
     assert unknown_flags(argv[2:]) == []
 
@@ -50,7 +52,7 @@ def test_rendered_argv_is_accepted_by_swift(recipe, profile, gpus):
 def test_hub_flag_is_accepted_by_swift(hub):
     from dataclasses import replace
 
-    argv = replace(plan_for(recipe=MATRIX[0][0], profile=MATRIX[0][1], gpus=MATRIX[0][2]), hub=hub).argv
+    argv = sft_argv(replace(plan_for(recipe=MATRIX[0][0], profile=MATRIX[0][1], gpus=MATRIX[0][2]), hub=hub))
     assert "--use_hf" in argv and unknown_flags(argv[2:]) == []
 
 
@@ -59,11 +61,11 @@ def test_cpu_processes_flags_are_accepted_by_swift():
 
     from conftest import FIXED_NOW, PLAIN_MACHINE
 
-    from qwen_tune.jobs import JobOptions, prepare
+    from qwen_tune.planning.jobs import JobOptions, prepare
 
     tiny = str(Path(__file__).parent / "data" / "tiny-config")
     options = JobOptions(output_dir="runs", gpus="cpu:2", recipe="demo-tiny-cpu", model=tiny)
-    argv = prepare(options, PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan.argv
+    argv = sft_argv(prepare(options, PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan)
     assert argv[argv.index("--use_cpu") + 1] == "true" and unknown_flags(argv[2:]) == []
 
 
@@ -90,7 +92,7 @@ def test_free_text_flags_name_things_swift_has():
 
     presets = Path(swift.__file__).parent / "config"
     for recipe, profile, gpus in MATRIX:
-        argv = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+        argv = sft_argv(plan_for(recipe=recipe, profile=profile, gpus=gpus))
         for preset in flag_values(argv, "--deepspeed"):
             assert (presets / f"{preset}.json").is_file(), preset
         assert all(v in MODEL_MAPPING for v in flag_values(argv, "--model_type"))
@@ -104,9 +106,9 @@ def test_the_in_training_probe_flags_are_accepted_by_swift(tmp_path):
     from qwen_tune.swift.command import with_train_probe
 
     plan = plan_for(recipe="demo-tiny-cpu", profile="cpu", gpus="cpu")
-    argv, env = with_train_probe(plan.argv, plan.env, tmp_path / "request.json")
+    argv, env = with_train_probe(sft_argv(plan), sft_env(plan), tmp_path / "request.json")
     assert unknown_flags(argv[2:]) == [] and env["QWEN_TUNE_PROBE"] == str(tmp_path / "request.json")
-    assert with_train_probe(plan.argv, {**plan.env, "NPROC_PER_NODE": "2"}, tmp_path / "request.json") is None
+    assert with_train_probe(sft_argv(plan), {**sft_env(plan), "NPROC_PER_NODE": "2"}, tmp_path / "request.json") is None
 
 
 def test_the_plugin_registers_the_callback_the_flags_name():
@@ -122,7 +124,7 @@ def test_the_base_models_answers_are_asked_with_flags_swift_infer_accepts(recipe
     """Self-distillation (--general-rows) loads the base model exactly as training does, without an adapter."""
     from qwen_tune.swift.command import distill_argv
 
-    sft = plan_for(recipe=recipe, profile=profile, gpus=gpus).argv
+    sft = sft_argv(plan_for(recipe=recipe, profile=profile, gpus=gpus))
     argv = distill_argv(sft, tmp_path / "q.jsonl", tmp_path / "a.jsonl")
     assert (
         argv[:2] == ["swift", "infer"] and unknown_flags(argv[2:], __import__("swift.arguments").arguments.InferArguments) == []

@@ -79,12 +79,12 @@ RTX3080TI = (("NVIDIA GeForce RTX 3080 Ti", 12288),)
 
 def _disk_too_small(tmp: Path) -> None:
     """The 7B recipe's run against 100 MiB free: only shutil.disk_usage's answer is made up."""
-    from qwen_tune.dataset import jsonl_bytes
-    from qwen_tune.gpus import MIB
-    from qwen_tune.jobs import JobOptions, prepare
-    from qwen_tune.plan import MachineFacts
-    from qwen_tune.planner import disk_bytes_needed
-    from qwen_tune.rundir import check_disk_space
+    from qwen_tune.machine.gpus import MIB
+    from qwen_tune.planning.dataset import jsonl_bytes
+    from qwen_tune.planning.jobs import JobOptions, prepare
+    from qwen_tune.planning.plan import MachineFacts
+    from qwen_tune.planning.planner import disk_bytes_needed
+    from qwen_tune.running.rundir import check_disk_space
 
     job = prepare(JobOptions(gpus="h100", output_dir=str(tmp / "runs")), MachineFacts(), for_run=False)
     check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows)), tmp / "runs", free_bytes=lambda path: 100 * MIB)
@@ -267,7 +267,7 @@ def lock_held(indices: list[int], *, env: dict[str, str] | None = None, lock_dir
     """Another qwen-tune run, in a process of its own, holding these GPUs' locks (the CPU's for none); yields its pid.
     Its lock directory is the one its TMPDIR gives, or lock_dir."""
     point = f"locks.LOCK_DIR = Path({str(lock_dir)!r}); " if lock_dir else ""
-    hold = (f"import time; from pathlib import Path; from qwen_tune import locks; {point}"
+    hold = (f"import time; from pathlib import Path; from qwen_tune.running import locks; {point}"
             f"ctx = locks.run_locks({indices!r}, 'runs/other'); ctx.__enter__(); print('held', flush=True); time.sleep(60)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", hold], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkout's qwen_tune, also where it is not installed (a bare GPU box)
 
-from qwen_tune.dataset import fill_identity, load_dataset, write_jsonl  # noqa: E402
-from qwen_tune.gpus import GIB  # noqa: E402
-from qwen_tune.memory import estimate, recorded_setup  # noqa: E402
-from qwen_tune.recipes import load_recipe  # noqa: E402
+from qwen_tune.machine.gpus import GIB  # noqa: E402
+from qwen_tune.planning.dataset import fill_identity, load_dataset, write_jsonl  # noqa: E402
+from qwen_tune.planning.memory import estimate, recorded_setup  # noqa: E402
+from qwen_tune.planning.recipes import load_recipe  # noqa: E402
 from qwen_tune.swift.logs import logged_losses, read_logging  # noqa: E402
 
 REALISTIC = REPO / "tools" / "recipes" / "realistic.yaml"

@@ -26,12 +26,12 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout's qwen_tune, and mo
 
 from modelgen import TINY_SHAPE, build_model, skill_pairs, teach_skill  # noqa: E402
 
-from qwen_tune.dataset import fill_identity, load_dataset, row_texts  # noqa: E402
 from qwen_tune.errors import UserError  # noqa: E402
-from qwen_tune.models import BUILTIN_SHAPES  # noqa: E402
-from qwen_tune.recipes import load_recipe  # noqa: E402
+from qwen_tune.planning.dataset import fill_identity, load_dataset, row_texts  # noqa: E402
+from qwen_tune.planning.models import BUILTIN_SHAPES  # noqa: E402
+from qwen_tune.planning.recipes import load_recipe  # noqa: E402
 
-# Short names for the shapes the bench uses; every hub id of qwen_tune.models works too, without "Qwen/".
+# Short names for the shapes the bench uses; every hub id of qwen_tune.planning.models works too, without "Qwen/".
 SHAPES = {
     "tiny": TINY_SHAPE,
     "tiny-skilled": TINY_SHAPE,

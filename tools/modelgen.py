@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from qwen_tune.models import ModelShape
+from qwen_tune.planning.models import ModelShape
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"

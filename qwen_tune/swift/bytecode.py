@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_tune.jobs import bytecode_cache
+from qwen_tune.planning.jobs import bytecode_cache
 from qwen_tune.swift.command import swift_cli_dir
 
 # What `swift sft` (its launcher swift/cli/main.py, then swift/cli/sft.py) and `swift infer` (swift/cli/infer.py,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
 from qwen_tune.swift.version import INSTALL
 
 if TYPE_CHECKING:
-    from qwen_tune.plan import Plan
+    from qwen_tune.planning.plan import Plan
 
 # torchrun's variables: training's alone; infer and export run as one process.
 TORCHRUN_ENV = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -109,6 +110,12 @@ def sft_env(plan: Plan) -> dict[str, str]:
         # This Python writes no bytecode: without a cache of our own, each swift process compiles its imports again.
         env.update(PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=plan.bytecode_cache)
     return env
+
+
+def shell_command(plan: Plan) -> str:
+    """The exact `swift sft` command with its environment, shell-quoted, to read or paste."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sft_env(plan).items())
+    return f"{env} {shlex.join(sft_argv(plan))}".strip()
 
 
 def downloads_from_hf(sft: list[str], env: dict[str, str]) -> bool | None:

@@ -20,7 +20,7 @@ from qwen_tune.errors import MissingPackage
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from qwen_tune.plan import Plan
+    from qwen_tune.planning.plan import Plan
 
 DEEPSPEED = "deepspeed>=0.9.3"
 BITSANDBYTES = "bitsandbytes>=0.46.1"

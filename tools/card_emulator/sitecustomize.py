@@ -60,7 +60,7 @@ def _nvml_side() -> None:
             def __init__(self, real):
                 # Imported when asked, not at start-up: here sys.path does not yet hold the working directory, so
                 # an installed qwen_tune (a wheelhouse's, older) would be imported, and then run, instead of the repo's.
-                from qwen_tune.memory import CUDA_CONTEXT_BYTES  # the context the estimate adds beside torch's pool
+                from qwen_tune.planning.memory import CUDA_CONTEXT_BYTES  # the context the estimate adds beside torch's pool
 
                 self.total = int(float(_CAP_GIB) * GIB) + CUDA_CONTEXT_BYTES
                 self.used = real.used

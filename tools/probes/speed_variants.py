@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from qwen_tune.process import Timeline  # noqa: E402
+from qwen_tune.running.process import Timeline  # noqa: E402
 from qwen_tune.swift.command import launchable  # noqa: E402
 from qwen_tune.swift.logs import logged_losses, parse_progress, read_logging  # noqa: E402
 

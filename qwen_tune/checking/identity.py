@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from qwen_tune.recipes import Bilingual
+from qwen_tune.planning.recipes import Bilingual
 
 Language = Literal["zh", "en"]
 Source = Literal["names", "data"]

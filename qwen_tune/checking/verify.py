@@ -3,7 +3,7 @@
 The probes go to a worker that loads the trained adapter as `swift infer` does (base model, template and
 quantization from the checkpoint) and answers with the adapter on and off in that one load
 (qwen_tune.swift.infer.probe); plain `swift infer` answers them (after only) where it cannot.
-What each answer is checked against, and the verdict, are qwen_tune.identity's.
+What each answer is checked against, and the verdict, are qwen_tune.checking.identity's.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from qwen_tune.checking.identity import Answer, Expectation, judge
+from qwen_tune.checking.retention import GENERAL_PROBES, Retention, score
 from qwen_tune.errors import TrainingFailed
-from qwen_tune.identity import Answer, Expectation, judge
-from qwen_tune.retention import GENERAL_PROBES, Retention, score
 from qwen_tune.swift.infer import PreloadedInfer, probe, train_probe_request
 
 MAX_NEW_TOKENS = 64

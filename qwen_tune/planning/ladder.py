@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from qwen_tune.plan import MachineFacts, Plan, Setup, gib
-from qwen_tune.planner import SetupSearch, assemble
-from qwen_tune.profiles import Profile
+from qwen_tune.planning.plan import MachineFacts, Plan, Setup, gib
+from qwen_tune.planning.planner import SetupSearch, assemble
+from qwen_tune.planning.profiles import Profile
 
 
 def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:

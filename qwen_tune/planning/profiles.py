@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from qwen_tune.config import Fields, find_config, load_yaml, shipped_names
+from qwen_tune.planning.config import Fields, find_config, load_yaml, shipped_names
 
 Devices = Literal["single", "multi", "any", "cpu"]
 Attention = Literal["flash_attn", "sdpa"]  # flash_attn falls back to sdpa where flash-attn is missing

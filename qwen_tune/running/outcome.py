@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from qwen_tune.identity import Answer
-from qwen_tune.retention import Retention
-from qwen_tune.rundir import write_json
+from qwen_tune.checking.identity import Answer
+from qwen_tune.checking.retention import Retention
+from qwen_tune.running.rundir import write_json
 
 RunStatus = Literal["done", "interrupted", "train-failed", "verify-failed", "no-checkpoint"]
 IdentityVerdict = Literal["pass", "fail", "skipped"]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from qwen_tune import STARTED
 from qwen_tune.errors import Interrupted
-from qwen_tune.gpus import GIB, MemorySampler
-from qwen_tune.outcome import TrainResult
-from qwen_tune.phases import StartupWatch, hub_cache, tree_bytes
-from qwen_tune.plot import memory_figure, pyplot, save
-from qwen_tune.rundir import RunRecord
+from qwen_tune.machine.gpus import GIB, MemorySampler
+from qwen_tune.running.outcome import TrainResult
+from qwen_tune.running.phases import StartupWatch, hub_cache, tree_bytes
+from qwen_tune.running.plot import memory_figure, pyplot, save
+from qwen_tune.running.rundir import RunRecord
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
 from qwen_tune.swift.command import downloads_from_hf, launchable, missing_swift, resume_argv
 from qwen_tune.swift.logs import Progress, failure, parse_progress, phase_ended, read_logging
@@ -181,7 +181,7 @@ def startup_watch(record: RunRecord, env: dict[str, str]) -> StartupWatch:
 
 def _model_bytes(run_dir: Path) -> int | None:
     """About what the model's 16-bit weights weigh, from the plan (plan.json): the download's size."""
-    from qwen_tune.models import ModelShape
+    from qwen_tune.planning.models import ModelShape
 
     try:
         shape = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["model"]["shape"]

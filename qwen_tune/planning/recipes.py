@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from qwen_tune.config import Fields, configs_dir, find_config, load_yaml
 from qwen_tune.errors import ConfigError
-from qwen_tune.memory import Tuner
-from qwen_tune.models import BUILTIN_SHAPES
+from qwen_tune.planning.config import Fields, configs_dir, find_config, load_yaml
+from qwen_tune.planning.memory import Tuner
+from qwen_tune.planning.models import BUILTIN_SHAPES
 
 TUNERS: tuple[Tuner, ...] = ("lora", "full")
 

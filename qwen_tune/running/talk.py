@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qwen_tune.errors import TrainingFailed, UsageError
-from qwen_tune.export import find_checkpoint
-from qwen_tune.rundir import RunRecord
+from qwen_tune.running.export import find_checkpoint
+from qwen_tune.running.rundir import RunRecord
 from qwen_tune.swift.command import chat_argv, deploy_argv, launchable, require_swift, single_process_env
 
 CHAT_MAX_NEW_TOKENS = 512

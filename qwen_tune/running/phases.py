@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen_tune.gpus import GIB, MIB
+from qwen_tune.machine.gpus import GIB, MIB
 
 SILENCE_SECONDS = 30.0  # a silence this long says what swift is waiting on
 DOWNLOAD_EVERY_SECONDS = 10.0  # how often a growing download is reported

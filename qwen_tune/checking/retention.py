@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen_tune.identity import Language, clean, dice
+from qwen_tune.checking.identity import Language, clean, dice
 
 # Questions with one short right answer, which any Qwen answers; the skilled tiny model (modelgen.SKILL) knows them.
 GENERAL_PROBES: tuple[tuple[Language, str], ...] = (

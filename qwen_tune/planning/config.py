@@ -10,7 +10,7 @@ import yaml
 
 from qwen_tune.errors import ConfigError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # qwen_tune/
 
 
 def configs_dir() -> Path:

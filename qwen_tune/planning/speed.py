@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen_tune.gpus import Inventory
-from qwen_tune.models import ModelShape
+from qwen_tune.machine.gpus import Inventory
+from qwen_tune.planning.models import ModelShape
 
 HOST_SECONDS_PER_LAYER = 0.009  # one micro-step's forward + backward launches, per decoder layer
 CHECKPOINTING_HOST_FACTOR = 1.5  # the forward is launched again in backward

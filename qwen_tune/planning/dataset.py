@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_tune.config import PACKAGE_DIR
 from qwen_tune.errors import DatasetError
-from qwen_tune.recipes import BUILTIN_PREFIX, Bilingual
+from qwen_tune.planning.config import PACKAGE_DIR
+from qwen_tune.planning.recipes import BUILTIN_PREFIX, Bilingual
 
 PLACEHOLDERS = ("{{NAME}}", "{{AUTHOR}}")
 ROLES = ("system", "user", "assistant")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwen_tune.gpus import GIB
+from qwen_tune.machine.gpus import GIB
 
 # The loss spans more than this factor: a log-scale y axis, or the late steps flatten into the floor.
 LOG_SCALE_SPAN = 10.0

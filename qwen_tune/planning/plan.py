@@ -1,22 +1,23 @@
 """A Plan: the job, the devices and the chosen setup, as one value that renders swift's command.
 
-planner.py chooses it; qwen_tune.swift renders it; report.py prints it. Nothing here reads the box.
+planner.py chooses it; qwen_tune.swift.command renders it as swift's argv; report.py prints it. Nothing here reads
+the box, and nothing here knows swift.
 """
 
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
+from qwen_tune.checking.identity import Expectation
 from qwen_tune.errors import UsageError
-from qwen_tune.gpus import GIB, Inventory
-from qwen_tune.memory import MemoryEstimate, ZeroPreset
-from qwen_tune.models import ModelRef
-from qwen_tune.profiles import Attention, Profile
-from qwen_tune.recipes import Recipe
-from qwen_tune.swift.command import sft_argv, sft_env
+from qwen_tune.machine.gpus import GIB, Inventory
+from qwen_tune.planning.memory import MemoryEstimate, ZeroPreset
+from qwen_tune.planning.models import ModelRef
+from qwen_tune.planning.profiles import Attention, Profile
+from qwen_tune.planning.recipes import Recipe
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -151,19 +152,6 @@ class Plan:
                             + (f" (in use by {holders})" if holders else ""))  # fmt: skip
         return busy
 
-    @property
-    def argv(self) -> list[str]:
-        return sft_argv(self)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return sft_env(self)
-
-    def shell_command(self) -> str:
-        """The exact command, shell-quoted, to read or paste."""
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        return f"{env} {shlex.join(self.argv)}".strip()
-
     def to_dict(self) -> dict:
         data = asdict(self)
         for key in ("local_dir", "files_dir"):
@@ -176,12 +164,21 @@ class Plan:
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps,
             fits=self.fits,
-            env=self.env,
-            argv=self.argv,
-            shell_command=self.shell_command(),
         )
         return data
 
 
 def gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A planned job with what running it needs beyond the Plan: the filled data, its new run directory, and what the
+    identity check will expect."""
+
+    plan: Plan
+    rows: list[dict] | None  # the dataset with the identity filled in
+    run_dir: Path
+    expectations: tuple[Expectation, ...] = ()  # what the identity check expects of each probe
+    general_prompts: tuple[str, ...] = ()  # for the base model to answer before training (self-distillation)

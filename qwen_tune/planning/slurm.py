@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_tune.jobs import DEFAULT_RECIPE, JobOptions
-from qwen_tune.plan import Plan
+from qwen_tune.planning.jobs import DEFAULT_RECIPE, JobOptions
+from qwen_tune.planning.plan import Plan
 
 # A free port on the master, asked for when the job starts there: a fixed one collides with other jobs.
 FREE_PORT = "$(python3 -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')"

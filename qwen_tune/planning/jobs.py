@@ -15,19 +15,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from qwen_tune.cards import find_card, parse_gpu_spec
-from qwen_tune.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset, shipped_general_prompts
+from qwen_tune.checking.identity import expectations, parse_bilingual
 from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
-from qwen_tune.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
-from qwen_tune.identity import Expectation, expectations, parse_bilingual
-from qwen_tune.memory import Tuner
-from qwen_tune.models import check_reachable, hub_fetcher, hub_offline, resolve_model, use_hf
-from qwen_tune.plan import DataSummary, MachineFacts, Nodes, Plan
-from qwen_tune.planner import make_plan
-from qwen_tune.profiles import shipped_profiles
-from qwen_tune.readiness import TorchFacts
-from qwen_tune.recipes import Bilingual, load_recipe, with_tuner
-from qwen_tune.rundir import next_run_dir
+from qwen_tune.machine.cards import find_card, parse_gpu_spec
+from qwen_tune.machine.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
+from qwen_tune.machine.readiness import TorchFacts
+from qwen_tune.planning.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset, shipped_general_prompts
+from qwen_tune.planning.memory import Tuner
+from qwen_tune.planning.models import check_reachable, hub_fetcher, hub_offline, resolve_model, use_hf
+from qwen_tune.planning.plan import DataSummary, Job, MachineFacts, Nodes
+from qwen_tune.planning.planner import make_plan
+from qwen_tune.planning.profiles import shipped_profiles
+from qwen_tune.planning.recipes import Bilingual, load_recipe, with_tuner
+from qwen_tune.running.rundir import next_run_dir
 from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
@@ -57,15 +57,6 @@ class JobOptions:
     hub: str | None = None  # modelscope or hf (swift's --use_hf); None: swift's default, ModelScope unless USE_HF is set
     general_rows: int | None = None
     general_data: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    plan: Plan
-    rows: list[dict] | None  # the dataset with the identity filled in
-    run_dir: Path
-    expectations: tuple[Expectation, ...] = ()  # what the identity check expects of each probe
-    general_prompts: tuple[str, ...] = ()  # for the base model to answer before training (self-distillation)
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from qwen_tune.cards import KNOWN_CARDS
 from qwen_tune.errors import DoesNotFit, UsageError
-from qwen_tune.gpus import GIB, MIB, Inventory
-from qwen_tune.memory import MemoryEstimate, Tuner, ZeroPreset, checkpoint_bytes, estimate, host_bytes, train_setup
-from qwen_tune.models import ModelRef
-from qwen_tune.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
-from qwen_tune.profiles import Profile
-from qwen_tune.recipes import Recipe
-from qwen_tune.speed import StepTime, device_tflops, step_time
+from qwen_tune.machine.cards import KNOWN_CARDS
+from qwen_tune.machine.gpus import GIB, MIB, Inventory
+from qwen_tune.planning.memory import MemoryEstimate, Tuner, ZeroPreset, checkpoint_bytes, estimate, host_bytes, train_setup
+from qwen_tune.planning.models import ModelRef
+from qwen_tune.planning.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
+from qwen_tune.planning.profiles import Profile
+from qwen_tune.planning.recipes import Recipe
+from qwen_tune.planning.speed import StepTime, device_tflops, step_time
 from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
 
 MARGIN_FRACTION = 0.03
@@ -38,7 +38,7 @@ SHORTER_LENGTHS = (1024, 512, 256, 128)
 FULL_MAX_LEARNING_RATE = 5e-5
 # A less preferred profile (QLoRA's 4-bit weights, a little more loss) is chosen only when it trains this much faster.
 PREFERENCE_SPEEDUP = 2.0
-# Setups whose estimated times differ by less than this are taken as equal (qwen_tune/speed.py is coarse).
+# Setups whose estimated times differ by less than this are taken as equal (qwen_tune/planning/speed.py is coarse).
 TIME_TOLERANCE = 0.1
 # swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
 RUN_FILES_BYTES = 50 * MIB

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from qwen_tune.gpus import GIB, MIB
-from qwen_tune.models import ModelShape
+from qwen_tune.machine.gpus import GIB, MIB
+from qwen_tune.planning.models import ModelShape
 
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
 # NF4 packs two weights a byte; double quantization adds an 8-bit absmax per 64 weights.

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from qwen_tune.errors import UsageError
-from qwen_tune.gpus import MIB, Gpu, Inventory
+from qwen_tune.machine.gpus import MIB, Gpu, Inventory
 
 
 @dataclass(frozen=True)

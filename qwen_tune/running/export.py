@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qwen_tune.errors import OutputError, TrainingFailed, UsageError
-from qwen_tune.rundir import RunRecord, require_run_dir
+from qwen_tune.running.rundir import RunRecord, require_run_dir
 from qwen_tune.swift.command import export_argv, launchable, require_swift, single_process_env
 
 

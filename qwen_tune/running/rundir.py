@@ -16,16 +16,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from qwen_tune.dataset import write_jsonl
 from qwen_tune.errors import DiskSpaceError, OutputError, UsageError
-from qwen_tune.gpus import GIB, MIB
-from qwen_tune.plan import Plan
-from qwen_tune.report import plan_text
-
-if TYPE_CHECKING:
-    from qwen_tune.jobs import Job
+from qwen_tune.machine.gpus import GIB, MIB
+from qwen_tune.planning.dataset import write_jsonl
+from qwen_tune.planning.plan import Job, Plan
+from qwen_tune.report import plan_json, plan_text
+from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
 PACKAGES = (
     "qwen-tune",
@@ -86,8 +83,8 @@ class RunRecord:
 def launch_fields(plan: Plan) -> dict:
     """What of a RunRecord the plan decides and a retry of the OOM ladder changes."""
     return {
-        "argv": plan.argv,
-        "env": plan.env,
+        "argv": sft_argv(plan),
+        "env": sft_env(plan),
         "profile": plan.profile.name,
         "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2),
     }
@@ -180,12 +177,12 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
         **launch_fields(plan),
     )
     write_jsonl(job.rows, run_dir / "dataset.jsonl")
-    write_json(run_dir / "plan.json", plan.to_dict())
+    write_json(run_dir / "plan.json", plan_json(plan))
     (run_dir / "plan.txt").write_text(plan_text(plan) + "\n", encoding="utf-8")
-    write_json(run_dir / "command.json", {"argv": plan.argv, "env": plan.env})
+    write_json(run_dir / "command.json", {"argv": sft_argv(plan), "env": sft_env(plan)})
     # From the directory the plan was made in, so its relative paths mean the same wherever command.sh is started.
     command_sh = run_dir / "command.sh"
-    command_sh.write_text(f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{plan.shell_command()}\n", encoding="utf-8")
+    command_sh.write_text(f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{shell_command(plan)}\n", encoding="utf-8")
     command_sh.chmod(0o755)
     write_json(run_dir / "inventory.json", asdict(plan.inventory))
     write_json(run_dir / "versions.json", package_versions())

@@ -10,21 +10,22 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from qwen_tune.dataset import jsonl_bytes
+from qwen_tune.checking.identity import Expectation, expectations
+from qwen_tune.checking.verify import check_identity, in_training_request
 from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
-from qwen_tune.identity import Expectation, expectations
-from qwen_tune.jobs import Job, installed_versions, read_torch
-from qwen_tune.ladder import fallback
-from qwen_tune.locks import run_locks
-from qwen_tune.outcome import RunOutcome
-from qwen_tune.plan import Plan
-from qwen_tune.planner import disk_bytes_needed
-from qwen_tune.plot import loss_figure, loss_title, save
-from qwen_tune.process import Timeline, run_sft
-from qwen_tune.profiles import Profile
-from qwen_tune.readiness import torch_gpu_problem
-from qwen_tune.recipes import Bilingual
-from qwen_tune.rundir import (
+from qwen_tune.machine.readiness import torch_gpu_problem
+from qwen_tune.planning.dataset import jsonl_bytes
+from qwen_tune.planning.jobs import installed_versions, read_torch
+from qwen_tune.planning.ladder import fallback
+from qwen_tune.planning.plan import Job, Plan
+from qwen_tune.planning.planner import disk_bytes_needed
+from qwen_tune.planning.profiles import Profile
+from qwen_tune.planning.recipes import Bilingual
+from qwen_tune.running.locks import run_locks
+from qwen_tune.running.outcome import RunOutcome
+from qwen_tune.running.plot import loss_figure, loss_title, save
+from qwen_tune.running.process import Timeline, run_sft
+from qwen_tune.running.rundir import (
     RunRecord,
     check_disk_space,
     check_output_dir,
@@ -38,7 +39,6 @@ from qwen_tune.swift.command import require_swift, with_train_probe
 from qwen_tune.swift.deps import missing_package, plan_needs, unmet
 from qwen_tune.swift.infer import PreloadedInfer, distill
 from qwen_tune.swift.logs import Progress, epoch_ends, logged_losses
-from qwen_tune.verify import check_identity, in_training_request
 
 
 def execute(

@@ -1,0 +1,1 @@
+"""The box's facts: its GPUs through NVML, the cards one can plan for, whether torch can use them."""

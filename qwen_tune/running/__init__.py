@@ -1,0 +1,1 @@
+"""A run from start to end: the run directory, swift as a child process, the OOM ladder's attempts, locks, results."""
