@@ -145,6 +145,12 @@ def job_options(command):
         click.option(
             "--master-port", type=click.IntRange(1, 65535), help="The rendezvous port on the master (torchrun's default: 29500)."
         ),
+        click.option(
+            "--packing/--no-packing",
+            default=None,
+            help="Pack rows into micro-batches of a token budget, no padding (default: wherever it runs: a bf16 GPU, "
+            "torch >= 2.10); --no-packing pads each micro-batch to its longest row.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -74,11 +74,18 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
     steps = ""
     if plan.total_steps is not None:
         steps = f"; {plan.steps_per_epoch} optimizer steps/epoch, {plan.total_steps} in {r.epochs:g} epochs"
-    out.append(
-        f"Batch:     micro-batch {s.micro_batch_size} × grad-accum {plan.grad_accum} × {plan.n_devices} device(s)"
-        f" = effective {plan.effective_batch}{steps}"
-    )
+    if s.packing:
+        out.append(
+            f"Batch:     packs of ≤{s.packing.tokens} tokens × grad-accum {plan.grad_accum} × {plan.n_devices} device(s), "
+            f"no padding: ~{plan.effective_batch} rows an optimizer step (the recipe's {r.effective_batch_size}){steps}"
+        )
+    else:
+        out.append(
+            f"Batch:     micro-batch {s.micro_batch_size} × grad-accum {plan.grad_accum} × {plan.n_devices} device(s)"
+            f" = effective {plan.effective_batch}{steps}"
+        )
     extra = f", DeepSpeed {s.zero}" if s.zero else ""
+    extra += ", Liger kernels (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE)" if s.liger else ""
     out.append(
         f"Precision: {plan.dtype}, attention {plan.attention}, gradient checkpointing "
         f"{'on' if s.gradient_checkpointing else 'off'}{extra}"
@@ -108,7 +115,8 @@ def _dry_run_note(plan: Plan) -> str:
 def memory_table(plan: Plan) -> str:
     device = "CPU RAM" if plan.inventory.is_cpu else "per GPU"
     width = max(len(label) for label, _ in plan.estimate.items) + 2
-    lines = [f"Memory estimate {device} (sequence {plan.seq_len} tokens):"]
+    size = f"micro-batches of ≤{plan.setup.packing.tokens} tokens" if plan.setup.packing else f"sequence {plan.seq_len} tokens"
+    lines = [f"Memory estimate {device} ({size}):"]
     for label, size in plan.estimate.items:
         lines.append(f"  {label:<{width}}{size / GIB:8.2f} GiB")
     runtime = "Python + torch + swift" if plan.inventory.is_cpu else "CUDA context"

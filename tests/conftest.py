@@ -12,8 +12,9 @@ from qwen_tune.planning.plan import MachineFacts
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXED_NOW = datetime(2026, 11, 23, 12, 0, 0)
-# The box the golden plans are made for: no flash-attn, Python writes bytecode, no hub.
-PLAIN_MACHINE = MachineFacts(hub_offline=True)  # CI reaches no hub (HF_HUB_OFFLINE above)
+# The box the golden plans are made for: no flash-attn, Python writes bytecode, no hub, torch >= 2.10.
+# CI reaches no hub (HF_HUB_OFFLINE above); its torch (2.13) has the varlen attention that packed rows run through.
+PLAIN_MACHINE = MachineFacts(hub_offline=True, varlen_attention=True)
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 

@@ -22,12 +22,16 @@ TORCH_OOM = (
 
 
 def ladder(gpus: str, **flags) -> list[str]:
+    flags.setdefault("packing", False)
     plan = prepare(JobOptions(gpus=gpus, output_dir="runs", **flags), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
-    rungs = []
+    steps, rungs = plan.steps_per_epoch, []
     while (step := fallback(plan, shipped_profiles())) is not None:
         plan, change = step
         rungs.append(change)
-        assert plan.effective_batch == 16, "every rung keeps the recipe's effective batch"
+        if plan.setup.packing:  # packed: as many rows an optimizer step, in more, smaller packs
+            assert abs(plan.steps_per_epoch - steps) <= 1 and plan.setup.packing.tokens >= plan.data.max_tokens
+        else:
+            assert plan.effective_batch == 16, "every rung keeps the recipe's effective batch"
         assert plan.reasons[-1].startswith("out of memory with")
     return rungs
 
@@ -41,6 +45,12 @@ def test_one_big_card_halves_the_micro_batch_then_recomputes_then_quantizes():
         "gradient checkpointing on",
         "4-bit QLoRA, micro-batch 1, checkpointing on",
     ]
+
+
+def test_packed_rows_halve_the_tokens_of_a_micro_batch_then_recompute_then_quantize():
+    rungs = ladder("1xh100", packing=True)
+    assert rungs[0].startswith("packs of ≤") and rungs[-2:] == ["gradient checkpointing on", rungs[-1]]
+    assert rungs[-1].startswith("4-bit QLoRA, packs of ≤") and rungs[-1].endswith("checkpointing on")
 
 
 def test_several_cards_shard_with_zero3_before_quantizing():
@@ -57,7 +67,7 @@ def test_qlora_at_micro_batch_1_with_checkpointing_is_the_last_rung():
 
 
 def test_retried_plans_render_a_command_with_the_new_setup():
-    plan = prepare(JobOptions(gpus="1xh100", output_dir="runs"), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
+    plan = prepare(JobOptions(gpus="1xh100", output_dir="runs", packing=False), PLAIN_MACHINE, for_run=False, now=FIXED_NOW).plan
     plan, _ = fallback(plan, shipped_profiles())
     argv = sft_argv(plan)
     assert argv[argv.index("--per_device_train_batch_size") + 1] == "8"

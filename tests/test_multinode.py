@@ -22,7 +22,7 @@ def plan_for(**flags):
 
 
 def test_each_node_gets_torchrun_env_and_the_batch_spans_all_gpus():
-    plan = plan_for(gpus="2xh100", nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29501)
+    plan = plan_for(gpus="2xh100", nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29501, packing=False)
     assert sft_env(plan) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0,1", "NPROC_PER_NODE": "2",
                         "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29501",
                         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"}  # fmt: skip

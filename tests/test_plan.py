@@ -78,17 +78,20 @@ def test_command_matrix():
 
 def test_seed_cards_get_different_sensible_plans():
     chosen = {gpus: plan_for(gpus=gpus) for gpus in ["rtx4080", "2xrtx3090", "a6000", "h100", "t4", "rtx3080"]}
-    assert chosen["h100"].profile.name == "large" and chosen["h100"].setup.micro_batch_size == 16
+    # bf16 cards pack the rows: an H100 trains each optimizer step's tokens as one pack, no padding.
+    h100 = chosen["h100"]
+    assert h100.profile.name == "large" and h100.setup.packing.grad_accum == 1 and h100.attention == "torch_varlen"
     assert chosen["a6000"].profile.name == "large"
     assert (
         chosen["2xrtx3090"].profile.name == "multi-gpu" and chosen["2xrtx3090"].setup.zero == ""
     )  # plain DDP: the 7B fits one card
     assert sft_env(chosen["2xrtx3090"])["NPROC_PER_NODE"] == "2"
-    # A 16 GB card fits the 7B in bf16 only at 1 × 16 with checkpointing, 0.09 GiB to spare; QLoRA's 8 × 2 is
-    # estimated 3.5× faster (PREFERENCE_SPEEDUP), so it wins, and says what it passed over.
-    assert chosen["rtx4080"].profile.name == "qlora" and chosen["rtx4080"].setup.micro_batch_size > 1
+    # A 16 GB card fits the 7B in bf16 only with checkpointing and small packs; QLoRA's bigger packs are estimated
+    # faster than PREFERENCE_SPEEDUP, so they win, and the plan says what it passed over.
+    assert chosen["rtx4080"].profile.name == "qlora" and chosen["rtx4080"].setup.packing.grad_accum == 1
     assert any(r.startswith("passed over 16gb") for r in chosen["rtx4080"].reasons)
-    assert chosen["t4"].dtype == "float16" and chosen["t4"].profile.name == "qlora"
+    # A T4 has no bfloat16, so no FlashAttention kernel: padded rows in float16.
+    assert chosen["t4"].dtype == "float16" and chosen["t4"].profile.name == "qlora" and chosen["t4"].setup.packing is None
     assert chosen["rtx3080"].profile.name == "qlora"
     assert len({plan_text(p) for p in chosen.values()}) == len(chosen)
     assert len({shlex.join(sft_argv(p)) for p in chosen.values()}) == 6
@@ -97,7 +100,17 @@ def test_seed_cards_get_different_sensible_plans():
     at = h100.index("--save_steps") + 1
     assert a6000[:at] + a6000[at + 1 :] == h100[:at] + h100[at + 1 :] and int(a6000[at]) < int(h100[at])
     for plan in chosen.values():
-        assert plan.effective_batch == 16 and plan.fits
+        assert plan.fits and plan.steps_per_epoch == 7  # as many optimizer steps as padded rows of 16 would make
+
+
+def test_padded_plans_keep_the_effective_batch_exactly():
+    """--no-packing (and boxes without the varlen attention): micro-batch × grad-accum × devices is the recipe's."""
+    chosen = {gpus: plan_for(gpus=gpus, packing=False) for gpus in ["rtx4080", "2xrtx3090", "a6000", "h100", "t4", "rtx3080"]}
+    assert chosen["h100"].profile.name == "large" and chosen["h100"].setup.micro_batch_size == 16
+    assert chosen["rtx4080"].profile.name == "qlora" and chosen["rtx4080"].setup.micro_batch_size > 1
+    for plan in chosen.values():
+        assert plan.effective_batch == 16 and plan.fits and plan.setup.packing is None and plan.attention == "sdpa"
+        assert "--packing" not in sft_argv(plan) and "(--no-packing)" in plan_text(plan)
 
 
 def test_qwen3_14b_on_two_24gb_cards_plans_qlora_not_zero3():

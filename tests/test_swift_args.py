@@ -10,7 +10,7 @@ import argparse
 import pytest
 from test_plan import MATRIX, plan_for
 
-from qwen_tune.swift.command import sft_argv, sft_env
+from qwen_tune.swift.command import VARLEN_PLUGIN, sft_argv, sft_env
 
 pytestmark = pytest.mark.requires_swift
 
@@ -97,7 +97,10 @@ def test_free_text_flags_name_things_swift_has():
             assert (presets / f"{preset}.json").is_file(), preset
         assert all(v in MODEL_MAPPING for v in flag_values(argv, "--model_type"))
         assert all(v in TEMPLATE_MAPPING for v in flag_values(argv, "--template"))
-        assert set(flag_values(argv, "--attn_impl")) <= {"sdpa", "flash_attn"}
+        assert set(flag_values(argv, "--attn_impl")) <= {"sdpa", "flash_attn", "torch_varlen"}
+        if flag_values(argv, "--attn_impl") == ["torch_varlen"]:  # a name the plugin registers, not swift
+            plugins = argv[argv.index("--external_plugins") + 1 :]
+            assert str(VARLEN_PLUGIN) in plugins and flag_values(argv, "--packing") == ["true"]
         assert flag_values(argv, "--tuner_type") in (["lora"], ["full"])
     assert "qwen3_moe" in MODEL_MAPPING and "qwen3" in TEMPLATE_MAPPING  # a local Qwen3 MoE directory's names
 

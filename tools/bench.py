@@ -36,6 +36,10 @@ from qwen_tune.planning.recipes import load_recipe  # noqa: E402
 from qwen_tune.swift.logs import logged_losses, read_logging  # noqa: E402
 
 REALISTIC = REPO / "tools" / "recipes" / "realistic.yaml"
+REAL_JOB = REPO / "tools" / "recipes" / "real-job.yaml"  # the heavy-tailed 1,200-row job, one epoch
+# Where `make bench` finds a peer's packages (tools/wheelhouse.py --peer NAME, installed with pip --target): never on
+# the user's path, only on the peer process's PYTHONPATH.
+PEER_SITE = Path(os.environ.get("QWEN_TUNE_PEER_SITE", REPO / "build" / "peers"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class Case:
     nodes: int = 1  # > 1: that many `qwen-tune run --nnodes` on this host, rendezvous at 127.0.0.1
     tuner: str | None = None  # --tuner (full fine-tuning); None: the recipe's
     long_rows: int | None = None  # train on N synthetic rows of 100-600 tokens (a realistic job) instead
+    heavy_tail: tuple[int, int] | None = None  # (identity rows, general rows of heavy-tailed length): heavy_tailed_rows
+    packing: bool | None = None  # False: --no-packing (rows padded, as before packing); None: qwen-tune's choice
+    peer: str | None = None  # train the same job with this peer instead of qwen-tune (tools/peers/PEER_job.py)
+    peer_args: tuple[str, ...] = ()  # the peer's own setup where its default does not fit (Unsloth on a 24 GB card)
 
 
 CASES = {
@@ -108,6 +116,27 @@ CASES = {
     "7b-blog-50": Case(
         "self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True
     ),
+    # A user's real job (issue 22): 300 identity + 900 general rows of heavy-tailed length, one epoch; qwen-tune's
+    # auto plan (packed rows, no padding), the same padded (--no-packing, for the loss), and Unsloth beside it.
+    "7b-real": Case(str(REAL_JOB), "qwen2.5-7b", None, None, "H100 80GB (uncapped)", heavy_tail=(300, 900), verify=False),
+    "7b-real-padded": Case(
+        str(REAL_JOB), "qwen2.5-7b", None, None, "H100 80GB (uncapped)", heavy_tail=(300, 900), verify=False, packing=False
+    ),
+    "7b-real-unsloth": Case(
+        str(REAL_JOB), "qwen2.5-7b", None, None, "H100 80GB (uncapped)", heavy_tail=(300, 900), verify=False, peer="unsloth"
+    ),
+    "7b-real-24gb": Case(str(REAL_JOB), "qwen2.5-7b", None, 23, "24 GB card", heavy_tail=(300, 900), verify=False),
+    "7b-real-24gb-unsloth": Case(
+        str(REAL_JOB),
+        "qwen2.5-7b",
+        None,
+        23,
+        "24 GB card",
+        heavy_tail=(300, 900),
+        verify=False,
+        peer="unsloth",
+        peer_args=("--checkpointing", "unsloth"),  # its offloaded checkpointing, as its docs advise for small cards
+    ),
 }
 
 
@@ -156,6 +185,43 @@ def long_rows(n: int, out: Path, seed: int = 0) -> Path:
             row = shipped[i % len(shipped)]
             answer = " ".join(rng.choice(words) for _ in range(rng.randint(100, 600)))
             f.write(json.dumps({"query": row["query"], "response": answer}, ensure_ascii=False) + "\n")
+    return out
+
+
+def heavy_tailed_rows(identity: int, general: int, out: Path, seed: int = 0) -> Path:
+    """A realistic job: `identity` rows of the shipped data (placeholders kept) and `general` rows whose answers have
+    the heavy-tailed lengths of real instruction data: log-normal answers (median ~300 tokens, sigma 0.9); with the
+    identity rows and the chat template a mean of ~370 tokens a row, about 3% past 1,500,
+    none past 1,750 (so the longest row with its prompt stays under max_length 2048). A general row asks one of the
+    shipped general prompts and answers in its language (random shipped words for English, random shipped Chinese
+    characters for Chinese: about a token each with the bench models' tokenizers), in random order; shuffled;
+    deterministic for a seed. The issue's own 1,200-row set is held out: this one is built to spread alike."""
+    import math
+    import random
+
+    shipped = [
+        json.loads(line)
+        for line in (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    prompts = [
+        p for p in (REPO / "qwen_tune" / "data" / "general_prompts.txt").read_text(encoding="utf-8").splitlines() if p.strip()
+    ]
+    answers = " ".join(r["response"] for r in shipped)
+    words = sorted({w for w in answers.split() if w.isascii() and w.isalpha()})
+    hanzi = sorted({ch for ch in answers if "\u4e00" <= ch <= "\u9fff"})
+    rng = random.Random(seed)
+    rows = [shipped[i % len(shipped)] for i in range(identity)]
+    for i in range(general):
+        prompt = prompts[i % len(prompts)]
+        n = min(1750, max(20, round(math.exp(rng.gauss(math.log(300), 0.9)))))
+        if any("\u4e00" <= ch <= "\u9fff" for ch in prompt):
+            answer = "".join(rng.choice(hanzi) for _ in range(n))
+        else:
+            answer = " ".join(rng.choice(words) for _ in range(n))
+        rows.append({"query": prompt, "response": answer})
+    rng.shuffle(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return out
 
 
@@ -244,6 +310,40 @@ def run_blog(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> 
             "identity_check": "skipped", **final, **speed(run_dir / "swift.log", result.train_seconds)}  # fmt: skip
 
 
+def run_peer(case: Case, model: Path, data: Path, case_dir: Path, env: dict) -> dict:
+    """The same job trained by a peer (tools/peers/PEER_job.py), from PEER_SITE/PEER only: the same model, the same
+    rows with the identity filled in as qwen-tune fills them, the recipe's hyper-parameters."""
+    recipe = load_recipe(case.recipe)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    rows = fill_identity(load_dataset(str(data)), recipe.identity_name, recipe.identity_author)
+    write_jsonl(rows, case_dir / "dataset.jsonl")
+    job = {"epochs": recipe.epochs, "learning_rate": recipe.learning_rate, "warmup_ratio": recipe.warmup_ratio,
+           "lora_rank": recipe.lora_rank, "lora_alpha": recipe.lora_alpha, "target_modules": recipe.target_modules,
+           "effective_batch_size": recipe.effective_batch_size, "max_length": recipe.max_length, "system": recipe.system}  # fmt: skip
+    (case_dir / "job.json").write_text(json.dumps(job, indent=2))
+    site = PEER_SITE / case.peer
+    peer_env = {**env, "PYTHONPATH": os.pathsep.join([str(REPO / "tools" / "card_emulator"), str(site)]),
+                "CUDA_VISIBLE_DEVICES": "0", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}  # fmt: skip
+    argv = [sys.executable, str(REPO / "tools" / "peers" / f"{case.peer}_job.py"), "--model", str(model),
+            "--job", str(case_dir / "job.json"), "--data", str(case_dir / "dataset.jsonl"), "--out", str(case_dir),
+            *case.peer_args]  # fmt: skip
+    start = time.monotonic()
+    with open(case_dir / "peer.log", "w") as log:
+        done = subprocess.run(argv, env=peer_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    result = json.loads((case_dir / "peer.json").read_text()) if (case_dir / "peer.json").is_file() else {}
+    tail = (case_dir / "peer.log").read_text(errors="replace")[-800:]
+    status = "done" if done.returncode == 0 and result else ("oom" if "OutOfMemoryError" in tail else "error")
+    return {"status": status, "profile": case.peer, "command": argv[1:], "process_seconds": round(time.monotonic() - start, 1),
+            "setup": {"micro_batch_size": result.get("micro_batch_size"), "gradient_checkpointing": result.get("gradient_checkpointing"),
+                      "dtype": "bfloat16"},
+            "grad_accum": result.get("grad_accum"), "versions": result.get("versions"),
+            "train_seconds": result.get("train_seconds"), "train_tokens": result.get("train_tokens"),
+            "tokens_per_second": result.get("tokens_per_second"), "mfu_6n": result.get("mfu_6n"),
+            "swift_peak_reserved_gib": result.get("peak_reserved_gib"), "torch_peak_allocated_gib": result.get("peak_allocated_gib"),
+            "final_loss": result.get("final_loss"), "losses": result.get("losses"), "wall_seconds": result.get("wall_seconds"),
+            "identity_check": "skipped", **({"error": tail} if status != "done" else {})}  # fmt: skip
+
+
 def speed(swift_log: Path, train_seconds: float | None) -> dict:
     """Tokens trained per second and MFU (6 × params × tokens over the H100's dense bf16 peak), from swift's log."""
     text = swift_log.read_text(errors="replace")
@@ -254,6 +354,21 @@ def speed(swift_log: Path, train_seconds: float | None) -> dict:
     tokens = float(lengths.group(1)) * int(lengths.group(2)) * float(epochs.group(1))
     return {"train_tokens": int(tokens), "tokens_per_second": round(tokens / train_seconds),
             "mfu_6n": round(6 * float(params.group(1)) * 1e6 * tokens / train_seconds / H100_BF16_PEAK_FLOPS, 4)}  # fmt: skip
+
+
+def own_speed(result: dict) -> dict:
+    """qwen-tune's own count (result.json): the rows' tokens, no padding counted, over the card's dense peak."""
+    if not result.get("tokens_per_second"):
+        return {}
+    return {"train_tokens": result["train_tokens"], "tokens_per_second": result["tokens_per_second"], "mfu_6n": result.get("mfu"),
+            "padding_fraction": result.get("padding_fraction"), "attention": result.get("attention")}  # fmt: skip
+
+
+def tail_loss(logging_jsonl: Path, share: float = 0.2) -> float | None:
+    """Mean loss over the last fifth of the steps: packed and padded runs of one job end on different batches."""
+    by_step = dict(logged_losses(logging_jsonl))
+    last = sorted(by_step)[-max(1, round(len(by_step) * share)) :]
+    return round(sum(by_step[s] for s in last) / len(last), 4) if last else None
 
 
 def torch_peaks(memory_dir: Path) -> dict:
@@ -302,9 +417,20 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         argv += ["--tuner", case.tuner]
     if case.long_rows:
         argv += ["--dataset", str(long_rows(case.long_rows, runs_dir / f"long-{case.long_rows}.jsonl"))]
+    if case.heavy_tail:
+        argv += [
+            "--dataset",
+            str(heavy_tailed_rows(*case.heavy_tail, runs_dir / "heavy-tail-{}-{}.jsonl".format(*case.heavy_tail))),
+        ]
+    if case.packing is False:
+        argv += ["--no-packing"]
     if case.rows:
         argv += ["--dataset", str(subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl"))]
     env = case_env(case, memory_dir)
+    if case.peer:
+        data = heavy_tailed_rows(*case.heavy_tail, runs_dir / "heavy-tail-{}-{}.jsonl".format(*case.heavy_tail))
+        return {"case": name, "date": date.today().isoformat(), "gpu": gpu_name(), "card": case.card, "cap_gib": case.cap_gib,
+                **run_peer(case, model, data, case_dir, env)}  # fmt: skip
     if case.blog:
         data = (
             subset(case.rows, runs_dir / f"self_cognition-{case.rows}.jsonl")
@@ -368,7 +494,9 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         "train_seconds": result.get("train_seconds"),
         "wall_seconds": result.get("wall_seconds"),
         **speed(run_dir / "swift.log", result.get("train_seconds")),
+        **own_speed(result),
         "final_loss": result.get("final_loss"),
+        "tail_loss": tail_loss(logging_jsonl) if logging_jsonl.is_file() else None,
         "last_epoch_loss": last_epoch_loss(logging_jsonl, plan["steps_per_epoch"]) if logging_jsonl.is_file() else None,
         "window_loss": window_loss(logging_jsonl) if logging_jsonl.is_file() else None,
         "bytecode_cache": plan.get("bytecode_cache"),  # set: swift's imports were compiled once, into this cache
@@ -432,19 +560,31 @@ def report(results: Path) -> str:
     return "\n".join(lines)
 
 
+# Side-by-side pairs the report compares: qwen-tune's case, and the peer's (or padded twin's) case of the same job.
+PEER_PAIRS = (("7b-real", "7b-real-unsloth"), ("7b-real-24gb", "7b-real-24gb-unsloth"))
+LOSS_PAIRS = (("7b-real", "7b-real-padded"),)
+
+
 def speed_report(rows: list[dict]) -> list[str]:
-    """Issue 5's table: how fast each case trained, and qwen-tune's choice against the blog's command."""
+    """How fast each case trained; qwen-tune's choice against the blog's command and against the peers."""
     # NF4 cases are left out: bitsandbytes packs two weights a byte, so swift's parameter count halves them.
     fast = [r for r in rows if r.get("mfu_6n") is not None and r.get("setup", {}).get("quantization") != "nf4"]
     lines = [
-        "| case | micro × GA | train s | wall s | tokens/s | MFU (6N) | peak GiB | final loss |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | tool | micro × GA | train s | wall s | tokens/s | MFU (6N) | padding | attention | peak GiB | final loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in fast:
         s = r.get("setup", {})
-        wall = wall_seconds(r)
-        lines.append(f"| {r['case']} | {s.get('micro_batch_size')} × {r.get('grad_accum')} | {round(r['train_seconds'], 1)} | {wall} | "
-                     f"{r['tokens_per_second']} | {100 * r['mfu_6n']:.1f}% | {r.get('swift_peak_reserved_gib')} | {r.get('final_loss')} |")  # fmt: skip
+        batch = (
+            f"≤{s['packing']['tokens']} tok × {r.get('grad_accum')}"
+            if s.get("packing")
+            else f"{s.get('micro_batch_size')} × {r.get('grad_accum')}"
+        )
+        batch += " ckpt" if s.get("gradient_checkpointing") not in (None, False, "false") else ""
+        padding = "" if r.get("padding_fraction") is None else f"{100 * r['padding_fraction']:.0f}%"
+        lines.append(f"| {r['case']} | {r.get('profile') if r.get('profile') in ('unsloth', 'blog') else 'qwen-tune'} | {batch} | "
+                     f"{round(r['train_seconds'], 1)} | {wall_seconds(r)} | {r['tokens_per_second']} | {100 * r['mfu_6n']:.1f}% | "
+                     f"{padding} | {r.get('attention', '')} | {r.get('swift_peak_reserved_gib')} | {r.get('final_loss')} |")  # fmt: skip
     by_case = {r["case"]: r for r in fast}
     if "7b-auto-50" in by_case and "7b-blog-50" in by_case:
         ours, blog = by_case["7b-auto-50"], by_case["7b-blog-50"]
@@ -454,6 +594,20 @@ def speed_report(rows: list[dict]) -> list[str]:
                     f"({100 * (ours['window_loss'] - blog['window_loss']) / blog['window_loss']:+.1f}%)")  # fmt: skip
         lines += ["", f"qwen-tune's choice against the blog's command, same box and session: train {blog['train_seconds'] / ours['train_seconds']:.1f}× faster, "
                       f"wall {wall_seconds(blog) / wall_seconds(ours):.1f}× faster (theirs without the identity check){loss}."]  # fmt: skip
+    for ours_name, peer_name in PEER_PAIRS:
+        if ours_name in by_case and peer_name in by_case:
+            ours, peer = by_case[ours_name], by_case[peer_name]
+            lines += ["", f"{ours_name}: qwen-tune against {peer.get('profile')}, same job, box and session: "
+                          f"{peer['train_seconds'] / ours['train_seconds']:.2f}× its speed (train {ours['train_seconds']:.1f} s "
+                          f"against {peer['train_seconds']:.1f} s; the same tokens), peak {ours.get('swift_peak_reserved_gib')} "
+                          f"against {peer.get('swift_peak_reserved_gib')} GiB."]  # fmt: skip
+    by_any = {r["case"]: r for r in rows}
+    for ours_name, padded_name in LOSS_PAIRS:
+        ours, padded = by_any.get(ours_name, {}), by_any.get(padded_name, {})
+        if ours.get("tail_loss") and padded.get("tail_loss"):
+            lines += ["", f"{ours_name} against {padded_name} (the same job padded): loss over the last fifth of the steps "
+                          f"{ours['tail_loss']} against {padded['tail_loss']} ({100 * (ours['tail_loss'] - padded['tail_loss']) / padded['tail_loss']:+.1f}%), "
+                          f"train {padded.get('train_seconds')} s padded."]  # fmt: skip
     return lines if fast else []
 
 

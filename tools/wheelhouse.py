@@ -3,6 +3,7 @@
 
     python tools/wheelhouse.py --freeze BOX_FREEZE.txt [--python 3.12] [--out wheelhouse]
         [--extras gpu] [--platform manylinux_2_34_x86_64 ...]
+    python tools/wheelhouse.py --freeze BOX_FREEZE.txt --peer unsloth --out wheelhouse-unsloth
 
 The box's torch and CUDA stack must stay as they are, so pip resolves ms-swift and qwen-tune for
 the box's Python and platform with the box's `pip freeze` as constraints and an empty stub torch
@@ -11,6 +12,10 @@ are shipped, plus qwen-tune's own wheel and MANIFEST.txt. On the box:
 
     pip install --no-index --no-deps --upgrade --target SITE wheelhouse/*.whl
     PYTHONPATH=SITE PATH=SITE/bin:$PATH qwen-tune run ...
+
+`--peer unsloth` builds the wheels of the fastest peer instead (Unsloth, for `make bench`'s side-by-side job):
+resolved on their own, since Unsloth needs trl>=1 and ms-swift trl<1, and installed on the box into a folder
+of their own that only the bench's peer process puts on its path, never the user's.
 
 --upgrade matters: rouge ships a top-level package named `bin`; without --upgrade, pip --target keeps
 it and drops the console scripts (`swift` among them). Building needs PyPI, and torch here for deepspeed.
@@ -48,6 +53,17 @@ UNPINNED_PREFIXES = ("nvidia-", "cuda-")
 KEPT_PINNED = {"nvidia-ml-py"}  # qwen-tune and deepspeed need it; the box's version satisfies both
 
 
+# The peers `make bench` can run beside qwen-tune, pinned as measured (shared/measurements/2026-12-05-h100-peer).
+PEERS = {"unsloth": ["unsloth==2026.10.9", "unsloth-zoo==2026.10.9"]}
+# Requirements of a peer that the box must not get from us: stubs satisfy the resolver and are never shipped.
+# xformers: Unsloth uses it only where installed (SDPA otherwise, as measured); its wheel is ~100 MiB.
+PEER_STUBS = {"unsloth": {"xformers": "0.0.33"}}
+# Box pins a peer cannot live with (Unsloth asks certifi>=2026.10.19; its datasets fsspec<=2026.2.0); the box's peft 0.21 stays.
+PEER_UNPINNED = {"unsloth": frozenset({"torch", "certifi", "fsspec"})}
+# Parts of a peer's wheel that training never imports: Unsloth's wheel carries its web UI (studio/, 60 of its 88 MiB).
+PEER_UNUSED_FOLDERS = {"unsloth": ("studio/",)}
+
+
 class WheelhouseError(Exception):
     """A one-line reason the wheelhouse could not be built."""
 
@@ -67,11 +83,11 @@ def parse_freeze(text: str) -> dict[str, str]:
     return pins
 
 
-def constraint_lines(freeze: dict[str, str]) -> list[str]:
-    """The box's pins minus those that would block ms-swift, with torch pinned to the stub's version."""
+def constraint_lines(freeze: dict[str, str], unpinned_names: frozenset[str] = frozenset(UNPINNED)) -> list[str]:
+    """The box's pins minus those that would block ms-swift (or a peer), with torch pinned to the stub's version."""
 
     def unpinned(name: str) -> bool:
-        return name not in KEPT_PINNED and (name in UNPINNED or name.startswith(UNPINNED_PREFIXES))
+        return name not in KEPT_PINNED and (name in unpinned_names or name.startswith(UNPINNED_PREFIXES))
 
     lines = [f"{name}=={version}" for name, version in sorted(freeze.items()) if not unpinned(name)]
     return lines + [f"torch=={freeze['torch'].split('+')[0]}"]  # 2.11.0+cu130 -> the stub's 2.11.0
@@ -193,12 +209,30 @@ def trim_bitsandbytes(wheel: Path, cuda: str) -> tuple[int, int]:
     return before, wheel.stat().st_size
 
 
-def select_changes(report: dict, freeze: dict[str, str]) -> list[dict]:
-    """What pip would install that the box lacks or has at another version; never the torch stub."""
+def drop_folders(wheel: Path, folders: tuple[str, ...]) -> tuple[int, int]:
+    """Remove whole top-level folders from a wheel (and their RECORD lines). Returns (bytes before, bytes after)."""
+    before = wheel.stat().st_size
+    trimmed = wheel.with_suffix(".trimmed")
+    with zipfile.ZipFile(wheel) as zin, zipfile.ZipFile(trimmed, "w", zipfile.ZIP_DEFLATED) as zout:
+        record = next(n for n in zin.namelist() if n.endswith(".dist-info/RECORD"))
+        for info in zin.infolist():
+            if info.filename.startswith(folders):
+                continue
+            data = zin.read(info.filename)
+            if info.filename == record:
+                lines = data.decode().splitlines()
+                data = ("\n".join(line for line in lines if not line.startswith(folders)) + "\n").encode()
+            zout.writestr(info, data)
+    trimmed.replace(wheel)
+    return before, wheel.stat().st_size
+
+
+def select_changes(report: dict, freeze: dict[str, str], stubs: tuple[str, ...] = ("torch",)) -> list[dict]:
+    """What pip would install that the box lacks or has at another version; never a stub (torch's, a peer's)."""
     chosen = []
     for item in report["install"]:
         name, version = normalize(item["metadata"]["name"]), item["metadata"]["version"]
-        if name != "torch" and freeze.get(name) != version:
+        if name not in stubs and freeze.get(name) != version:
             url, requires_python = item["download_info"]["url"], item["metadata"].get("requires_python")
             chosen.append({"name": name, "version": version, "url": url, "requires_python": requires_python})
     return sorted(chosen, key=lambda c: c["name"])
@@ -288,35 +322,52 @@ def write_manifest(out: Path) -> tuple[int, int]:
     return len(wheels), total
 
 
-def build(freeze: dict[str, str], python: str, platforms: list[str], extras: list[str], staging: Path) -> list[dict]:
-    """Every step into `staging`; the caller renames it to --out only when all of them worked."""
+def build(
+    freeze: dict[str, str], python: str, platforms: list[str], extras: list[str], staging: Path, peer: str | None = None
+) -> list[dict]:
+    """Every step into `staging`; the caller renames it to --out only when all of them worked. A peer's wheelhouse
+    holds the peer's closure alone (no ms-swift, no qwen-tune)."""
     flags = target_flags(python, platforms)
-    requirements = [SWIFT, *project_requirements(REPO / "pyproject.toml"), *extras]
+    requirements = PEERS[peer] if peer else [SWIFT, *project_requirements(REPO / "pyproject.toml"), *extras]
+    stubs = {"torch": freeze["torch"].split("+")[0], **(PEER_STUBS.get(peer, {}) if peer else {})}
+    what = peer or f"{SWIFT} + qwen-tune + {', '.join(extras) or 'no extras'}"
     with tempfile.TemporaryDirectory(prefix="wheelhouse-") as tmp:
         work, local = Path(tmp), Path(tmp) / "local"
         local.mkdir()
-        (work / "constraints.txt").write_text("\n".join(constraint_lines(freeze)) + "\n")
-        print(f"building wheels from sdists: {', '.join(SDIST_ONLY)} (and deepspeed if asked) ...", flush=True)
-        build_sdist_wheels(local, extras)
+        unpinned = PEER_UNPINNED[peer] if peer else frozenset(UNPINNED)
+        stub_pins = [f"{name}=={version}" for name, version in stubs.items() if name != "torch"]  # else PyPI's newer wins
+        (work / "constraints.txt").write_text("\n".join(constraint_lines(freeze, unpinned) + stub_pins) + "\n")
+        if not peer:
+            print(f"building wheels from sdists: {', '.join(SDIST_ONLY)} (and deepspeed if asked) ...", flush=True)
+            build_sdist_wheels(local, extras)
         py_tag = "cp" + "".join(python.split(".")[:2])
-        write_stub_wheel(local, "torch", freeze["torch"].split("+")[0], f"{py_tag}-{py_tag}-{platforms[0]}")
-        print(f"resolving {SWIFT} + qwen-tune + {', '.join(extras) or 'no extras'} for Python {python} ...", flush=True)
+        for name, version in stubs.items():
+            write_stub_wheel(local, name, version, f"{py_tag}-{py_tag}-{platforms[0]}")
+        print(f"resolving {what} for Python {python} ...", flush=True)
         report = resolve(work, local, requirements, flags)
-        torch = [i for i in report["install"] if normalize(i["metadata"]["name"]) == "torch"]
-        if torch and not torch[0]["download_info"]["url"].startswith("file:"):
-            raise WheelhouseError("pip chose PyPI's torch over the stub: list the stub's platform first in --platform")
-        chosen = select_changes(report, freeze)
+        stubbed = [i for i in report["install"] if normalize(i["metadata"]["name"]) in stubs]
+        if any(not i["download_info"]["url"].startswith("file:") for i in stubbed):
+            raise WheelhouseError(
+                "pip chose PyPI's torch (or a peer's stubbed package) over the stub: list the stub's platform first in --platform"
+            )
+        chosen = select_changes(report, freeze, tuple(stubs))
         too_new = [f"{c['name']}=={c['version']}" for c in chosen if not python_allowed(c["requires_python"], python)]
         if too_new:
             raise WheelhouseError(f"these need a newer Python than {python}: {', '.join(too_new)}; pin older releases")
         print(f"fetching {len(chosen)} wheels that the box lacks ...", flush=True)
         fetch(chosen, staging, flags)
-    pip(["wheel", "--no-deps", "-w", str(staging), str(REPO)], "build-qwen-tune")
+    if not peer:
+        pip(["wheel", "--no-deps", "-w", str(staging), str(REPO)], "build-qwen-tune")
     cuda = box_cuda(freeze)
     for wheel in staging.glob("bitsandbytes-*.whl"):
         if cuda:
             before, after = trim_bitsandbytes(wheel, cuda)
             print(f"bitsandbytes: kept the CUDA {cuda} library only, {before / 2**20:.1f} → {after / 2**20:.1f} MiB", flush=True)
+    for wheel in staging.glob(f"{peer}-*.whl") if peer in PEER_UNUSED_FOLDERS else ():
+        before, after = drop_folders(wheel, PEER_UNUSED_FOLDERS[peer])
+        print(
+            f"{peer}: dropped {', '.join(PEER_UNUSED_FOLDERS[peer])}, {before / 2**20:.1f} → {after / 2**20:.1f} MiB", flush=True
+        )
     return chosen
 
 
@@ -331,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma list: gpu (pyproject's gpu extra, as `make run` installs it) or {', '.join(EXTRAS)}",
     )
     parser.add_argument("--platform", action="append", help="the box's newest wheel platform (default manylinux_2_34_x86_64)")
+    parser.add_argument(
+        "--peer", choices=sorted(PEERS), help="instead: the wheels of a peer for `make bench` (own folder on the box)"
+    )
     args = parser.parse_args(argv)
     try:
         if not re.fullmatch(r"3\.\d+(\.\d+)?", args.python):
@@ -346,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-partial-", dir=args.out.parent))
         try:
-            chosen = build(freeze, args.python, platforms, extra_requirements(args.extras), staging)
+            chosen = build(freeze, args.python, platforms, extra_requirements(args.extras), staging, args.peer)
             count, total = write_manifest(staging)
             if args.out.exists():
                 args.out.rmdir()

@@ -57,6 +57,7 @@ class JobOptions:
     hub: str | None = None  # modelscope or hf (swift's --use_hf); None: swift's default, ModelScope unless USE_HF is set
     general_rows: int | None = None
     general_data: str | None = None
+    packing: bool | None = None  # --packing / --no-packing; None: packed wherever it runs (planner.packing_decision)
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
@@ -110,6 +111,8 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
     """The box's facts that change a plan, read once at the CLI's edge and passed in from there."""
     return MachineFacts(
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+        varlen_attention=torch_file("nn/attention/varlen.py") is not None,
+        liger_installed=importlib.util.find_spec("liger_kernel") is not None,
         bytecode_cache=bytecode_cache(environ),
         hub_offline=hub_offline(environ),
         use_hf=use_hf(environ),
@@ -128,15 +131,20 @@ def installed_versions(names: list[str]) -> dict[str, str | None]:
     return found
 
 
-def read_torch() -> TorchFacts:
-    """torch's version and CUDA build, read from its torch/version.py without importing it: importing torch
-    and starting CUDA in a child took ~2 s before every run's launch, and swift starts CUDA itself moments later."""
+def torch_file(name: str) -> Path | None:
+    """A file inside this Python's torch package, found without importing torch (`plan` never does)."""
     try:
         spec = importlib.util.find_spec("torch")
     except (ImportError, ValueError):
         spec = None
     folders = list(spec.submodule_search_locations or []) if spec else []
-    version_file = next((Path(f) / "version.py" for f in folders if (Path(f) / "version.py").is_file()), None)
+    return next((Path(f) / name for f in folders if (Path(f) / name).is_file()), None)
+
+
+def read_torch() -> TorchFacts:
+    """torch's version and CUDA build, read from its torch/version.py without importing it: importing torch
+    and starting CUDA in a child took ~2 s before every run's launch, and swift starts CUDA itself moments later."""
+    version_file = torch_file("version.py")
     if version_file is None:
         return TorchFacts(version=None)
     values: dict[str, object] = {}
@@ -183,7 +191,8 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         )
         # The base model's answers are not known yet: each counts as its prompt and DISTILL_MAX_NEW_TOKENS.
         lengths += [measure({"query": p, "response": ""}) + DISTILL_MAX_NEW_TOKENS for p in prompts]
-        data = DataSummary(n_rows=len(lengths), max_tokens=max(lengths), how=how, cut_rows=cut)
+        data = DataSummary(n_rows=len(lengths), max_tokens=max(lengths), how=how, cut_rows=cut, total_tokens=sum(lengths),
+                           lengths=tuple(lengths))  # fmt: skip
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
@@ -203,6 +212,7 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         forced_profile=options.profile,
         machine=machine,
         nodes=Nodes(options.nnodes, options.node_rank, options.master_addr, options.master_port),
+        packing=options.packing,
     )
     if options.hub:
         plan = replace(plan, hub=options.hub)

@@ -8,6 +8,7 @@ without, QLoRA, Qwen3-14B bf16 and NF4, ZeRO-2/3 over two GPUs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,6 +85,7 @@ class TrainSetup:
     on_cpu: bool = False
     tuner: Tuner = "lora"
     offload: bool = False  # ZeRO-3 with weights and optimizer in host memory (swift's zero3_offload)
+    liger: bool = False  # Liger's fused linear cross-entropy: the loss in chunks, no logits tensor
 
 
 WEIGHTS_BY_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -108,11 +110,12 @@ def recorded_setup(setup: dict) -> TrainSetup:
         zero=setup["zero"],
         shape=ModelShape(**setup["shape"]),
         lora_rank=setup["lora_rank"],
-        micro_batch_size=setup["micro_batch_size"],
-        seq_len=setup["seq_len"],
+        micro_batch_size=1 if setup.get("packing") else setup["micro_batch_size"],  # packed: one pack of its tokens
+        seq_len=setup["packing"]["tokens"] if setup.get("packing") else setup["seq_len"],
         gradient_checkpointing=setup["gradient_checkpointing"],
         n_gpus=setup["n_gpus"],
         tuner=setup.get("tuner", "lora"),
+        liger=setup.get("liger", False),
     )
 
 
@@ -224,8 +227,15 @@ def _activations(setup: TrainSetup, compute_bytes: int) -> list[tuple[str, float
         items.append(("activations: one layer recomputed", tokens * per_layer))
     else:
         items.append((f"activations ({tokens} tokens × {s.num_layers} layers)", tokens * s.num_layers * per_layer))
-    logits = tokens * s.vocab_size * (2 * compute_bytes + LOGITS_FP32_BYTES)
-    items.append((f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", logits))
+    if setup.liger:
+        # liger_kernel fused_linear_cross_entropy: chunks of next_pow2(tokens / ceil(vocab / hidden)) rows of logits
+        # in fp32 with their gradient, and the gradient of the hidden states in fp32.
+        chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab_size / s.hidden_size)) - 1).bit_length()
+        loss = chunk * s.vocab_size * (compute_bytes + LOGITS_FP32_BYTES) + tokens * s.hidden_size * 4
+        items.append((f"loss (Liger, chunks of {chunk} tokens × {s.vocab_size} vocab)", loss))
+    else:
+        logits = tokens * s.vocab_size * (2 * compute_bytes + LOGITS_FP32_BYTES)
+        items.append((f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", logits))
     return items
 
 

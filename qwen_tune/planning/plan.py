@@ -7,7 +7,8 @@ the box, and nothing here knows swift.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -16,10 +17,13 @@ from qwen_tune.errors import UsageError
 from qwen_tune.machine.gpus import GIB, Inventory
 from qwen_tune.planning.memory import MemoryEstimate, ZeroPreset
 from qwen_tune.planning.models import ModelRef
-from qwen_tune.planning.profiles import Attention, Profile
+from qwen_tune.planning.profiles import Profile
 from qwen_tune.planning.recipes import Recipe
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+# What runs the attention: flash-attn's package, torch's SDPA on padded batches, or torch's own FlashAttention
+# varlen kernel on packed rows (qwen-tune's plugin into swift).
+AttentionPath = Literal["flash_attn", "sdpa", "torch_varlen"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class MachineFacts:
     """What the box the command runs on says, probed once at the CLI's edge (jobs.probe_machine); tests pin it."""
 
     flash_attn_installed: bool = False
+    # torch has its own FlashAttention varlen kernel (torch.nn.attention.varlen, torch >= 2.10): rows can be packed
+    # into micro-batches without padding through qwen-tune's swift plugin (swift/plugins/varlen_attention.py).
+    varlen_attention: bool = False
+    liger_installed: bool = False  # liger-kernel: fused linear cross-entropy (no logits tensor), norms, SwiGLU, RoPE
     bytecode_cache: str | None = None  # where swift's processes keep compiled imports (jobs.bytecode_cache)
     hub_offline: bool = False  # HF_HUB_OFFLINE: a hub id cannot be downloaded
     use_hf: bool = False  # USE_HF: swift downloads from Hugging Face, not ModelScope
@@ -56,22 +64,69 @@ class DataSummary:
     max_tokens: int
     how: Literal["tokenized", "estimated", "max_length"]
     cut_rows: int = 0  # rows whose answers --cut-long-rows shortened to max_length
+    total_tokens: int | None = None  # every row's tokens added up: what one epoch trains, padding aside
+    lengths: tuple[int, ...] = field(default=(), repr=False)  # each row's tokens (not written to plan.json)
+
+    @property
+    def mean_tokens(self) -> float | None:
+        return self.total_tokens / self.n_rows if self.n_rows and self.total_tokens else None
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Rows packed into micro-batches of at most `tokens` tokens, without padding (swift's --packing with qwen-tune's
+    varlen attention): what fits a card is a token budget, whatever the rows' lengths."""
+
+    tokens: int  # swift's --packing_length: one micro-batch is one pack of at most this many tokens
+    grad_accum: int  # packs a device accumulates per optimizer step
+    packs: int  # packs an epoch makes of the data, as swift packs them (swift/packing.py)
 
 
 SAVE_EVERY_SECONDS = 60  # of estimated training between checkpoints, at most one
+
+
+def expected_padding(lengths: tuple[int, ...], micro_batch_size: int, samples: int = 400) -> float:
+    """The share of a padded run's token slots that are padding: micro-batches of rows drawn at random, each padded to
+    its longest, as swift's shuffled batches are (a fixed seed, so the same data always says the same)."""
+    if micro_batch_size <= 1 or len(lengths) <= 1:
+        return 0.0
+    rng = random.Random(0)
+    draws = [rng.sample(lengths, min(micro_batch_size, len(lengths))) for _ in range(samples)]
+    real, slots = sum(sum(d) for d in draws), sum(max(d) * len(d) for d in draws)
+    return round(1 - real / slots, 4)
+
+
+@dataclass(frozen=True)
+class SpeedBasis:
+    """What a run's tokens/s and MFU are counted from (result.json): MFU = 6 × params × tokens/s over the devices'
+    dense 16-bit peak, the usual convention (LoRA's frozen weights do no weight-gradient work, so it understates
+    the work done, alike for every tool measured so)."""
+
+    train_tokens: int | None  # the rows' tokens × epochs: what trains, padding aside
+    params: int
+    peak_tflops: float | None  # every device's peak added up; None on the CPU
+    padding_fraction: float  # of the token slots computed, the padding: 0 where packed
+    attention: str
 
 
 @dataclass(frozen=True)
 class Setup:
     """One way to run the job: the knobs a profile leaves free, filled in."""
 
-    micro_batch_size: int
+    micro_batch_size: int  # rows a micro-batch, padded to its longest; 1 (one pack) where packed
     gradient_checkpointing: bool
     zero: ZeroPreset = ""  # "": no DeepSpeed
+    packing: Packing | None = None  # None: rows padded to the longest of their micro-batch
+    liger: bool = False  # Liger's kernels (swift --use_liger_kernel): the loss without the logits tensor
 
     def describe(self, profile: Profile) -> str:
-        parts = [f"micro-batch {self.micro_batch_size}", f"checkpointing {'on' if self.gradient_checkpointing else 'off'}"]
+        if self.packing:
+            parts = [f"packs of ≤{self.packing.tokens} tokens × {self.packing.grad_accum}"]
+        else:
+            parts = [f"micro-batch {self.micro_batch_size}"]
+        parts.append(f"checkpointing {'on' if self.gradient_checkpointing else 'off'}")
         parts += [self.zero] if self.zero else []
+        parts += ["Liger"] if self.liger else []
         parts += ["4-bit"] if profile.quantization == "nf4" else []
         return ", ".join(parts)
 
@@ -84,7 +139,7 @@ class Plan:
     profile: Profile
     setup: Setup
     dtype: Dtype
-    attention: Attention
+    attention: AttentionPath
     data: DataSummary
     seq_len: int
     estimate: MemoryEstimate
@@ -105,19 +160,35 @@ class Plan:
 
     @property
     def grad_accum(self) -> int:
+        if self.setup.packing:
+            return self.setup.packing.grad_accum
         return math.ceil(self.recipe.effective_batch_size / (self.setup.micro_batch_size * self.n_devices))
 
     @property
     def effective_batch(self) -> int:
+        """Rows an optimizer step trains: exact where padded; where packed, the data's average."""
+        if self.setup.packing and self.data.n_rows and self.steps_per_epoch:
+            return round(self.data.n_rows / self.steps_per_epoch)
         return self.setup.micro_batch_size * self.grad_accum * self.n_devices
 
     @property
     def steps_per_epoch(self) -> int | None:
-        """As the HF Trainer counts: batches per epoch over grad-accum, rounded up."""
+        """As the HF Trainer counts: batches (rows, or packs) per device over grad-accum, rounded up."""
         if self.data.n_rows is None:
             return None
+        if self.setup.packing:
+            return math.ceil(math.ceil(self.setup.packing.packs / self.n_devices) / self.grad_accum)
         batches = math.ceil(self.data.n_rows / (self.setup.micro_batch_size * self.n_devices))
         return math.ceil(batches / self.grad_accum)
+
+    @property
+    def padding_free(self) -> bool:
+        return self.setup.packing is not None
+
+    def speed_basis(self, peak_tflops: float | None) -> SpeedBasis:
+        tokens = round(self.data.total_tokens * self.recipe.epochs) if self.data.total_tokens else None
+        padding = 0.0 if self.setup.packing else expected_padding(self.data.lengths, self.setup.micro_batch_size)
+        return SpeedBasis(tokens, self.model.shape.n_params, peak_tflops, padding, self.attention)
 
     @property
     def total_steps(self) -> int | None:
@@ -154,6 +225,7 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["data"].pop("lengths")
         for key in ("local_dir", "files_dir"):
             folder = getattr(self.model, key)
             data["model"][key] = str(folder) if folder else None

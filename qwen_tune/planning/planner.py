@@ -14,11 +14,12 @@ from qwen_tune.machine.cards import KNOWN_CARDS
 from qwen_tune.machine.gpus import GIB, MIB, Inventory
 from qwen_tune.planning.memory import MemoryEstimate, Tuner, ZeroPreset, checkpoint_bytes, estimate, host_bytes, train_setup
 from qwen_tune.planning.models import ModelRef
-from qwen_tune.planning.plan import DataSummary, Dtype, MachineFacts, Nodes, Plan, Setup, gib
+from qwen_tune.planning.plan import DataSummary, Dtype, MachineFacts, Nodes, Packing, Plan, Setup, gib
 from qwen_tune.planning.profiles import Profile
 from qwen_tune.planning.recipes import Recipe
 from qwen_tune.planning.speed import StepTime, device_tflops, step_time
 from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
+from qwen_tune.swift.packing import pack_count
 
 MARGIN_FRACTION = 0.03
 CPU_USABLE_FRACTION = 0.8
@@ -88,6 +89,9 @@ class SetupSearch:
     dtype: Dtype
     budget: int
     nodes: Nodes
+    data: DataSummary | None = None
+    pack: bool = False  # rows packed into token budgets, no padding (packing_decision)
+    liger: tuple[bool, ...] = (False,)  # whether Liger's kernels are tried, as well as or instead of none
 
     @property
     def n_devices(self) -> int:
@@ -98,26 +102,70 @@ class SetupSearch:
         per_device = math.ceil(self.recipe.effective_batch_size / self.n_devices)
         return [m for m in range(per_device, 0, -1) if per_device % m == 0]
 
+    def tokens_per_step(self) -> int:
+        """The tokens one device trains per optimizer step where padded: its share of the effective batch at the
+        data's mean row length. Packed, an optimizer step keeps that many, so it sees as many rows on average."""
+        mean = self.data.mean_tokens if self.data and self.data.mean_tokens else self.data.max_tokens
+        return math.ceil(self.recipe.effective_batch_size * mean / self.n_devices)
+
+    def packings(self) -> list[Packing]:
+        """Token budgets a micro-batch may have, largest first: the step's tokens in 1, 2, 3... packs, down to the
+        longest row (a pack holds at least one row)."""
+        longest, total, target = self.data.max_tokens, self.data.total_tokens, self.tokens_per_step()
+        found: list[Packing] = []
+        for grad_accum in range(1, self.recipe.effective_batch_size + 1):
+            tokens = max(longest, math.ceil(target / grad_accum))
+            packs = pack_count(self.data.lengths, tokens) if self.data.lengths else math.ceil(total / tokens)
+            found.append(Packing(tokens, grad_accum, packs))
+            if tokens == longest:
+                break
+        return found
+
     def setups(self, profile: Profile) -> list[Setup]:
         """Every way the profile allows, fastest first: less sharding, no recomputation, bigger micro-batches."""
-        if profile.micro_batch_size == "max":
-            micro_batches = self.micro_batches()
-        else:
-            micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
         checkpointing = [False, True] if profile.gradient_checkpointing == "auto" else [profile.gradient_checkpointing]
         # Several devices: plain data parallel through torchrun when the model fits one card (LoRA's states are
         # tiny, so ZeRO-2 saved ~0.1 GiB a GPU on the 7B job and cost a DeepSpeed dependency); ZeRO-3 to shard it.
         presets = FULL_ZERO_PRESETS if self.recipe.tuner == "full" else LORA_ZERO_PRESETS
         zeros = presets if profile.deepspeed == "auto" and self.n_devices > 1 else ("",)
-        return [Setup(m, c, z) for z in zeros for c in checkpointing for m in micro_batches]
+        if self.pack:
+            packings = self.packings()
+            if profile.micro_batch_size != "max":  # a profile that pins the micro-batch: the smallest packs
+                packings = packings[-1:]
+            return [Setup(1, c, z, p, liger) for z in zeros for c in checkpointing for liger in self.liger for p in packings]
+        if profile.micro_batch_size == "max":
+            micro_batches = self.micro_batches()
+        else:
+            micro_batches = [min(profile.micro_batch_size, self.micro_batches()[0])]
+        return [Setup(m, c, z, None, liger) for z in zeros for c in checkpointing for liger in self.liger for m in micro_batches]
+
+    def grad_accum(self, setup: Setup) -> int:
+        if setup.packing:
+            return setup.packing.grad_accum
+        return math.ceil(self.recipe.effective_batch_size / (setup.micro_batch_size * self.n_devices))
+
+    def steps_per_epoch(self, setup: Setup) -> int | None:
+        """As Plan.steps_per_epoch counts them; None without data."""
+        if setup.packing:
+            return math.ceil(math.ceil(setup.packing.packs / self.n_devices) / setup.packing.grad_accum)
+        if not self.data or self.data.n_rows is None:
+            return None
+        return math.ceil(math.ceil(self.data.n_rows / (setup.micro_batch_size * self.n_devices)) / self.grad_accum(setup))
 
     def step_time(self, profile: Profile, setup: Setup, seq_len: int) -> StepTime:
-        grad_accum = math.ceil(self.recipe.effective_batch_size / (setup.micro_batch_size * self.n_devices))
+        """One optimizer step: micro-steps of padded rows of seq_len tokens, or of one pack of its token budget."""
+        micro, tokens = (1, setup.packing.tokens) if setup.packing else (setup.micro_batch_size, seq_len)
         return step_time(
-            self.model.shape, micro_batch_size=setup.micro_batch_size, grad_accum=grad_accum, seq_len=seq_len,
+            self.model.shape, micro_batch_size=micro, grad_accum=self.grad_accum(setup), seq_len=tokens,
             gradient_checkpointing=setup.gradient_checkpointing, nf4=profile.quantization == "nf4",
-            tflops=device_tflops(self.inventory), zero3=setup.zero.startswith("zero3"),
+            tflops=device_tflops(self.inventory), zero3=setup.zero.startswith("zero3"), liger=setup.liger,
         )  # fmt: skip
+
+    def epoch_seconds(self, profile: Profile, setup: Setup, seq_len: int) -> float:
+        """What the time model says an epoch takes: packed setups differ in their number of steps, padded ones
+        barely, so setups are compared by this (by a step where the data is not known)."""
+        steps = self.steps_per_epoch(setup)
+        return self.step_time(profile, setup, seq_len).seconds * (steps or 1)
 
     def fits(self, est: MemoryEstimate, setup: Setup) -> bool:
         """The estimate fits every device, and what zero3_offload pins fits the host (when its RAM is known)."""
@@ -132,18 +180,21 @@ class SetupSearch:
         return host_bytes(self.train_setup(setup, 1, n_gpus=n_gpus)) * min(n_gpus, max(1, len(self.inventory.gpus))) // n_gpus
 
     def train_setup(self, setup: Setup, seq_len: int, quantization: str = "none", n_gpus: int | None = None):
+        """What the estimator takes; a packed micro-batch is one sample of its token budget."""
+        micro, tokens = (1, setup.packing.tokens) if setup.packing else (setup.micro_batch_size, seq_len)
         return train_setup(
             dtype=self.dtype,
             quantization=quantization,
             zero=setup.zero,
             shape=self.model.shape,
             lora_rank=self.recipe.lora_rank,
-            micro_batch_size=setup.micro_batch_size,
-            seq_len=seq_len,
+            micro_batch_size=micro,
+            seq_len=tokens,
             gradient_checkpointing=setup.gradient_checkpointing,
             n_gpus=n_gpus or self.n_devices,
             on_cpu=self.inventory.is_cpu,
             tuner=self.recipe.tuner,
+            liger=setup.liger,
         )
 
     def estimate(self, profile: Profile, setup: Setup, seq_len: int, n_gpus: int | None = None) -> MemoryEstimate:
@@ -162,13 +213,23 @@ def make_plan(
     forced_profile: str | None = None,
     machine: MachineFacts,
     nodes: Nodes = Nodes(),
+    packing: bool | None = None,
 ) -> Plan:
     """Each profile's fastest setup that fits every device; of those, the most preferred profile, unless a
-    later one trains PREFERENCE_SPEEDUP times faster."""
+    later one trains PREFERENCE_SPEEDUP times faster. packing: --packing (True), --no-packing (False), or None:
+    packed wherever it runs and keeps the recipe's effective batch."""
     nodes.check()
-    job = SetupSearch(recipe, model, inventory, training_dtype(inventory), budget_bytes(inventory), nodes)
+    dtype = training_dtype(inventory)
+    pack, packing_reason = packing_decision(packing, recipe=recipe, model=model, inventory=inventory, data=data, dtype=dtype,
+                                            machine=machine, n_devices=inventory.per_node * nodes.count)  # fmt: skip
+    liger = (
+        (False, True) if machine.liger_installed and not inventory.is_cpu and model.shape.family in LIGER_FAMILIES else (False,)
+    )
+    job = SetupSearch(recipe, model, inventory, dtype, budget_bytes(inventory), nodes, data, pack, liger)
     seq_len = min(data.max_tokens, recipe.max_length)
     reasons = [_describe_devices(inventory, job.budget, nodes)]
+    if packing_reason:
+        reasons.append(packing_reason)
     if job.dtype == "float16":
         if recipe.tuner == "full":
             raise DoesNotFit(
@@ -202,7 +263,7 @@ def make_plan(
         for setup in job.setups(profile):
             tried = (profile, setup, job.estimate(profile, setup, seq_len))
             if job.fits(tried[2], setup):
-                fitting.append((*tried, job.step_time(profile, setup, seq_len).seconds))
+                fitting.append((*tried, job.epoch_seconds(profile, setup, seq_len)))
         if fitting:
             # The first (less sharding, no recomputation, bigger batch) of those within TIME_TOLERANCE of the fastest:
             # the time model is coarse, and recomputation costs more where a card is compute-bound.
@@ -221,18 +282,75 @@ def make_plan(
             if other is profile:
                 break
             reasons.append(
-                f"passed over {other.name} ({other_setup.describe(other)}, ~{other_seconds:.2g} s an optimizer step): "
+                f"passed over {other.name} ({other_setup.describe(other)}, ~{_seconds(other_seconds, job)}): "
                 f"{profile.name} is {other_seconds / seconds:.1f}× faster"
             )
         reasons.append(
             f"chose {profile.name} ({setup.describe(profile)}): needs {gib(est.peak_bytes)} of {gib(job.budget)} usable; "
             + (f"the fastest of {n_fitting} setups that fit" if n_fitting > 1 else "the one setup that fits")
-            + f", ~{seconds:.2g} s an optimizer step"
+            + f", ~{_seconds(seconds, job)}"
         )
         return assemble(job, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine)
     if forced_profile is not None and tried is not None:
         return assemble(job, *tried, data, seq_len, dataset_path, output_dir, reasons, machine)
     raise DoesNotFit(_refusal(job, candidates or profiles, seq_len))
+
+
+def _seconds(seconds: float, job: SetupSearch) -> str:
+    """The time model's figure as compared: an epoch where the data is known, else an optimizer step."""
+    return f"{seconds:.2g} s an epoch" if job.data and job.data.n_rows else f"{seconds:.2g} s an optimizer step"
+
+
+# Model families whose packed rows the varlen attention keeps apart: every layer's attention is the attention
+# function (hybrid linear-attention layers are not, and swift 4.6 passes them no row bounds: research notes).
+PACKABLE_FAMILIES = ("qwen2", "qwen3", "qwen3_moe")
+# What liger-kernel 0.8 patches (apply_liger_kernel_to_instance by model_type).
+LIGER_FAMILIES = ("qwen2", "qwen3", "qwen3_moe")
+
+
+def packing_decision(
+    wanted: bool | None, *, recipe: Recipe, model: ModelRef, inventory: Inventory, data: DataSummary, dtype: Dtype,
+    machine: MachineFacts, n_devices: int,
+) -> tuple[bool, str | None]:  # fmt: skip
+    """Whether rows are packed into token budgets (no padding), and the plan's reason. Packed where torch's varlen
+    attention runs (a CUDA card with bfloat16, torch >= 2.10), the model's every layer goes through it, the data's
+    lengths are known, and an optimizer step's tokens hold the longest row (so a step still sees about the recipe's
+    effective batch of rows). --packing asks for it (the CPU too, where each row's attention runs alone: for tests);
+    --no-packing pads every micro-batch to its longest row, as swift does by default."""
+    if wanted is False:
+        return False, "rows padded to the longest of each micro-batch (--no-packing)"
+    if data.n_rows is None or not data.total_tokens:
+        return False, None
+    why_not = None
+    if inventory.is_cpu:
+        why_not = None if wanted else "on the CPU"
+    elif not (machine.varlen_attention or machine.flash_attn_installed):
+        why_not = "this Python's torch has no varlen attention (torch >= 2.10 has: torch.nn.attention.varlen)"
+    elif dtype != "bfloat16":
+        why_not = "a card has no bfloat16 (FlashAttention's varlen kernel needs compute capability 8.0 or newer)"
+    if why_not is None and model.shape.family not in PACKABLE_FAMILIES:
+        why_not = f"{model.shape.family} models have layers that packed rows would leak between"
+    if why_not:
+        if wanted:
+            raise UsageError(f"--packing cannot run here: {why_not}; leave --packing out")
+        return False, None if inventory.is_cpu else f"rows padded to the longest of each micro-batch: {why_not}"
+    target = math.ceil(recipe.effective_batch_size * data.mean_tokens / n_devices)
+    if target < data.max_tokens and not wanted:
+        return False, (
+            f"rows padded: an optimizer step's {target} tokens (effective batch {recipe.effective_batch_size} × "
+            f"{data.mean_tokens:.0f} a row) cannot hold the longest row ({data.max_tokens}); --packing packs anyway, with fewer steps"
+        )
+    if inventory.is_cpu:
+        kernel = "one attention call a row on the CPU, through qwen-tune's swift plugin"
+    elif machine.flash_attn_installed:
+        kernel = "flash-attn's varlen kernel"
+    else:
+        kernel = "torch's FlashAttention varlen kernel, through qwen-tune's swift plugin"
+    return True, (
+        f"no padding: rows packed into micro-batches of a token budget ({kernel}), "
+        f"~{max(target, data.max_tokens)} tokens an optimizer step a device: the recipe's effective batch of "
+        f"{recipe.effective_batch_size} rows at {data.mean_tokens:.0f} tokens a row"
+    )
 
 
 def disk_bytes_needed(plan: Plan, dataset_bytes: int) -> int:
@@ -300,7 +418,11 @@ def _describe_devices(inventory: Inventory, budget: int, nodes: Nodes) -> str:
 
 def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path, output_dir, reasons, machine) -> Plan:
     flash_ok = machine.flash_attn_installed and not job.inventory.is_cpu and all(g.bf16 for g in job.inventory.gpus)
-    attention = "flash_attn" if profile.attention == "flash_attn" and flash_ok else "sdpa"
+    # Packed rows need a varlen kernel: flash-attn's where it is installed (swift takes it as it is), else torch's own.
+    if flash_ok and (setup.packing or profile.attention == "flash_attn"):
+        attention = "flash_attn"
+    else:
+        attention = "torch_varlen" if setup.packing else "sdpa"
     plan = Plan(
         recipe=job.recipe,
         model=job.model,
@@ -349,7 +471,7 @@ def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path,
         )
     if data.max_tokens > job.recipe.max_length:
         warnings.append(f"the longest sample has {data.max_tokens} tokens, over max_length {job.recipe.max_length}")
-    if plan.effective_batch != job.recipe.effective_batch_size:
+    if plan.effective_batch != job.recipe.effective_batch_size and not setup.packing:
         warnings.append(
             f"effective batch {plan.effective_batch}, not {job.recipe.effective_batch_size}: it does not divide over {plan.n_devices} devices"
         )

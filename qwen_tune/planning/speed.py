@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen_tune.machine.gpus import Inventory
+from qwen_tune.machine.gpus import Gpu, Inventory
 from qwen_tune.planning.models import ModelShape
 
 HOST_SECONDS_PER_LAYER = 0.009  # one micro-step's forward + backward launches, per decoder layer
 CHECKPOINTING_HOST_FACTOR = 1.5  # the forward is launched again in backward
 CHECKPOINTING_COMPUTE_FACTOR = 4 / 3  # forward (1) + backward (2) + forward again (1)
 NF4_HOST_FACTOR = 1.2  # dequantizing each linear's weight before its matmul
+# Liger's Triton kernels (norms, SwiGLU, RoPE, the chunked loss) launch from Python: not measured apart yet.
+LIGER_HOST_FACTOR = 1.1
 # ZeRO-3 gathers every layer's weights before its forward and again in backward: measured on 2×H200, 7B at
 # 8 per GPU, 47 s against 26 s for zero2 (shared/measurements/2026-11-22-2xh200).
 ZERO3_FACTOR = 1.8
@@ -47,20 +49,25 @@ class StepTime:
         return self.host_seconds + self.compute_seconds
 
 
+def peak_tflops(gpu: Gpu) -> float:
+    """A card's dense 16-bit tensor peak (TFLOP/s): what MFU is measured against."""
+    return PEAK_TFLOPS_BY_CC.get(gpu.compute_capability, 65)
+
+
 def device_tflops(inventory: Inventory) -> float:
     """What one device achieves in training; the slowest card sets the pace of data parallel."""
     if inventory.is_cpu:
         return CPU_TFLOPS
-    peaks = [PEAK_TFLOPS_BY_CC.get(g.compute_capability, 65) for g in inventory.gpus]
-    return min(peaks) * ACHIEVED_FRACTION
+    return min(peak_tflops(g) for g in inventory.gpus) * ACHIEVED_FRACTION
 
 
 def step_time(
     shape: ModelShape, *, micro_batch_size: int, grad_accum: int, seq_len: int, gradient_checkpointing: bool, nf4: bool,
-    tflops: float, zero3: bool = False,
+    tflops: float, zero3: bool = False, liger: bool = False,
 ) -> StepTime:  # fmt: skip
-    """One optimizer step on one device: grad_accum micro-steps of micro_batch_size samples of seq_len tokens."""
-    host = shape.num_layers * HOST_SECONDS_PER_LAYER
+    """One optimizer step on one device: grad_accum micro-steps of micro_batch_size samples of seq_len tokens (a packed
+    micro-step: one sample of its pack's tokens, no padding)."""
+    host = shape.num_layers * HOST_SECONDS_PER_LAYER * (LIGER_HOST_FACTOR if liger else 1.0)
     flops = 6 * shape.active_params * micro_batch_size * seq_len
     if gradient_checkpointing:
         host *= CHECKPOINTING_HOST_FACTOR

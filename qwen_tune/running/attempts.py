@@ -174,8 +174,10 @@ def train_and_check(
             _end(ended, "train-failed", f"FAIL training: {failure}", error=str(failure))
             raise
         result = ended.train
+        result.count_speed(record.speed if not resume_from else {})  # a resumed run trained part of the tokens
         ended.loss_curve = "loss.png" if loss_curve(record, result.final_loss, run_dir / "loss.png") else None
         trained = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
+        trained += f", {result.speed_text()}" if result.speed_text() else ""
         if result.checkpoint is None and node_rank == 0:
             _end(ended, "no-checkpoint", "FAIL: swift finished but wrote no checkpoint")
             raise TrainingFailed(f"swift finished but reported no checkpoint; see {run_dir / 'swift.log'}")

@@ -26,6 +26,31 @@ class TrainResult:
     checkpoint: str | None = None
     swift_peak_reserved_gib: float | None = None
     nvml_peak_used_gib: dict[str, float] = field(default_factory=dict)
+    train_tokens: int | None = None  # the rows' tokens × epochs, padding aside
+    tokens_per_second: float | None = None
+    mfu: float | None = None  # 6 × params × tokens/s over the devices' dense 16-bit peak (plan.SpeedBasis)
+    padding_fraction: float | None = None  # of the token slots computed: 0 where rows were packed
+    attention: str | None = None  # what ran it: torch_varlen (packed), flash_attn, sdpa
+
+    def count_speed(self, basis: dict) -> None:
+        """tokens/s and MFU from the plan's basis (run.json's speed) and this launch's training time."""
+        if not basis:
+            return
+        self.padding_fraction, self.attention = basis.get("padding_fraction"), basis.get("attention")
+        tokens = basis.get("train_tokens")
+        if not tokens or not self.train_seconds:
+            return
+        self.train_tokens, self.tokens_per_second = tokens, round(tokens / self.train_seconds)
+        if basis.get("peak_tflops"):
+            self.mfu = round(6 * basis["params"] * tokens / self.train_seconds / (basis["peak_tflops"] * 1e12), 4)
+
+    def speed_text(self) -> str:
+        """'8,734 tokens/s, MFU 40.4% (6N, bf16 dense peak), no padding (torch_varlen)'; '' where not counted."""
+        if not self.tokens_per_second:
+            return ""
+        mfu = f", MFU {100 * self.mfu:.1f}% (6N over the dense 16-bit peak)" if self.mfu is not None else ""
+        padding = "no padding" if not self.padding_fraction else f"{100 * self.padding_fraction:.0f}% padding"
+        return f"{self.tokens_per_second:,.0f} tokens/s{mfu}, {padding} ({self.attention})"
 
 
 @dataclass

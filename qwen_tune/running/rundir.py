@@ -21,6 +21,7 @@ from qwen_tune.errors import DiskSpaceError, OutputError, UsageError
 from qwen_tune.machine.gpus import GIB, MIB
 from qwen_tune.planning.dataset import write_jsonl
 from qwen_tune.planning.plan import Job, Plan
+from qwen_tune.planning.speed import peak_tflops
 from qwen_tune.report import plan_json, plan_text
 from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
@@ -62,6 +63,7 @@ class RunRecord:
     # What the identity check expects of each probe (identity.Expectation); older runs have none: identity_name then.
     expectations: list[dict] = field(default_factory=list)
     general_prompts: list[str] = field(default_factory=list)  # the base model answers them before training
+    speed: dict = field(default_factory=dict)  # plan.SpeedBasis: what tokens/s and MFU are counted from
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
@@ -87,6 +89,11 @@ def launch_fields(plan: Plan) -> dict:
         "env": sft_env(plan),
         "profile": plan.profile.name,
         "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2),
+        "speed": asdict(
+            plan.speed_basis(
+                None if plan.inventory.is_cpu else sum(peak_tflops(g) for g in plan.inventory.gpus) * plan.nodes.count
+            )
+        ),
     }
 
 

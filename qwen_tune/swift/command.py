@@ -63,6 +63,13 @@ def sft_argv(plan: Plan) -> list[str]:
         "--gradient_checkpointing", "true" if s.gradient_checkpointing else "false",
         "--attn_impl", plan.attention,
     ]  # fmt: skip
+    if s.packing:
+        # One pack of at most packing_length tokens a micro-batch, no padding: swift's packing, with flash-attn, or
+        # with torch_varlen, which the plugin registers (swift imports it before it checks --attn_impl).
+        argv += ["--packing", "true", "--packing_length", str(s.packing.tokens)]
+        argv += ["--external_plugins", str(VARLEN_PLUGIN)] if plan.attention == "torch_varlen" else []
+    if s.liger:
+        argv += ["--use_liger_kernel", "true"]
     if s.zero:
         argv += ["--deepspeed", s.zero]
     if plan.inventory.is_cpu and plan.n_devices > 1:
@@ -147,6 +154,7 @@ def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: 
 
 
 TRAIN_PROBE = Path(__file__).with_name("train_probe.py")  # swift imports it: --external_plugins
+VARLEN_PLUGIN = Path(__file__).with_name("plugins") / "varlen_attention.py"  # the attention packed rows run through
 TRAIN_PROBE_CALLBACK, TRAIN_PROBE_ENV = "qwen_tune_probe", "QWEN_TUNE_PROBE"  # train_probe.py's CALLBACK, REQUEST_ENV
 
 
@@ -157,8 +165,17 @@ def with_train_probe(argv: list[str], env: dict[str, str], request: Path) -> tup
         return None
     if os.environ.get("QWEN_TUNE_TRAIN_PROBE") == "0":  # to compare with the worker, which loads the adapter again
         return None
-    plugin = ["--external_plugins", str(TRAIN_PROBE), "--callbacks", TRAIN_PROBE_CALLBACK]
-    return [*argv, *plugin], {**env, TRAIN_PROBE_ENV: str(request)}
+    return [*with_plugin(argv, TRAIN_PROBE), "--callbacks", TRAIN_PROBE_CALLBACK], {**env, TRAIN_PROBE_ENV: str(request)}
+
+
+def with_plugin(argv: list[str], plugin: Path) -> list[str]:
+    """argv with one more file in --external_plugins: swift's flag takes a list, and a second flag would replace the first."""
+    if "--external_plugins" not in argv:
+        return [*argv, "--external_plugins", str(plugin)]
+    at = argv.index("--external_plugins") + 1
+    while at < len(argv) and not argv[at].startswith("--"):
+        at += 1
+    return [*argv[:at], str(plugin), *argv[at:]]
 
 
 DISTILL_MAX_NEW_TOKENS = 256

@@ -11,7 +11,7 @@
 ##SBATCH --mem=0
 ##SBATCH --cpus-per-task=16
 # Written by `qwen-tune plan --slurm`. Each node runs the same qwen-tune command with its own
-# rank; plan per node: multi-gpu, micro-batch 2 × grad-accum 1 × 8 GPUs = effective batch 16.
+# rank; plan per node: multi-gpu, micro-batch 1 × grad-accum 1 × 8 GPUs = effective batch 14.
 set -euo pipefail
 # The environment this script was written from:
 export PATH='/opt/qwen tune/bin':"$PATH"
