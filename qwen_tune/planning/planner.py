@@ -298,7 +298,8 @@ def make_plan(
 
 def _seconds(seconds: float, job: SetupSearch) -> str:
     """The time model's figure as compared: an epoch where the data is known, else an optimizer step."""
-    return f"{seconds:.2g} s an epoch" if job.data and job.data.n_rows else f"{seconds:.2g} s an optimizer step"
+    shown = f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
+    return f"{shown} s an epoch" if job.data and job.data.n_rows else f"{shown} s an optimizer step"
 
 
 # Model families whose packed rows the varlen attention keeps apart: every layer's attention is the attention

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 DEEPSPEED = "deepspeed>=0.9.3"
 BITSANDBYTES = "bitsandbytes>=0.46.1"
+# --use_liger_kernel: transformers' Trainer applies it (apply_liger_kernel_to_instance); 0.6 patches Qwen3 and its MoE.
+LIGER = "liger-kernel>=0.6"
 # pyproject's `gpu` extra installs these on Linux; `make run` adds it where nvidia-smi is found.
-GPU_EXTRA = (DEEPSPEED, BITSANDBYTES)
+GPU_EXTRA = (DEEPSPEED, BITSANDBYTES, LIGER)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ def plan_needs(plan: Plan) -> list[Need]:
         needs.append(Need(DEEPSPEED, f"DeepSpeed {plan.setup.zero}"))
     if plan.profile.quantization == "nf4":
         needs.append(Need(BITSANDBYTES, "4-bit QLoRA"))
+    if plan.setup.liger:
+        needs.append(Need(LIGER, "Liger's kernels"))
     return needs
 
 
@@ -71,5 +75,5 @@ def missing_package(missing: list[tuple[Need, str | None]], python: str) -> Miss
     others = f" (and {', '.join(requirements[1:])})" if len(requirements) > 1 else ""
     return MissingPackage(
         f"this plan uses {need.why}, which needs {need.requirement}{others}, but {python} {has}: {command}"
-        " (qwen-tune[gpu] installs both); nothing was started"
+        " (qwen-tune[gpu] installs it); nothing was started"
     )
