@@ -29,7 +29,8 @@ def ladder(gpus: str, **flags) -> list[str]:
         plan, change = step
         rungs.append(change)
         if plan.setup.packing:  # packed: as many rows an optimizer step, in more, smaller packs
-            assert abs(plan.steps_per_epoch - steps) <= 1 and plan.setup.packing.tokens >= plan.data.max_tokens
+            # small packs fill less evenly: a few more optimizer steps, never fewer
+            assert steps <= plan.steps_per_epoch <= 1.5 * steps and plan.setup.packing.tokens >= plan.data.max_tokens
         else:
             assert plan.effective_batch == 16, "every rung keeps the recipe's effective batch"
         assert plan.reasons[-1].startswith("out of memory with")

@@ -20,11 +20,12 @@ MEASURED = [
 
 
 @pytest.mark.parametrize("setup, reserved_gib, nvml_mib", MEASURED)
-def test_estimate_within_5_percent_of_measured(setup, reserved_gib, nvml_mib):
+def test_estimate_never_under_by_more_than_2_percent_nor_over_by_8(setup, reserved_gib, nvml_mib):
+    """Issue 22's band: under the peak, a run runs out of memory; far over it, a plan passes over faster setups."""
     est = estimate(setup)
-    assert est.reserved_bytes / GIB == pytest.approx(reserved_gib, rel=0.05)
+    assert -0.02 <= est.reserved_bytes / GIB / reserved_gib - 1 <= 0.08
     if nvml_mib:
-        assert est.peak_bytes / 2**20 == pytest.approx(nvml_mib, rel=0.05)
+        assert -0.02 <= est.peak_bytes / 2**20 / nvml_mib - 1 <= 0.08
 
 
 def test_qwen3_14b_zero3_does_not_fit_22_5_gib():

@@ -161,3 +161,21 @@ def test_pack_count_is_swifts_own_packing():
             packs, carried = (packs[:-1], packs[-1]) if start + 1000 < n else (packs, [])
             count += len(packs)
         assert pack_count(lengths, capacity) == count
+
+
+@pytest.mark.requires_swift
+def test_swift_packs_in_this_process_not_in_a_new_swift():
+    """swift would spawn a process that imports swift again (7 s on the H100) where CUDA is up: a thread does it."""
+    import multiprocessing
+
+    from datasets import Dataset
+    from swift.dataset import packing
+
+    import qwen_tune.swift.plugins.varlen_attention  # noqa: F401
+    from qwen_tune.swift.packing import pack_count
+
+    template = SimpleNamespace(max_length=100, packing=False, padding_free=False)
+    lengths = [30, 50, 20, 70, 10, 90, 45]
+    packed = packing.PackingDataset(template, Dataset.from_dict({"lengths": lengths}), packing_length=100)
+    assert multiprocessing.active_children() == [] and len(packed) == pack_count(lengths, 100)
+    assert sorted(i for pack in packed.packed_idx for i in pack) == list(range(len(lengths)))

@@ -31,9 +31,23 @@ LORA_DROPOUT_PER_HIDDEN = 5
 # q + k width. Fitted on Qwen3-14B on the H100 (2026-11-23): micro-batch 16 bf16 and 8 NF4 both
 # reserved 2.5-5.4 GiB over the Qwen2 formula, 7.7 and 8.5 elements per q/k width.
 ACT_PER_QK_NORM = 8
-# Logits are upcast to fp32 for the loss; the fp32 copy and its gradient sit beside the
-# 16-bit logits and their gradient.
-LOGITS_FP32_BYTES = 8
+# Logits are upcast to fp32 for the loss: the fp32 copy, cross-entropy's log-softmax kept for backward and the
+# fp32 gradient sit beside the 16-bit logits and their gradient, all alive at the peak without checkpointing
+# (8 bytes left the 7B's padded 4 × 600 tokens 4.6% under swift's peak; 12: -0.5%). With checkpointing the logits
+# are freed before the recomputed layers' peak, and 8 fits the QLoRA 16 × 87 case (12 was 10% over).
+# docs/hardware-validation.md, 2026-12-05.
+LOGITS_FP32_BYTES = 12
+LOGITS_FP32_BYTES_CHECKPOINTED = 8
+# With checkpointing, the gradients flowing back through the stack beside the recomputed layer: hidden-size elements
+# a token (fitted on the 7B's 5,773-token packs under a 23 GiB cap, checkpointing and Liger: 18.14 GiB reserved).
+CKPT_GRADIENT_PER_HIDDEN = 24
+# Liger's SwiGLU keeps gate and up and recomputes the activation in backward: one MLP-width element less a token and
+# layer than transformers' MLP (the 7B's padded 4 × 1,829 tokens reserved 63.3 GiB; 70.1 estimated without it).
+LIGER_SAVED_PER_FFN = 1
+# Packs differ a little in size from one micro-step to the next, and torch's caching allocator keeps blocks cut for
+# one beside another's: the 7B's 5,773-token packs on the H100 reserved 72.5 GiB for 66.3 allocated (9.4%). Where
+# packed, a tenth of the activations and loss is kept for it.
+PACKED_ALLOCATOR_SLACK = 0.10
 # Allocated by the CUDA driver outside torch's pool (NVML peak minus torch reserved).
 CUDA_CONTEXT_BYTES = int(0.76 * GIB)
 # Python, torch and swift in the training process, when the "device" is host memory.
@@ -86,6 +100,7 @@ class TrainSetup:
     tuner: Tuner = "lora"
     offload: bool = False  # ZeRO-3 with weights and optimizer in host memory (swift's zero3_offload)
     liger: bool = False  # Liger's fused linear cross-entropy: the loss in chunks, no logits tensor
+    packed: bool = False  # rows packed into micro-batches of seq_len tokens (swift --packing), not padded
 
 
 WEIGHTS_BY_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -116,6 +131,7 @@ def recorded_setup(setup: dict) -> TrainSetup:
         n_gpus=setup["n_gpus"],
         tuner=setup.get("tuner", "lora"),
         liger=setup.get("liger", False),
+        packed=bool(setup.get("packing")),
     )
 
 
@@ -221,22 +237,40 @@ def _activations(setup: TrainSetup, compute_bytes: int) -> list[tuple[str, float
         per_layer += 2 * 4 * s.num_experts
     if s.has_qk_norm:
         per_layer += compute_bytes * ACT_PER_QK_NORM * (s.num_heads * s.head_dim + s.kv_dim)
+    if setup.liger:
+        per_layer -= compute_bytes * LIGER_SAVED_PER_FFN * s.active_ffn_size
+    loss = _loss(setup, tokens, compute_bytes)
     if setup.gradient_checkpointing:
+        # At the loss the stack holds only the checkpoints; the layer recomputed in backward comes after the logits
+        # are freed: the peak is the checkpoints and the larger of the two, with the gradients that flow through.
         saved = tokens * s.num_layers * s.hidden_size * compute_bytes
         items.append((f"activations: checkpoints ({tokens} tokens × {s.num_layers} layers)", saved))
-        items.append(("activations: one layer recomputed", tokens * per_layer))
+        recompute = tokens * per_layer
+        flowing = tokens * s.hidden_size * compute_bytes * CKPT_GRADIENT_PER_HIDDEN
+        if recompute >= loss[1]:
+            items.append(("activations: one layer recomputed, and the gradients flowing back", recompute + flowing))
+        else:
+            items.append((loss[0] + ", and the gradients flowing back", loss[1] + flowing))
     else:
         items.append((f"activations ({tokens} tokens × {s.num_layers} layers)", tokens * s.num_layers * per_layer))
+        items.append(loss)
+    if setup.packed:
+        stack = sum(b for _, b in items)
+        items.append(("allocator slack: packs of varying size (10% of the activations and loss)", stack * PACKED_ALLOCATOR_SLACK))
+    return items
+
+
+def _loss(setup: TrainSetup, tokens: int, compute_bytes: int) -> tuple[str, float]:
+    """The logits and the loss over them, or Liger's chunked loss that never holds all the logits at once."""
+    s = setup.shape
     if setup.liger:
         # liger_kernel fused_linear_cross_entropy: chunks of next_pow2(tokens / ceil(vocab / hidden)) rows of logits
         # in fp32 with their gradient, and the gradient of the hidden states in fp32.
         chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab_size / s.hidden_size)) - 1).bit_length()
         loss = chunk * s.vocab_size * (compute_bytes + LOGITS_FP32_BYTES) + tokens * s.hidden_size * 4
-        items.append((f"loss (Liger, chunks of {chunk} tokens × {s.vocab_size} vocab)", loss))
-    else:
-        logits = tokens * s.vocab_size * (2 * compute_bytes + LOGITS_FP32_BYTES)
-        items.append((f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", logits))
-    return items
+        return f"loss (Liger, chunks of {chunk} tokens × {s.vocab_size} vocab)", loss
+    fp32 = LOGITS_FP32_BYTES_CHECKPOINTED if setup.gradient_checkpointing else LOGITS_FP32_BYTES
+    return f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", tokens * s.vocab_size * (2 * compute_bytes + fp32)
 
 
 def host_bytes(setup: TrainSetup) -> int:

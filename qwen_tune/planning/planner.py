@@ -159,6 +159,7 @@ class SetupSearch:
             self.model.shape, micro_batch_size=micro, grad_accum=self.grad_accum(setup), seq_len=tokens,
             gradient_checkpointing=setup.gradient_checkpointing, nf4=profile.quantization == "nf4",
             tflops=device_tflops(self.inventory), zero3=setup.zero.startswith("zero3"), liger=setup.liger,
+            packed=setup.packing is not None,
         )  # fmt: skip
 
     def epoch_seconds(self, profile: Profile, setup: Setup, seq_len: int) -> float:
@@ -195,6 +196,7 @@ class SetupSearch:
             on_cpu=self.inventory.is_cpu,
             tuner=self.recipe.tuner,
             liger=setup.liger,
+            packed=setup.packing is not None,
         )
 
     def estimate(self, profile: Profile, setup: Setup, seq_len: int, n_gpus: int | None = None) -> MemoryEstimate:

@@ -37,15 +37,24 @@ PEAK_TFLOPS_BY_CC = {(9, 0): 989, (8, 9): 165, (8, 6): 71, (8, 0): 312, (7, 5): 
 CPU_TFLOPS = 1.0
 
 
+# Packed micro-steps are one long sequence of thousands of tokens: the GPU's arithmetic hides the host's launches
+# (the 7B's 5,773-token packs trained at 0.63 s a step on the H100, 41.7% MFU counted 6N, the host's 0.25 s inside
+# it), so a packed step costs the larger of the two, at this share of the peak (docs/hardware-validation.md, 2026-12-05).
+ACHIEVED_FRACTION_PACKED = 0.45
+
+
 @dataclass(frozen=True)
 class StepTime:
     """Estimated seconds of one optimizer step: host launches and GPU arithmetic over its micro-steps."""
 
     host_seconds: float
     compute_seconds: float
+    overlapped: bool = False  # packed: the host's launches run while the GPU computes
 
     @property
     def seconds(self) -> float:
+        if self.overlapped:
+            return max(self.host_seconds, self.compute_seconds)
         return self.host_seconds + self.compute_seconds
 
 
@@ -63,7 +72,7 @@ def device_tflops(inventory: Inventory) -> float:
 
 def step_time(
     shape: ModelShape, *, micro_batch_size: int, grad_accum: int, seq_len: int, gradient_checkpointing: bool, nf4: bool,
-    tflops: float, zero3: bool = False, liger: bool = False,
+    tflops: float, zero3: bool = False, liger: bool = False, packed: bool = False,
 ) -> StepTime:  # fmt: skip
     """One optimizer step on one device: grad_accum micro-steps of micro_batch_size samples of seq_len tokens (a packed
     micro-step: one sample of its pack's tokens, no padding)."""
@@ -75,4 +84,7 @@ def step_time(
     if nf4:
         host *= NF4_HOST_FACTOR
     sharding = ZERO3_FACTOR if zero3 else 1.0
-    return StepTime(host_seconds=grad_accum * host * sharding, compute_seconds=grad_accum * flops / (tflops * 1e12) * sharding)
+    if packed:  # tflops is the padded runs' share of the peak: a packed step reaches more of it
+        flops *= ACHIEVED_FRACTION / ACHIEVED_FRACTION_PACKED
+    compute = grad_accum * flops / (tflops * 1e12) * sharding
+    return StepTime(host_seconds=grad_accum * host * sharding, compute_seconds=compute, overlapped=packed)

@@ -5,6 +5,8 @@ varlen kernel (`torch.nn.attention.varlen.varlen_attn`, torch >= 2.10, CUDA sm80
 un-repeated (the kernel takes GQA), and lets swift 4.6 accept `--packing`/`--padding_free` with it (swift asks
 for a flash-attn name by string: SftArguments._check_padding_free is widened for this name alone).
 
+swift's packing of the rows into packs runs in a thread here, not in a process that imports swift again.
+
 What arrives (q/k/v [B, H, S, D]; returns [B, S, Hq, D]):
 - swift's packed/padding-free batch: B == 1, no mask, position_ids restarting at 0 for every row: the row
   bounds come from position_ids (one host sync a forward, cached for every layer and the recompute);
@@ -18,6 +20,8 @@ The name has no "flash" in it on purpose: transformers would then look for a ker
 from __future__ import annotations
 
 import inspect
+import queue
+import threading
 import weakref
 
 import torch
@@ -156,5 +160,30 @@ def allow_in_swift() -> None:
     SftArguments._qwen_tune_varlen = True
 
 
+class _ThreadContext:
+    """The two parts of a multiprocessing context swift's PackingDataset uses, as a thread and its queue."""
+
+    Queue = staticmethod(queue.Queue)
+
+    @staticmethod
+    def Process(target, args=(), daemon=None):  # noqa: N802 - multiprocessing's name
+        return threading.Thread(target=target, args=args, daemon=daemon)
+
+
+def pack_in_this_process() -> None:
+    """swift packs in a worker process, and where CUDA is up already (the model is loaded first) it spawns one, which
+    imports swift again: 7 s of a 50-row job on the H100 (2026-12-05) for a few milliseconds of bin packing. The
+    worker is pure Python: run it in a thread of this process instead."""
+    try:
+        from swift.dataset import packing
+    except ImportError:
+        return
+    if getattr(packing, "_qwen_tune_in_process", False):
+        return
+    packing._resolve_mp_context = lambda multiprocessing_context=None: _ThreadContext
+    packing._qwen_tune_in_process = True
+
+
 register()
 allow_in_swift()
+pack_in_this_process()
