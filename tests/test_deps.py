@@ -13,7 +13,7 @@ from qwen_tune.machine.readiness import TorchFacts, torch_gpu_problem
 from qwen_tune.planning.jobs import JobOptions, prepare
 from qwen_tune.swift import command
 from qwen_tune.swift.command import sft_argv, shell_command
-from qwen_tune.swift.deps import BITSANDBYTES, DEEPSPEED, missing_package, plan_needs, unmet
+from qwen_tune.swift.deps import BITSANDBYTES, DEEPSPEED, FLA, missing_package, plan_needs, unmet
 
 
 def plan_for(**flags):
@@ -56,7 +56,7 @@ def test_gpu_extra_in_pyproject_is_the_same():
     import tomllib
 
     extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
-    assert sorted(str(Requirement(r)).split(";")[0] for r in extra) == sorted([DEEPSPEED, BITSANDBYTES])
+    assert sorted(str(Requirement(r)).split(";")[0] for r in extra) == sorted([DEEPSPEED, BITSANDBYTES, FLA])
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,7 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
     """The box's facts that change a plan, read once at the CLI's edge and passed in from there."""
     return MachineFacts(
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+        fla_installed=importlib.util.find_spec("fla") is not None,
         bytecode_cache=bytecode_cache(environ),
         hub_offline=hub_offline(environ),
         use_hf=use_hf(environ),

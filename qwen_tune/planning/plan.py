@@ -14,7 +14,7 @@ from typing import Literal
 from qwen_tune.checking.identity import Expectation
 from qwen_tune.errors import UsageError
 from qwen_tune.machine.gpus import GIB, Inventory
-from qwen_tune.planning.memory import MemoryEstimate, ZeroPreset
+from qwen_tune.planning.memory import LinearAttentionKernels, MemoryEstimate, ZeroPreset
 from qwen_tune.planning.models import ModelRef
 from qwen_tune.planning.profiles import Attention, Profile
 from qwen_tune.planning.recipes import Recipe
@@ -27,6 +27,7 @@ class MachineFacts:
     """What the box the command runs on says, probed once at the CLI's edge (jobs.probe_machine); tests pin it."""
 
     flash_attn_installed: bool = False
+    fla_installed: bool = False  # flash-linear-attention's `fla`: the Triton kernels of the hybrid models' Gated DeltaNet
     bytecode_cache: str | None = None  # where swift's processes keep compiled imports (jobs.bytecode_cache)
     hub_offline: bool = False  # HF_HUB_OFFLINE: a hub id cannot be downloaded
     use_hf: bool = False  # USE_HF: swift downloads from Hugging Face, not ModelScope
@@ -97,6 +98,7 @@ class Plan:
     bytecode_cache: str | None = None
     hub: Literal["modelscope", "hf"] | None = None  # --hub: where swift downloads a hub id from; None: swift's default
     step_seconds: float | None = None  # speed.py's estimate of one optimizer step on these GPUs; None on the CPU
+    linear_attention: LinearAttentionKernels | None = None  # which path runs a hybrid model's Gated DeltaNet; None: none has
 
     @property
     def n_devices(self) -> int:
