@@ -292,7 +292,10 @@ def build_model(
         vision = {**VISION_CONFIG, **_vision_size(shape), "out_hidden_size": shape.hidden_size}
         ids = {VISION_TOKEN_IDS[t]: tok.token_to_id(t) for t, _ in VISION_TOKENS}
         config = config_class(text_config=text, vision_config=vision, tie_word_embeddings=shape.tie_word_embeddings, **ids)
-        for name, processor in (("preprocessor_config.json", IMAGE_PROCESSOR), ("video_preprocessor_config.json", VIDEO_PROCESSOR)):
+        for name, processor in (
+            ("preprocessor_config.json", IMAGE_PROCESSOR),
+            ("video_preprocessor_config.json", VIDEO_PROCESSOR),
+        ):
             (out_dir / name).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
     else:
         config = config_class(**text)

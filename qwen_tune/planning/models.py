@@ -7,9 +7,14 @@ only passed for local directories, where swift cannot infer them from a hub id.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
 
 from qwen_tune.errors import ModelError
 
@@ -338,7 +343,7 @@ def resolve_model(source: str, *, fetch: Fetch | None = None, cache_dir: Path | 
     if fetch is None:
         raise ModelError(
             f"unknown hub model {source}, and HF_HUB_OFFLINE is set, so its config.json cannot be fetched: "
-            "pass its local directory, or use a Qwen2.5/Qwen3 id like Qwen/Qwen3-8B (the README lists them)"
+            "pass its local directory, or use a Qwen2.5/Qwen3/Qwen3.5/Qwen3.6 id like Qwen/Qwen3.5-9B (the README lists them)"
         )
     folder = (cache_dir or MODEL_CACHE) / source.replace("/", "--")
     config = folder / "config.json"
@@ -346,30 +351,65 @@ def resolve_model(source: str, *, fetch: Fetch | None = None, cache_dir: Path | 
         for name in FETCHED_FILES:
             try:
                 fetch(source, name, folder)
-            except Exception as exc:  # the hub's client raises many kinds: not found, gated, no network
+            except Exception as exc:  # not found, gated, no network
                 if name == "config.json":
+                    why = str(exc) if isinstance(exc, FetchFailed) else type(exc).__name__
                     raise ModelError(
-                        f"cannot fetch {name} of {source} from the hub ({type(exc).__name__}): check the id, or pass a local model dir"
+                        f"cannot fetch {name} of {source} from the hub ({why}): check the id, or pass a local model dir "
+                        "(HF_HUB_OFFLINE=1 plans without the hub)"
                     ) from None
     return ModelRef(source=source, shape=shape_from_config(config), files_dir=folder)
 
 
 MODEL_CACHE = Path.home() / ".cache" / "qwen-tune" / "models"
+# One request a file, this long at most: the hubs' own clients retry an unreachable endpoint for over a minute
+# (modelscope's model_file_download, huggingface_hub's hf_hub_download), which `plan` must not wait through.
+HUB_TIMEOUT_SECONDS = 10
+HF_ENDPOINT, MODELSCOPE_DOMAIN = "https://huggingface.co", "www.modelscope.cn"
 
 
-def hub_fetcher(*, offline: bool, use_hf: bool) -> Fetch | None:
-    """How to fetch a file from the hub swift downloads from (ModelScope, or Hugging Face with USE_HF); None offline."""
+class FetchFailed(Exception):
+    """One file could not be fetched from the hub: the reason, said in a few words."""
+
+
+def hub_file_url(repo_id: str, filename: str, *, use_hf: bool, environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The URL the hub's own client downloads the file from, and its headers (HF_TOKEN for gated repositories):
+    HF_ENDPOINT or Hugging Face, MODELSCOPE_DOMAIN or ModelScope, as those clients read them."""
+    if use_hf:
+        endpoint = (environ.get("HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")
+        token = environ.get("HF_TOKEN")
+        return f"{endpoint}/{repo_id}/resolve/main/{filename}", {"Authorization": f"Bearer {token}"} if token else {}
+    domain = environ.get("MODELSCOPE_DOMAIN") or MODELSCOPE_DOMAIN
+    base = domain if "://" in domain else f"https://{domain}"
+    return f"{base.rstrip('/')}/api/v1/models/{repo_id}/repo?Revision=master&FilePath={quote(filename)}", {}
+
+
+def hub_fetcher(*, offline: bool, use_hf: bool, environ: Mapping[str, str] | None = None) -> Fetch | None:
+    """How to fetch a file from the hub swift downloads from (ModelScope, or Hugging Face with USE_HF); None offline.
+    One GET a file with a short timeout and no retry: an unknown id on an unreachable hub is one clear line, fast."""
     if offline:
         return None
+    env = os.environ if environ is None else environ
 
     def fetch(repo_id: str, filename: str, folder: Path) -> Path:
-        if use_hf:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(repo_id, filename, local_dir=folder))
-        from modelscope.hub.file_download import model_file_download
-
-        return Path(model_file_download(repo_id, filename, local_dir=str(folder)))
+        url, headers = hub_file_url(repo_id, filename, use_hf=use_hf, environ=env)
+        where = url.split("/", 3)[2] if "://" in url else url
+        try:
+            with urlopen(Request(url, headers=headers), timeout=HUB_TIMEOUT_SECONDS) as response:
+                body = response.read()
+        except HTTPError as exc:
+            raise FetchFailed(
+                f"{where} answered HTTP {exc.code}{' (no such file or repository)' if exc.code == 404 else ''}"
+            ) from None
+        except (URLError, OSError) as exc:  # refused, unresolvable, timed out (socket.timeout is an OSError)
+            reason = getattr(exc, "reason", exc)
+            timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+            said = f"no answer in {HUB_TIMEOUT_SECONDS} s" if timed_out else re.sub(r"^\[Errno -?\d+\] ", "", str(reason))
+            raise FetchFailed(f"{where} cannot be reached: {said}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{filename}.part"
+        partial.write_bytes(body)
+        return partial.replace(folder / filename)
 
     return fetch
 

@@ -344,7 +344,9 @@ def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path,
     if plan.linear_attention:
         s = job.model.shape
         path = "flash-linear-attention's Triton kernels" if plan.linear_attention == "fla" else "transformers' torch path"
-        plan = replace(plan, reasons=(*plan.reasons, f"linear attention ({s.linear_layers} of {s.num_layers} layers Gated DeltaNet): {path}"))
+        plan = replace(
+            plan, reasons=(*plan.reasons, f"linear attention ({s.linear_layers} of {s.num_layers} layers Gated DeltaNet): {path}")
+        )
     if setup.zero == "zero3_offload":
         host = job.host_bytes_per_node(setup)
         known = (
