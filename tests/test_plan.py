@@ -284,6 +284,32 @@ def test_hybrid_ids_in_any_case_and_local_dirs_of_every_hybrid_type(tmp_path):
         resolve_model(str(tmp_path / "broken"))
 
 
+def test_qwen3_next_names_its_lora_targets_and_its_thinking_template(tmp_path):
+    """swift's all-linear on Qwen3-Next names gate/up/down_proj, which peft 0.20 turns into LoRA on all 512 routed experts
+    (and refuses with dropout): the plan names attention, the Gated DeltaNet and the shared expert's gate instead."""
+    argv = sft_argv(plan_for(model="Qwen/Qwen3-Next-80B-A3B-Instruct", gpus="h100", profile="large"))  # fits nothing
+    at = argv.index("--target_modules") + 1
+    assert argv[at : at + 8] == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "in_proj_qkvz",
+        "in_proj_ba",
+        "out_proj",
+        "shared_expert_gate",
+    ]
+    assert argv[at + 8].startswith("--")
+    folder = tmp_path / "Qwen3-Next-80B-A3B-Thinking"
+    folder.mkdir()
+    config = {"model_type": "qwen3_next", "hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 16,
+              "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 151936, "num_experts": 512, "num_experts_per_tok": 10,
+              "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    model = resolve_model(str(folder))
+    assert model.swift_template == "qwen3_thinking" and model.shape == resolve_model("Qwen3-Next-80B-A3B-Thinking").shape
+
+
 def test_an_unreachable_hub_is_one_short_fetch(tmp_path, monkeypatch):
     """An unknown id on a hub that accepts the connection and never answers: one request, given up after the timeout."""
     import socket

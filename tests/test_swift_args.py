@@ -106,6 +106,15 @@ def test_free_text_flags_name_things_swift_has():
         assert model_type in MODEL_MAPPING and template in TEMPLATE_MAPPING, (model_type, template)
 
 
+@pytest.mark.parametrize("model", ["Qwen/Qwen3-Next-80B-A3B-Instruct", "Qwen/Qwen3.5-35B-A3B", "Qwen/Qwen3.6-27B"])
+def test_hybrid_models_flags_are_accepted_by_swift(model):
+    """Qwen3-Next's named --target_modules list among them (swift takes a list there)."""
+    argv = sft_argv(plan_for(model=model, gpus="h100", profile="large"))
+    assert unknown_flags(argv[2:]) == []
+    parsed, _ = strict_parser(sft_arguments()).parse_known_args(argv[2:])
+    assert parsed.target_modules == argv[argv.index("--target_modules") + 1 : argv.index("--max_length")]
+
+
 def test_swift_knows_every_hybrid_hub_id_as_the_family_it_is():
     """swift infers model_type and template for the Qwen3.5/3.6/Qwen3-Next ids we name: they must be in its registry, and
     as the family our shape says (it loads Qwen3.5's composite checkpoint, vision tower included)."""

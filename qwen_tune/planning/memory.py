@@ -135,6 +135,7 @@ def recorded_setup(setup: dict) -> TrainSetup:
         gradient_checkpointing=setup["gradient_checkpointing"],
         n_gpus=setup["n_gpus"],
         tuner=setup.get("tuner", "lora"),
+        linear_attention=setup.get("linear_attention") or "fla",
     )
 
 

@@ -177,11 +177,25 @@ class ModelShape:
         return self.text_params - self.expert_params + routed
 
     def lora_params(self, rank: int) -> int:
-        return sum(n * sum(rank * (i + o) for i, o in linears) for n, linears in self.layer_kinds())
+        kinds = self.layer_kinds()
+        if self.family == "qwen3_next":  # of its MLP only the shared expert's gate is adapted: lora_target_modules
+            mlp = self.mlp_linears()  # the shared expert's gate, up, down, then its 1-wide gate
+            kinds = tuple((n, linears[: len(linears) - len(mlp)] + mlp[3:]) for n, linears in kinds)
+        return sum(n * sum(rank * (i + o) for i, o in linears) for n, linears in kinds)
+
+    def lora_target_modules(self, requested: str) -> list[str]:
+        """What to ask swift's --target_modules for. `all-linear` as it is, except for Qwen3-Next: there swift expands
+        it to module names that peft 0.20 rewrites, on transformers 5, into target_parameters on the fused routed
+        experts (gate_up_proj, down_proj), which refuse lora_dropout (a ValueError) and would adapt all 512 experts of
+        every layer (docs/models.md). Its attention, Gated DeltaNet and shared-expert gate are named instead."""
+        if requested == "all-linear" and self.family == "qwen3_next":
+            return list(QWEN3_NEXT_LORA_TARGETS)
+        return [requested]
 
 
 # Gated DeltaNet beside full attention, a vision tower beside the text model (qwen3_5, qwen3_5_moe); qwen3_next, and the
 # text-only checkpoints of Qwen3.5 (qwen3_5_text, qwen3_5_moe_text: what tools/make_model.py builds for CI), are text.
+QWEN3_NEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkvz", "in_proj_ba", "out_proj", "shared_expert_gate")
 HYBRID_FAMILIES = ("qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
 
 
@@ -264,11 +278,12 @@ def _hybrid(family, hidden, layers, heads, kv, ffn, linear_v_heads, tie, vision_
 
 
 # Qwen3.5 and Qwen3.6 (huggingface.co/Qwen/<name>/blob/main/config.json, text_config and vision_config; docs/models.md).
-# Every size ships a vision tower: 27 blocks of 1152 (intermediate 4304) from 4B up, 12 of 768 (3072) below.
+# Every size ships a vision tower: 27 blocks of 1152 (intermediate 4304) from 9B up, 24 of 1024 (4096) at 2B and 4B,
+# 12 of 768 (3072) at 0.8B.
 _SMALL_VISION, _VISION = (12, 768, 3072), (27, 1152, 4304)
 _QWEN35 = {
     "0.8B": _hybrid("qwen3_5", 1024, 24, 8, 2, 3584, 16, True, _SMALL_VISION),
-    "2B": _hybrid("qwen3_5", 2048, 24, 8, 2, 6144, 16, True, _SMALL_VISION),
+    "2B": _hybrid("qwen3_5", 2048, 24, 8, 2, 6144, 16, True, (24, 1024, 4096)),
     "4B": _hybrid("qwen3_5", 2560, 32, 16, 4, 9216, 32, True, (24, 1024, 4096)),
     "9B": _hybrid("qwen3_5", 4096, 32, 16, 4, 12288, 32, False, _VISION),
     "27B": _hybrid("qwen3_5", 5120, 64, 24, 4, 17408, 48, False, _VISION),
@@ -311,7 +326,11 @@ class ModelRef:
 
     @property
     def swift_template(self) -> str | None:
-        return SWIFT_NAMES[self.shape.family][1] if self.local_dir or self.files_dir else None
+        if not (self.local_dir or self.files_dir):
+            return None
+        if self.shape.family == "qwen3_next" and "thinking" in Path(self.source).name.lower():
+            return "qwen3_thinking"  # Qwen3-Next-80B-A3B-Thinking: swift's template of that id
+        return SWIFT_NAMES[self.shape.family][1]
 
     @property
     def tokenizer_file(self) -> Path | None:
