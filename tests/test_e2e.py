@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from qwen_tune.swift.logs import logged_losses
 from qwen_tune.swift.version import SUPPORTED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_swift]
@@ -431,9 +432,7 @@ def test_a_tiny_qwen35_trains_end_to_end(tmp_path):
     assert argv[argv.index("--model_type") + 1] == "qwen3_next" and argv[argv.index("--template") + 1] == "qwen3"
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["linear_attention"] == "torch" and plan["model"]["shape"]["linear_layers"] == 3
-    losses = [
-        json.loads(line)["loss"] for line in (run_dir / "swift" / "logging.jsonl").read_text().splitlines() if '"loss"' in line
-    ]
+    losses = [loss for _, loss in logged_losses(run_dir / "swift" / "logging.jsonl")]
     assert losses[-1] < losses[0] / 20
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["identity_check"] == "pass", done.stdout[-3000:]
