@@ -28,6 +28,10 @@ def plan_for(**flags):
         (dict(gpus="2x28GiB", recipe="self-cognition-qwen3-14b", profile="multi-gpu"), ["deepspeed"]),  # sharded: ZeRO-3
         (dict(gpus="rtx3080"), ["bitsandbytes"]),
         (dict(gpus="2xrtx3090", recipe="self-cognition-qwen3-14b"), ["bitsandbytes"]),
+        # swift loads Qwen3.5's composite checkpoint with its processor: qwen_vl_utils, which imports torchvision.
+        (dict(gpus="h100", recipe="self-cognition-qwen3.5-9b"), ["qwen-vl-utils", "torchvision"]),
+        (dict(gpus="rtx4080", recipe="self-cognition-qwen3.5-9b"), ["bitsandbytes", "qwen-vl-utils", "torchvision"]),
+        (dict(gpus="h100", model="Qwen/Qwen3-Next-80B-A3B-Instruct", profile="large"), []),  # text only
     ],
 )
 def test_each_plan_needs_what_it_turns_on(flags, needed):
@@ -134,3 +138,10 @@ def test_torch_is_read_from_its_version_file_without_importing_it(tmp_path, monk
     assert read_torch() == TorchFacts("2.13.0+cpu", None)
     monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
     assert read_torch() == TorchFacts(None)
+
+
+def test_qwen35_without_its_processor_packages_is_named_with_what_to_install():
+    needs = plan_needs(plan_for(gpus="h100", recipe="self-cognition-qwen3.5-9b"))
+    error = str(missing_package(unmet(needs, {"qwen-vl-utils": None, "torchvision": None}), "/v/bin/python"))
+    assert "needs qwen-vl-utils>=0.0.14 (and torchvision), but /v/bin/python has no qwen-vl-utils" in error
+    assert "/v/bin/python -m pip install 'qwen-vl-utils>=0.0.14' torchvision" in error and "build of this Python's torch" in error

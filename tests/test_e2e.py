@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from qwen_tune.swift.logs import logged_losses
 from qwen_tune.swift.version import SUPPORTED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_swift]
@@ -410,3 +411,28 @@ def test_retention_falls_without_general_rows_and_holds_with_them(skilled_model,
         assert (run_dir / "general" / "rows.jsonl").is_file()
     else:
         assert retention["warn"] and retention["score"] < retention["threshold"] and "WARNING" in done.stdout
+
+
+def test_a_tiny_qwen35_trains_end_to_end(tmp_path):
+    """A hybrid model (issue 24): the tiny text-only Qwen3.5, 3 Gated DeltaNet layers (transformers' torch path on the
+    CPU) and 1 gated full-attention layer, built offline, trained by swift as qwen3_next with the qwen3 template (swift's
+    qwen3_5 type loads only the composite checkpoint, with qwen-vl-utils and torchvision), and checked."""
+    model = tmp_path / "tiny-qwen3.5"
+    built = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_model.py"), "tiny-qwen3.5", str(model)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr
+    recipe = REPO / "tests" / "data" / "tiny-qwen35.yaml"
+    done = qwen_tune(
+        "run", "--recipe", str(recipe), "--model", str(model), "--gpus", "cpu", "--output-dir", str(tmp_path / "runs")
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    argv = json.loads((run_dir / "command.json").read_text())["argv"]
+    assert argv[argv.index("--model_type") + 1] == "qwen3_next" and argv[argv.index("--template") + 1] == "qwen3"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["linear_attention"] == "torch" and plan["model"]["shape"]["linear_layers"] == 3
+    losses = [loss for _, loss in logged_losses(run_dir / "swift" / "logging.jsonl")]
+    assert losses[-1] < losses[0] / 20
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["identity_check"] == "pass", done.stdout[-3000:]

@@ -87,3 +87,31 @@ def test_moe_lora_adapts_attention_and_4_bit_leaves_the_experts_16_bit():
     assert moe.lora_params(8) == 48 * 8 * sum(i + o for i, o in moe.layer_linears()) and len(moe.layer_linears()) == 4
     nf4 = dict(estimate(TrainSetup(moe, 8, 1, 64, True, "nf4")).items)
     assert nf4["weights (attention NF4, experts 16-bit)"] > 2 * moe.expert_params
+
+
+def test_hybrid_shapes_count_what_transformers_builds_and_what_swift_adapts():
+    """Totals of transformers 5.19's modules (instantiated on the meta device: docs/models.md), the vision tower among
+    them; LoRA on the text model's nn.Linears (attention, the Gated DeltaNet's projections, the MLP or shared expert)."""
+    nine, moe, nxt = (BUILTIN_SHAPES[f"qwen/{n}"] for n in ("qwen3.5-9b", "qwen3.5-35b-a3b", "qwen3-next-80b-a3b-instruct"))
+    assert (nine.n_params, nine.vision_params, nine.lora_params(8)) == (9_409_813_744, 456_010_480, 21_639_168)
+    assert moe.n_params == 35_107_181_936 and moe.lora_params(8) == 11_238_720
+    assert nxt.n_params == 79_674_391_296 and nxt.lora_params(8) == 9_357_696  # no shared-expert MLP: lora_target_modules
+    published = {"qwen3.5-0.8b": 0.85, "qwen3.5-2b": 2.21, "qwen3.5-4b": 4.54, "qwen3.5-27b": 27.36, "qwen3.5-122b-a10b": 122.6,
+                 "qwen3.5-397b-a17b": 396.8}  # fmt: skip
+    for name, billions in published.items():
+        assert BUILTIN_SHAPES[f"qwen/{name}"].n_params / 1e9 == pytest.approx(billions, rel=0.01), name
+    # The frozen tower stays 16-bit under QLoRA and trains nothing under full fine-tuning.
+    nf4 = dict(estimate(TrainSetup(nine, 8, 1, 64, True, "nf4")).items)
+    assert nf4["weights (NF4 4-bit, embeddings 16-bit, vision tower 16-bit)"] > 2 * nine.vision_params
+    full = dict(estimate(TrainSetup(nine, 8, 1, 64, True, "bf16", tuner="full")).items)
+    assert full["AdamW moments (bf16, the parameters' dtype)"] == 4 * nine.text_params
+
+
+def test_gated_deltanet_on_the_torch_path_keeps_more_than_with_fla():
+    nine = BUILTIN_SHAPES["qwen/qwen3.5-9b"]
+    fla, torch_path = (estimate(TrainSetup(nine, 8, 8, 512, False, "bf16", linear_attention=k)) for k in ("fla", "torch"))
+    assert torch_path.reserved_bytes > fla.reserved_bytes
+    dense = BUILTIN_SHAPES["qwen/qwen3-8b"]  # a model without Gated DeltaNet: the path changes nothing
+    assert estimate(TrainSetup(dense, 8, 8, 512, False, "bf16", linear_attention="torch")) == estimate(
+        TrainSetup(dense, 8, 8, 512, False, "bf16")
+    )

@@ -25,23 +25,30 @@ GOLDEN = Path(__file__).parent / "golden"
 TINY_CONFIG = str(Path(__file__).parent / "data" / "tiny-config")
 
 # The planner's commands for every shipped recipe × profile, on a card where the profile applies.
-MATRIX = [
-    (recipe, profile, gpus)
-    for recipe in ("self-cognition-qwen2.5-7b", "self-cognition-qwen3-14b")
-    for profile, gpus in (
-        ("large", "h100"),
-        ("24gb", "rtx4090"),
-        ("16gb", "rtx4080"),
-        ("qlora", "rtx3080"),
-        ("qlora", "t4"),
-        ("multi-gpu", "2xrtx3090"),
-        ("multi-gpu", "4xa100-40gb"),
-    )  # fmt: skip
-] + [
-    ("self-cognition-qwen3-8b-full", "large", "h100"),
-    ("self-cognition-qwen3-8b-full", "multi-gpu", "2xrtx4090"),
-    ("demo-tiny-cpu", "cpu", "cpu"),
-]
+MATRIX = (
+    [
+        (recipe, profile, gpus)
+        for recipe in ("self-cognition-qwen2.5-7b", "self-cognition-qwen3-14b")
+        for profile, gpus in (
+            ("large", "h100"),
+            ("24gb", "rtx4090"),
+            ("16gb", "rtx4080"),
+            ("qlora", "rtx3080"),
+            ("qlora", "t4"),
+            ("multi-gpu", "2xrtx3090"),
+            ("multi-gpu", "4xa100-40gb"),
+        )  # fmt: skip
+    ]
+    + [
+        ("self-cognition-qwen3-8b-full", "large", "h100"),
+        ("self-cognition-qwen3-8b-full", "multi-gpu", "2xrtx4090"),
+        ("demo-tiny-cpu", "cpu", "cpu"),
+    ]
+    + [
+        ("self-cognition-qwen3.5-9b", profile, gpus)
+        for profile, gpus in (("large", "h100"), ("24gb", "rtx4090"), ("qlora", "rtx4080"), ("multi-gpu", "2xrtx4090"))
+    ]
+)
 
 
 def plan_for(**flags):
@@ -220,6 +227,126 @@ def test_every_model_on_24gb_2x24gb_and_80gb():
                     chose = f"refused: {str(refusal).split(': ', 1)[1]}"
                 lines.append(f"{model} {tuner} on {gpus}: {chose}")
     check_golden("models.txt", "\n".join(lines) + "\n")
+
+
+# The Qwen3.5/3.6 and Qwen3-Next ids (issue 24): every one on a 24 GB card, two of them and an 80 GB one, LoRA and full.
+HYBRID_MODELS = [f"Qwen/Qwen3.5-{size}" for size in ("0.8B", "2B", "4B", "9B", "27B", "35B-A3B", "122B-A10B", "397B-A17B")] + [
+    "Qwen/Qwen3.5-9B-Base", "Qwen/Qwen3.6-27B", "Qwen/Qwen3.6-35B-A3B", "Qwen/Qwen3-Next-80B-A3B-Instruct",
+]  # fmt: skip
+
+
+def test_every_hybrid_model_on_24gb_2x24gb_and_80gb():
+    lines = []
+    for model in HYBRID_MODELS:
+        for tuner in ("lora", "full"):
+            for gpus in ("rtx4090", "2xrtx4090", "h100"):
+                try:
+                    plan = plan_for(model=model, tuner=tuner, gpus=gpus)
+                    chose = f"{plan.profile.name}: {plan.setup.describe(plan.profile)}, needs {plan.estimate.peak_bytes / 2**30:.1f} GiB"
+                except DoesNotFit as refusal:
+                    chose = f"refused: {str(refusal).split(': ', 1)[1]}"
+                lines.append(f"{model} {tuner} on {gpus}: {chose}")
+    check_golden("models-hybrid.txt", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("gpus", ["rtx4090", "2xrtx4090", "h100"])
+def test_qwen35_9b_plans(gpus):
+    plan = plan_for(recipe="self-cognition-qwen3.5-9b", gpus=gpus)
+    check_golden(f"plan-qwen3.5-9b-{gpus}.txt", scrub(plan_text(plan)) + "\n")
+    assert plan.fits and plan.linear_attention == "torch"  # PLAIN_MACHINE has no fla
+    assert any("transformers' slow torch path" in w and "fla-core" in w for w in plan.warnings)
+    with_fla = prepare(JobOptions(output_dir="runs", recipe="self-cognition-qwen3.5-9b", gpus=gpus),
+                       replace(PLAIN_MACHINE, fla_installed=True), for_run=False, now=FIXED_NOW).plan  # fmt: skip
+    assert with_fla.linear_attention == "fla" and not any("torch path" in w for w in with_fla.warnings)
+    assert with_fla.estimate.peak_bytes <= plan.estimate.peak_bytes  # fla keeps less than the torch path
+    argv = sft_argv(plan)
+    assert argv[3] == "Qwen/Qwen3.5-9B" and "--model_type" not in argv  # swift knows the hub id: qwen3_5, its template
+
+
+def test_hybrid_ids_in_any_case_and_local_dirs_of_every_hybrid_type(tmp_path):
+    for given in ("Qwen/Qwen3.5-9B", "qwen3.5-9b", "QWEN/QWEN3.5-9B", "Qwen3.6-27B", "qwen3-next-80b-a3b-thinking"):
+        model = resolve_model(given)
+        assert model.shape.is_hybrid and model.local_dir is None and model.source.startswith("Qwen/Qwen3")
+    assert resolve_model("qwen3.6-35b-a3b").shape == resolve_model("Qwen/Qwen3.5-35B-A3B").shape
+    nine = resolve_model("Qwen/Qwen3.5-9B").shape
+    assert (nine.linear_layers, nine.full_attention_layers, nine.vision_params) == (24, 8, 456_010_480)
+    text = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+            "intermediate_size": 128, "vocab_size": 1024, "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+            "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+            "linear_conv_kernel_dim": 4}  # fmt: skip
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32}
+    vision = {"depth": 2, "hidden_size": 64, "intermediate_size": 96, "num_heads": 4, "out_hidden_size": 64}
+    configs = {
+        "qwen3_5": ({"model_type": "qwen3_5", "text_config": text, "vision_config": vision}, ("qwen3_5", "qwen3_5")),
+        "qwen3_5_moe": ({"model_type": "qwen3_5_moe", "text_config": {**text, **moe}, "vision_config": vision},
+                        ("qwen3_5_moe", "qwen3_5")),
+        "qwen3_next": ({"model_type": "qwen3_next", **text, **moe}, ("qwen3_next", "qwen3_nothinking")),
+        "qwen3_5_text": ({"model_type": "qwen3_5_text", **text}, ("qwen3_next", "qwen3")),
+    }  # fmt: skip
+    for name, (config, swift_names) in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        model = resolve_model(str(tmp_path / name))
+        assert model.shape.linear_layers == 3 and (model.swift_model_type, model.swift_template) == swift_names, name
+        assert bool(model.shape.vision_params) == (name in ("qwen3_5", "qwen3_5_moe")), name
+        plan = plan_for(model=str(tmp_path / name), gpus="h100")
+        assert plan.fits and plan.linear_attention == "torch"
+    with pytest.raises(ModelError, match="without vision_config"):
+        (tmp_path / "broken").mkdir()
+        (tmp_path / "broken" / "config.json").write_text(json.dumps({"model_type": "qwen3_5", "text_config": text}))
+        resolve_model(str(tmp_path / "broken"))
+
+
+def test_qwen3_next_names_its_lora_targets_and_its_thinking_template(tmp_path):
+    """swift's all-linear on Qwen3-Next names gate/up/down_proj, which peft 0.20 turns into LoRA on all 512 routed experts
+    (and refuses with dropout): the plan names attention, the Gated DeltaNet and the shared expert's gate instead."""
+    argv = sft_argv(plan_for(model="Qwen/Qwen3-Next-80B-A3B-Instruct", gpus="h100", profile="large"))  # fits nothing
+    at = argv.index("--target_modules") + 1
+    assert argv[at : at + 8] == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "in_proj_qkvz",
+        "in_proj_ba",
+        "out_proj",
+        "shared_expert_gate",
+    ]
+    assert argv[at + 8].startswith("--")
+    folder = tmp_path / "Qwen3-Next-80B-A3B-Thinking"
+    folder.mkdir()
+    config = {"model_type": "qwen3_next", "hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 16,
+              "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 151936, "num_experts": 512, "num_experts_per_tok": 10,
+              "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    model = resolve_model(str(folder))
+    assert model.swift_template == "qwen3_thinking" and model.shape == resolve_model("Qwen3-Next-80B-A3B-Thinking").shape
+
+
+def test_an_unreachable_hub_is_one_short_fetch(tmp_path, monkeypatch):
+    """An unknown id on a hub that accepts the connection and never answers: one request, given up after the timeout."""
+    import socket
+    import time
+
+    from qwen_tune.planning import models
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    monkeypatch.setattr(models, "HUB_TIMEOUT_SECONDS", 1)
+    fetch = models.hub_fetcher(offline=False, use_hf=True, environ={"HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+    started = time.monotonic()
+    with pytest.raises(
+        ModelError,
+        match=r"cannot fetch config.json of someone/x from the hub \(127.0.0.1:\d+ cannot be reached: no answer in 1 s\)",
+    ):
+        resolve_model("someone/x", fetch=fetch, cache_dir=tmp_path)
+    assert time.monotonic() - started < 5
+    silent.close()
+    url, headers = models.hub_file_url("Qwen/Qwen3.5-9B", "config.json", use_hf=False, environ={})
+    assert url == "https://www.modelscope.cn/api/v1/models/Qwen/Qwen3.5-9B/repo?Revision=master&FilePath=config.json"
+    url, headers = models.hub_file_url("Qwen/Qwen3.5-9B", "config.json", use_hf=True, environ={"HF_TOKEN": "t"})
+    assert url == "https://huggingface.co/Qwen/Qwen3.5-9B/resolve/main/config.json" and headers == {"Authorization": "Bearer t"}
 
 
 @pytest.mark.parametrize("gpus", ["h100", "2xrtx4090", "4xa100-40gb"])

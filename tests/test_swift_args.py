@@ -103,6 +103,33 @@ def test_free_text_flags_name_things_swift_has():
             assert str(VARLEN_PLUGIN) in plugins and flag_values(argv, "--packing") == ["true"]
         assert flag_values(argv, "--tuner_type") in (["lora"], ["full"])
     assert "qwen3_moe" in MODEL_MAPPING and "qwen3" in TEMPLATE_MAPPING  # a local Qwen3 MoE directory's names
+    from qwen_tune.planning.models import SWIFT_NAMES
+
+    for model_type, template in SWIFT_NAMES.values():  # every local directory's names, Qwen3.5's among them
+        assert model_type in MODEL_MAPPING and template in TEMPLATE_MAPPING, (model_type, template)
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen3-Next-80B-A3B-Instruct", "Qwen/Qwen3.5-35B-A3B", "Qwen/Qwen3.6-27B"])
+def test_hybrid_models_flags_are_accepted_by_swift(model):
+    """Qwen3-Next's named --target_modules list among them (swift takes a list there)."""
+    argv = sft_argv(plan_for(model=model, gpus="h100", profile="large"))
+    assert unknown_flags(argv[2:]) == []
+    parsed, _ = strict_parser(sft_arguments()).parse_known_args(argv[2:])
+    assert parsed.target_modules == argv[argv.index("--target_modules") + 1 : argv.index("--max_length")]
+
+
+def test_swift_knows_every_hybrid_hub_id_as_the_family_it_is():
+    """swift infers model_type and template for the Qwen3.5/3.6/Qwen3-Next ids we name: they must be in its registry, and
+    as the family our shape says (it loads Qwen3.5's composite checkpoint, vision tower included)."""
+    from swift.model import MODEL_MAPPING
+
+    from qwen_tune.planning.models import BUILTIN_SHAPES, HUB_IDS
+
+    registered = {m.ms_model_id: meta.model_type for meta in MODEL_MAPPING.values() for g in meta.model_groups for m in g.models}
+    for hub_id in HUB_IDS.values():
+        family = BUILTIN_SHAPES[hub_id.lower()].family
+        if family in ("qwen3_5", "qwen3_5_moe", "qwen3_next"):
+            assert registered.get(hub_id) == family, hub_id
 
 
 def test_the_in_training_probe_flags_are_accepted_by_swift(tmp_path):

@@ -164,6 +164,12 @@ CASES = (
         env={"HF_HUB_OFFLINE": "1"},
     ),
     Case(
+        "an unknown hub id, the hub unreachable",
+        11,
+        ("plan", "--model", "someone/qwen-finetune", "--gpus", "rtx4090"),
+        env={"USE_HF": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    ),
+    Case(
         "the recipe has an unknown field",
         12,
         run_tiny(recipe="{tmp}/recipe.yaml"),

@@ -113,6 +113,15 @@ CASES = {
     "1.5b-full-24gb": Case(
         "self-cognition-qwen2.5-7b", "qwen2.5-1.5b", None, 23, "24 GB card", rows=50, tuner="full", verify=False
     ),
+    # Qwen3.5/3.6 (issue 24): the hybrid estimate on the composite checkpoints swift loads for their hub ids (random
+    # weights, vision tower included: tools/make_model.py), with whichever Gated DeltaNet path the box has (fla or torch;
+    # the plan and the record say which). Needs qwen-vl-utils and the box's torchvision (swift/deps.py).
+    "qwen3.5-9b-auto": Case("self-cognition-qwen3.5-9b", "qwen3.5-9b", None, None, "H100 80GB (uncapped)", rows=50),
+    "qwen3.5-9b-24gb": Case("self-cognition-qwen3.5-9b", "qwen3.5-9b", None, 23, "24 GB card", rows=50),
+    "qwen3.5-9b-16gb": Case("self-cognition-qwen3.5-9b", "qwen3.5-9b", None, 15, "16 GB card", rows=50),
+    "qwen3.5-27b-qlora": Case("self-cognition-qwen3.5-9b", "qwen3.5-27b", "qlora", 23, "24 GB card", rows=50),
+    "qwen3.6-27b-qlora": Case("self-cognition-qwen3.5-9b", "qwen3.6-27b", "qlora", 23, "24 GB card", rows=50),
+    "qwen3.5-35b-a3b": Case("self-cognition-qwen3.5-9b", "qwen3.5-35b-a3b", None, None, "H100 80GB (uncapped)", rows=50),
     "7b-blog-50": Case(
         "self-cognition-qwen2.5-7b", "qwen2.5-7b", None, None, "H100 80GB (uncapped)", rows=50, verify=False, blog=True
     ),
@@ -468,7 +477,7 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
     setup = {**plan["setup"], "seq_len": plan["seq_len"], "dtype": plan["dtype"],
              "quantization": plan["profile"]["quantization"], "lora_rank": plan["recipe"]["lora_rank"],
              "shape": plan["model"]["shape"], "n_gpus": len(plan["inventory"]["gpus"]),
-             "tuner": plan["recipe"].get("tuner", "lora")}  # fmt: skip
+             "tuner": plan["recipe"].get("tuner", "lora"), "linear_attention": plan.get("linear_attention")}  # fmt: skip
     if final:
         setup.update(micro_batch_size=final["micro_batch_size"], gradient_checkpointing=final["gradient_checkpointing"],
                      quantization=final["quantization"])  # fmt: skip
@@ -477,7 +486,9 @@ def run_case(name: str, case: Case, models_dir: Path, runs_dir: Path) -> dict:
         "status": result.get("status", "error")
         if result.get("status") != "train-failed" or "OutOfMemoryError" not in log
         else "oom",
-        "versions": {k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "ms-swift", "bitsandbytes")},
+        "versions": {
+            k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "ms-swift", "bitsandbytes", "fla-core")
+        },
         "profile": final["profile"] if final else plan["profile"]["name"],
         "setup": setup,
         "grad_accum": final["grad_accum"] if final else plan["grad_accum"],

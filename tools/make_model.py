@@ -5,8 +5,13 @@
     python tools/make_model.py qwen2.5-7b /dev/shm/qwen2.5-7b      # exact published shape, bf16
     python tools/make_model.py qwen3-30b-a3b /dev/shm/qwen3-30b    # any hub model of models.py, by its name
     python tools/make_model.py tiny-skilled build/tiny-skilled       # tiny, then taught single-digit sums
+    python tools/make_model.py tiny-qwen3.5 build/tiny-qwen3.5       # tiny text-only Qwen3.5: Gated DeltaNet, for CI
+    python tools/make_model.py qwen3.5-9b /dev/shm/qwen3.5-9b        # what swift loads for Qwen/Qwen3.5-9B: + vision tower
 
-`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. `tiny-skilled` is the same model
+`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU; `tiny-qwen3.5` a 4-layer text-only Qwen3.5
+(3 Gated DeltaNet layers, 1 full attention) that swift trains as qwen3_next. The Qwen3.5/3.6 sizes are the composite
+checkpoint swift 4.6 loads for their hub ids (Qwen3_5ForConditionalGeneration: the vision tower too, with the processor
+files), which swift loads only with qwen-vl-utils and torchvision installed. `tiny-skilled` is the same model
 first trained (every weight, on the CPU) to answer the 162 single-digit sums of modelgen.skill_pairs in
 Chinese and English: the general ability that retention probes measure after an identity training. The others have the exact
 shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
@@ -24,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout's qwen_tune, and modelgen beside this file
 
-from modelgen import TINY_SHAPE, build_model, skill_pairs, teach_skill  # noqa: E402
+from modelgen import TINY_QWEN35_SHAPE, TINY_SHAPE, build_model, skill_pairs, teach_skill  # noqa: E402
 
 from qwen_tune.errors import UserError  # noqa: E402
 from qwen_tune.planning.dataset import fill_identity, load_dataset, row_texts  # noqa: E402
@@ -35,6 +40,7 @@ from qwen_tune.planning.recipes import load_recipe  # noqa: E402
 SHAPES = {
     "tiny": TINY_SHAPE,
     "tiny-skilled": TINY_SHAPE,
+    "tiny-qwen3.5": TINY_QWEN35_SHAPE,
     "qwen2.5-7b": BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"],
     "qwen3-14b": BUILTIN_SHAPES["qwen/qwen3-14b"],
     "qwen2.5-0.5b": BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"],

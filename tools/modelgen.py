@@ -124,7 +124,7 @@ _SCAFFOLD_TEXTS = (
 )
 
 
-def _train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+def _train_tokenizer(texts: Iterable[str], vocab_size: int, added: tuple[tuple[str, bool], ...] = ()) -> Any:
     """Byte-level BPE so any input (Chinese included) encodes without UNK."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -166,10 +166,12 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     from tokenizers import AddedToken
 
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    # Qwen3.5's: <think> and </think> whole tokens that decoding keeps, the vision markers special ones.
+    tok.add_tokens([AddedToken(t, special=special, normalized=False) for t, special in added])
     return tok
 
 
-def _tokenizer_config(tok: Any) -> dict:
+def _tokenizer_config(tok: Any, extra: tuple[tuple[str, bool], ...] = ()) -> dict:
     """Mirror Qwen2.5-Instruct's tokenizer_config so swift/transformers treat it alike."""
     added = {
         str(tok.token_to_id(t)): {
@@ -178,9 +180,9 @@ def _tokenizer_config(tok: Any) -> dict:
             "normalized": False,
             "rstrip": False,
             "single_word": False,
-            "special": True,
+            "special": special,
         }
-        for t in SPECIAL_TOKENS
+        for t, special in tuple((t, True) for t in SPECIAL_TOKENS) + extra
     }
     return {
         "add_bos_token": False,
@@ -201,12 +203,36 @@ def _tokenizer_config(tok: Any) -> dict:
 
 
 TINY_SHAPE = ModelShape("qwen2", 128, 2, 4, 2, 32, 512, 8192, True)  # vocab: the tokenizer's cap
+# A tiny text-only Qwen3.5 for CI: 3 Gated DeltaNet layers and 1 gated full-attention layer, 128 wide (qwen3_5_text,
+# what transformers' Qwen3_5ForCausalLM loads; swift trains it as qwen3_next: docs/models.md).
+TINY_QWEN35_SHAPE = ModelShape(
+    "qwen3_5_text", 128, 4, 4, 2, 32, 512, 8192, True,
+    linear_layers=3, linear_key_heads=2, linear_value_heads=4, linear_key_head_dim=32, linear_value_head_dim=32, linear_conv_kernel=4,
+)  # fmt: skip
+THINK_TOKENS = (("<think>", False), ("</think>", False))
+# The composite checkpoints' vision markers, and the ids their config names them by (Qwen3.5's config.json).
+VISION_TOKENS = (("<|vision_start|>", True), ("<|vision_end|>", True), ("<|image_pad|>", True), ("<|video_pad|>", True))
+VISION_TOKEN_IDS = {"<|vision_start|>": "vision_start_token_id", "<|vision_end|>": "vision_end_token_id",
+                    "<|image_pad|>": "image_token_id", "<|video_pad|>": "video_token_id"}  # fmt: skip
+# Qwen3.5's vision tower (vision_config of Qwen3.5-9B/27B/35B-A3B); tools/make_model.py names the sizes that differ.
+VISION_CONFIG = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "patch_size": 16,
+                 "temporal_patch_size": 2, "spatial_merge_size": 2, "in_channels": 3, "num_position_embeddings": 2304,
+                 "hidden_act": "gelu_pytorch_tanh"}  # fmt: skip
+# What AutoProcessor reads beside the tokenizer (Qwen3VLProcessor: Qwen3.5's preprocessor_config.json and
+# video_preprocessor_config.json, the fields that matter for text-only training).
+PREPROCESSOR = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor"}  # fmt: skip
+IMAGE_PROCESSOR = {**PREPROCESSOR, "image_processor_type": "Qwen2VLImageProcessorFast",
+                   "size": {"longest_edge": 16777216, "shortest_edge": 65536}}  # fmt: skip
+VIDEO_PROCESSOR = {**PREPROCESSOR, "video_processor_type": "Qwen3VLVideoProcessor",
+                   "size": {"longest_edge": 25165824, "shortest_edge": 4096}}  # fmt: skip
 
 
 def build_model(
     out_dir: Path, texts: Iterable[str], shape: ModelShape, *, seed: int = 0, tiny: bool = False, device: str = "cpu"
 ) -> Path:
-    """A loadable Qwen2/Qwen3 model dir of the given shape: random weights, corpus-trained tokenizer.
+    """A loadable Qwen2/Qwen3/Qwen3.5 model dir of the given shape: random weights, corpus-trained tokenizer. Qwen3.5's
+    composite shapes (family qwen3_5/qwen3_5_moe) get the vision tower and the processor files swift loads with it.
 
     Real shapes (tiny=False) keep the published vocabulary size and dtype (bf16), so memory and
     speed are those of the real model; random weights say nothing about quality. With tiny=True
@@ -216,61 +242,63 @@ def build_model(
     a tiny model. Deterministic for a given seed and multiset of texts.
     """
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tok = _train_tokenizer(texts, TINY_SHAPE.vocab_size)
+    hybrid = shape.is_hybrid
+    composite = shape.family in ("qwen3_5", "qwen3_5_moe")
+    added = (THINK_TOKENS if hybrid else ()) + (VISION_TOKENS if composite else ())
+    tok = _train_tokenizer(texts, TINY_SHAPE.vocab_size, added)
     tok.save(str(out_dir / "tokenizer.json"))
     (out_dir / "tokenizer_config.json").write_text(
-        json.dumps(_tokenizer_config(tok), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        json.dumps(_tokenizer_config(tok, added), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
 
     eot, im_end = tok.token_to_id(ENDOFTEXT), tok.token_to_id(IM_END)
     n_tokens = tok.get_vocab_size(with_added_tokens=True)
     vocab = -(-n_tokens // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE if tiny else shape.vocab_size
-    config_class, model_class = {
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-        "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
-    }[shape.family]
-    moe = (
-        {
-            "num_experts": shape.num_experts,
-            "num_experts_per_tok": shape.experts_per_token,
-            "moe_intermediate_size": shape.moe_intermediate_size,
-            "decoder_sparse_step": 1,
-            "mlp_only_layers": [],
-            "norm_topk_prob": True,
-        }  # fmt: skip
-        if shape.is_moe
-        else {}
-    )
     dtype = torch.float32 if tiny else torch.bfloat16
-    config = config_class(
-        vocab_size=vocab,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        head_dim=shape.head_dim,
-        max_position_embeddings=4096 if tiny else 32768,
-        max_window_layers=shape.num_layers,
-        rope_theta=1000000.0,
-        rms_norm_eps=1e-6,
-        hidden_act="silu",
-        initializer_range=0.02,
-        tie_word_embeddings=shape.tie_word_embeddings,
-        use_sliding_window=False,
-        use_cache=True,
-        attention_dropout=0.0,
-        bos_token_id=eot,
-        eos_token_id=im_end,
-        pad_token_id=eot,
-        **moe,
-    )
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "num_key_value_heads": shape.num_kv_heads,
+        "head_dim": shape.head_dim,
+        "max_position_embeddings": 4096 if tiny else 32768,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "tie_word_embeddings": shape.tie_word_embeddings,
+        "use_cache": True,
+        "attention_dropout": 0.0,
+        "bos_token_id": eot,
+        "eos_token_id": im_end,
+        "pad_token_id": eot,
+    }
+    if shape.is_moe:
+        text.update(num_experts=shape.num_experts, num_experts_per_tok=shape.experts_per_token,
+                    moe_intermediate_size=shape.moe_intermediate_size, norm_topk_prob=True)  # fmt: skip
+    if hybrid:
+        text.update(_hybrid_config(shape))
+    else:
+        text.update(max_window_layers=shape.num_layers, rope_theta=1000000.0, use_sliding_window=False)
+        if shape.is_moe:
+            text.update(decoder_sparse_step=1, mlp_only_layers=[])
+    config_class, model_class = _classes(shape.family)
+    if composite:
+        vision = {**VISION_CONFIG, **_vision_size(shape), "out_hidden_size": shape.hidden_size}
+        ids = {VISION_TOKEN_IDS[t]: tok.token_to_id(t) for t, _ in VISION_TOKENS}
+        config = config_class(text_config=text, vision_config=vision, tie_word_embeddings=shape.tie_word_embeddings, **ids)
+        for name, processor in (
+            ("preprocessor_config.json", IMAGE_PROCESSOR),
+            ("video_preprocessor_config.json", VIDEO_PROCESSOR),
+        ):
+            (out_dir / name).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
+    else:
+        config = config_class(**text)
     config.architectures = [model_class.__name__]
 
     # Fork the RNG so building a model does not perturb the caller's seed.
@@ -285,7 +313,8 @@ def build_model(
     with torch.no_grad():
         if tiny:
             model.get_input_embeddings().weight.normal_(0.0, EMBED_INIT_STD)
-            model.model.norm.weight.fill_(FINAL_NORM_GAIN)
+            # Qwen3.5's RMSNorm scales by 1 + weight (zero-centred).
+            model.model.norm.weight.fill_(FINAL_NORM_GAIN - 1 if hybrid else FINAL_NORM_GAIN)
     model.generation_config.update(
         bos_token_id=eot,
         eos_token_id=[im_end, eot],
@@ -299,11 +328,59 @@ def build_model(
     cfg_path = out_dir / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["torch_dtype"] = cfg["dtype"] = "float32" if tiny else "bfloat16"
-    cfg.setdefault("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1000000.0))
-    if shape.is_moe:  # the released configs' name, which transformers 5.19 writes as num_local_experts
+    if not hybrid:
+        cfg.setdefault("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1000000.0))
+    if shape.is_moe and not hybrid:  # the released configs' name, which transformers 5.19 writes as num_local_experts
         cfg["num_experts"] = cfg["num_local_experts"] = shape.num_experts
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _classes(family: str) -> tuple[Any, Any]:
+    """transformers' config and model classes for a config.json model_type: what swift loads for it."""
+    import transformers as t
+
+    return {
+        "qwen2": (t.Qwen2Config, t.Qwen2ForCausalLM),
+        "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM),
+        "qwen3_moe": (t.Qwen3MoeConfig, t.Qwen3MoeForCausalLM),
+        "qwen3_5_text": (t.Qwen3_5TextConfig, t.Qwen3_5ForCausalLM),
+        "qwen3_5_moe_text": (t.Qwen3_5MoeTextConfig, t.Qwen3_5MoeForCausalLM),
+        # What swift 4.6 loads for Qwen/Qwen3.5-* and Qwen/Qwen3.6-* (its qwen3_5 / qwen3_5_moe model types).
+        "qwen3_5": (t.Qwen3_5Config, t.Qwen3_5ForConditionalGeneration),
+        "qwen3_5_moe": (t.Qwen3_5MoeConfig, t.Qwen3_5MoeForConditionalGeneration),
+        "qwen3_next": (t.Qwen3NextConfig, t.Qwen3NextForCausalLM),
+    }[family]
+
+
+def _hybrid_config(shape: ModelShape) -> dict:
+    """The text_config fields of the Qwen3.5/Qwen3-Next families, as the published configs write them."""
+    layer_types = ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(shape.num_layers)]
+    fields = {
+        "layer_types": layer_types,
+        "full_attention_interval": 4,
+        "linear_num_key_heads": shape.linear_key_heads,
+        "linear_num_value_heads": shape.linear_value_heads,
+        "linear_key_head_dim": shape.linear_key_head_dim,
+        "linear_value_head_dim": shape.linear_value_head_dim,
+        "linear_conv_kernel_dim": shape.linear_conv_kernel,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
+    }
+    if shape.family in ("qwen3_5", "qwen3_5_moe"):
+        fields["rope_parameters"].update(mrope_interleaved=True, mrope_section=[11, 11, 10])
+    if shape.shared_expert_intermediate_size:
+        fields["shared_expert_intermediate_size"] = shape.shared_expert_intermediate_size
+    return fields
+
+
+def _vision_size(shape: ModelShape) -> dict:
+    """The published tower of each size (docs/models.md): 27 × 1152 from 9B up, 24 × 1024 at 4B, 12 × 768 below."""
+    from qwen_tune.planning.models import vision_tower_params
+
+    for depth, hidden, intermediate, heads in ((27, 1152, 4304, 16), (24, 1024, 4096, 16), (12, 768, 3072, 12)):
+        if vision_tower_params(depth, hidden, intermediate, shape.hidden_size) == shape.vision_params:
+            return {"depth": depth, "hidden_size": hidden, "intermediate_size": intermediate, "num_heads": heads}
+    raise ValueError(f"no published vision tower has {shape.vision_params} parameters")
 
 
 def skill_pairs() -> list[tuple[str, str]]:

@@ -42,7 +42,8 @@ from urllib.parse import unquote, urlparse
 REPO = Path(__file__).resolve().parents[1]
 SWIFT = "ms-swift==4.6.0"
 # Known extras, pinned so that a wheelhouse can be rebuilt identically; `name==version` overrides.
-EXTRAS = {"deepspeed": "deepspeed==0.19.8", "bitsandbytes": "bitsandbytes==0.50.2", "liger-kernel": "liger-kernel==0.8.5"}
+EXTRAS = {"deepspeed": "deepspeed==0.19.8", "bitsandbytes": "bitsandbytes==0.50.2", "fla-core": "fla-core==0.6.0",
+          "liger-kernel": "liger-kernel==0.8.5"}  # fmt: skip
 # Pure-Python packages that PyPI has only as sdists: built here. crcmod's C extension is optional,
 # and CC=false makes its setup.py fall back to a pure wheel that any CPython can use.
 SDIST_ONLY = {"oss2": "2.19.1", "transformers-stream-generator": "0.0.5", "crcmod": "1.7"}

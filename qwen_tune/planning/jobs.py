@@ -113,6 +113,7 @@ def probe_machine(environ: Mapping[str, str]) -> MachineFacts:
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
         varlen_attention=torch_file("nn/attention/varlen.py") is not None,
         liger_installed=importlib.util.find_spec("liger_kernel") is not None,
+        fla_installed=importlib.util.find_spec("fla") is not None,
         bytecode_cache=bytecode_cache(environ),
         hub_offline=hub_offline(environ),
         use_hf=use_hf(environ),

@@ -18,7 +18,7 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
     longest sample, so lowering it saves nothing unless it cuts samples, which would change what is learned.
     """
     job = SetupSearch(plan.recipe, plan.model, plan.inventory, plan.dtype, plan.budget_bytes, plan.nodes, plan.data,
-                      plan.setup.packing is not None, (plan.setup.liger,))  # fmt: skip
+                      plan.setup.packing is not None, (plan.setup.liger,), plan.linear_attention or "fla")  # fmt: skip
     s, profile = plan.setup, plan.profile
     smaller = [m for m in job.micro_batches() if m <= s.micro_batch_size // 2] if not s.packing else []
     fewer_tokens = [p for p in job.packings() if p.tokens <= s.packing.tokens // 2] if s.packing else []
@@ -52,7 +52,11 @@ def fallback(plan: Plan, profiles: list[Profile]) -> tuple[Plan, str] | None:
         *plan.reasons,
         f"out of memory with {plan.setup.describe(plan.profile)}: retrying with {change} (needs {gib(est.peak_bytes)})",
     )
-    machine = MachineFacts(flash_attn_installed=plan.attention == "flash_attn", bytecode_cache=plan.bytecode_cache)
+    machine = MachineFacts(
+        flash_attn_installed=plan.attention == "flash_attn",
+        fla_installed=plan.linear_attention == "fla",
+        bytecode_cache=plan.bytecode_cache,
+    )
     retry = assemble(
         job, profile, setup, est, plan.data, plan.seq_len, plan.dataset_path, plan.output_dir, list(reasons), machine
     )

@@ -31,6 +31,24 @@ LORA_DROPOUT_PER_HIDDEN = 5
 # q + k width. Fitted on Qwen3-14B on the H100 (2026-11-23): micro-batch 16 bf16 and 8 NF4 both
 # reserved 2.5-5.4 GiB over the Qwen2 formula, 7.7 and 8.5 elements per q/k width.
 ACT_PER_QK_NORM = 8
+# The hybrid families (Qwen3.5/3.6, Qwen3-Next; models.HYBRID_FAMILIES), per token, beside the terms above that every layer
+# has (norms, residuals, the MLP). DERIVED from transformers 5.19's modeling_qwen3_5.py / modeling_qwen3_next.py and
+# fla-core 0.6.0's chunk_gated_delta_rule (what its autograd Function saves), NOT MEASURED: GUESSES until the GPU bench
+# (tools/bench.py's qwen3.5 cases) calibrates them, as ACT_PER_QK_NORM was.
+# Full-attention layers gate their output: q_proj is twice as wide (query and gate), and the gate's sigmoid and the
+# gated product are kept: ~3 more elements of the query width.
+ACT_PER_GATED_Q = 3
+# Gated DeltaNet layers, with flash-linear-attention's Triton kernels: the causal convolution keeps its input (in_proj_qkv's
+# output) and SiLU its input, 2 elements a conv channel (2 key dims + the value dim); fla keeps the l2-normed q and k,
+# repeated to the value heads (2 of the value heads × key head dim) and its chunk-local WY matrix A (64 a value head:
+# the chunk size); z, v, the kernel's output, the gated RMSNorm's fp32 copies (~8) and out_proj's input with its LoRA
+# dropout copy are ~13 of the value width. The chunk states are recomputed in backward, so none is kept.
+GDN_ACT_PER_CONV_CHANNEL, GDN_ACT_PER_QK, GDN_ACT_PER_VALUE, GDN_FLA_PER_VALUE_HEAD = 2, 2, 13, 64
+# Without fla (transformers' torch_chunk_gated_delta_rule, the slow path), in fp32 BYTES a token: q, k, v, g and beta
+# upcast and kept (~3 copies of 2 × key + value width), ~6 chunk × chunk matrices a value head (decay mask, attention,
+# their products), and the recurrent state (value heads × key dim × value dim, fp32) of every 64-token chunk, twice.
+GDN_TORCH_FP32_COPIES, GDN_TORCH_CHUNK_MATRICES, GDN_TORCH_STATE_COPIES = 3, 6, 2
+GDN_CHUNK = 64  # both paths' chunk size (transformers' default, fla's fixed one)
 # Logits are upcast to fp32 for the loss: the fp32 copy, cross-entropy's log-softmax kept for backward and the
 # fp32 gradient sit beside the 16-bit logits and their gradient, all alive at the peak without checkpointing
 # (8 bytes left the 7B's padded 4 × 600 tokens 4.6% under swift's peak; 12: -0.5%). With checkpointing the logits
@@ -82,6 +100,9 @@ FULL_CHECKPOINT_BYTES = 2
 FULL_OPTIMIZER_CHECKPOINT_BYTES = {False: 4, True: 14}
 
 Tuner = Literal["lora", "full"]
+# Which code runs the Gated DeltaNet layers: flash-linear-attention's Triton kernels where fla is installed on a GPU box,
+# else transformers' torch path (also on the CPU, where fla's Triton kernels do not run).
+LinearAttentionKernels = Literal["fla", "torch"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,7 @@ class TrainSetup:
     offload: bool = False  # ZeRO-3 with weights and optimizer in host memory (swift's zero3_offload)
     liger: bool = False  # Liger's fused linear cross-entropy: the loss in chunks, no logits tensor
     packed: bool = False  # rows packed into micro-batches of seq_len tokens (swift --packing), not padded
+    linear_attention: LinearAttentionKernels = "fla"  # hybrid models only: which path runs their Gated DeltaNet layers
 
 
 WEIGHTS_BY_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -132,6 +154,7 @@ def recorded_setup(setup: dict) -> TrainSetup:
         tuner=setup.get("tuner", "lora"),
         liger=setup.get("liger", False),
         packed=bool(setup.get("packing")),
+        linear_attention=setup.get("linear_attention") or "fla",
     )
 
 
@@ -162,8 +185,10 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
     if setup.weights == "nf4":
         # bitsandbytes replaces nn.Linear only: an MoE's experts and router stay 16-bit (docs/models.md).
         weights = s.linear_params * NF4_BYTES_PER_PARAM + (s.expert_params + s.other_params) * 2
-        largest = max(i * o for i, o in s.layer_linears())
+        largest = max(i * o for _, linears in s.layer_kinds() for i, o in linears)
         weights_label = "weights (NF4 4-bit, embeddings 16-bit)" if not s.is_moe else "weights (attention NF4, experts 16-bit)"
+        if s.vision_params:  # swift keeps the vision tower out of bitsandbytes (quant_args.get_modules_to_not_convert)
+            weights_label = weights_label.removesuffix(")") + ", vision tower 16-bit)"
     else:
         weights = s.n_params * BYTES_PER_PARAM[setup.weights]
         largest = 0
@@ -195,7 +220,7 @@ def estimate(setup: TrainSetup) -> MemoryEstimate:
 def _full_training_state(setup: TrainSetup, compute_bytes: int, shard: int, activations: float) -> list[tuple[str, float]]:
     """Without ZeRO the gradients fill in as backward frees the activations, and are freed before the next
     forward: the peak holds the larger of the two (measured on 0.5B and 1.5B, H100, 2026-11-24)."""
-    n = setup.shape.n_params
+    n = setup.shape.text_params  # swift keeps a vision tower frozen (freeze_vit): no gradient, no AdamW state
     if setup.offload:
         return [("gradients and AdamW: in host memory (zero3_offload)", 0)]
     if setup.zero_stage:
@@ -239,13 +264,16 @@ def _activations(setup: TrainSetup, compute_bytes: int) -> list[tuple[str, float
         per_layer += compute_bytes * ACT_PER_QK_NORM * (s.num_heads * s.head_dim + s.kv_dim)
     if setup.liger:
         per_layer -= compute_bytes * LIGER_SAVED_PER_FFN * s.active_ffn_size
+    largest_layer = per_layer
+    if s.is_hybrid:
+        per_layer, largest_layer = _hybrid_layer_bytes(setup, per_layer, compute_bytes)
     loss = _loss(setup, tokens, compute_bytes)
     if setup.gradient_checkpointing:
         # At the loss the stack holds only the checkpoints; the layer recomputed in backward comes after the logits
         # are freed: the peak is the checkpoints and the larger of the two, with the gradients that flow through.
         saved = tokens * s.num_layers * s.hidden_size * compute_bytes
         items.append((f"activations: checkpoints ({tokens} tokens × {s.num_layers} layers)", saved))
-        recompute = tokens * per_layer
+        recompute = tokens * largest_layer
         flowing = tokens * s.hidden_size * compute_bytes * CKPT_GRADIENT_PER_HIDDEN
         if recompute >= loss[1]:
             items.append(("activations: one layer recomputed, and the gradients flowing back", recompute + flowing))
@@ -271,6 +299,32 @@ def _loss(setup: TrainSetup, tokens: int, compute_bytes: int) -> tuple[str, floa
         return f"loss (Liger, chunks of {chunk} tokens × {s.vocab_size} vocab)", loss
     fp32 = LOGITS_FP32_BYTES_CHECKPOINTED if setup.gradient_checkpointing else LOGITS_FP32_BYTES
     return f"logits + loss ({tokens} tokens × {s.vocab_size} vocab)", tokens * s.vocab_size * (2 * compute_bytes + fp32)
+
+
+def _hybrid_layer_bytes(setup: TrainSetup, attention_layer: float, compute_bytes: int) -> tuple[float, float]:
+    """Bytes a token of a hybrid model's layers: their mean over the layers, and the larger kind's (the one layer that
+    checkpointing recomputes). `attention_layer` is the formula of a plain attention layer; a full-attention layer adds
+    its output gate, a Gated DeltaNet layer trades attention's k/v and q/k-norm terms for its own."""
+    s = setup.shape
+    q = s.num_heads * s.head_dim
+    full = attention_layer + compute_bytes * ACT_PER_GATED_Q * q
+    gdn = attention_layer - compute_bytes * (ACT_PER_KV * s.kv_dim + ACT_PER_QK_NORM * (q + s.kv_dim))
+    repeated_qk = s.linear_value_heads * s.linear_key_head_dim  # q and k, repeated to the value heads
+    if setup.linear_attention == "fla":
+        gdn += compute_bytes * (
+            GDN_ACT_PER_CONV_CHANNEL * s.linear_conv_dim + GDN_ACT_PER_QK * repeated_qk
+            + GDN_ACT_PER_VALUE * s.linear_value_dim + GDN_FLA_PER_VALUE_HEAD * s.linear_value_heads
+        )  # fmt: skip
+    else:
+        state = s.linear_value_heads * s.linear_key_head_dim * s.linear_value_head_dim
+        gdn += compute_bytes * (GDN_ACT_PER_CONV_CHANNEL * s.linear_conv_dim + GDN_ACT_PER_VALUE * s.linear_value_dim)
+        gdn += 4 * (
+            GDN_TORCH_FP32_COPIES * (2 * repeated_qk + s.linear_value_dim)
+            + GDN_TORCH_CHUNK_MATRICES * GDN_CHUNK * s.linear_value_heads
+            + GDN_TORCH_STATE_COPIES * state / GDN_CHUNK
+        )  # fmt: skip
+    mean = (full * s.full_attention_layers + gdn * s.linear_layers) / s.num_layers
+    return mean, max(full, gdn)
 
 
 def host_bytes(setup: TrainSetup) -> int:

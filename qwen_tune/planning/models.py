@@ -7,16 +7,21 @@ only passed for local directories, where swift cannot infer them from a hub id.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
 
 from qwen_tune.errors import ModelError
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    family: str  # config.json model_type: qwen2 | qwen3 | qwen3_moe
+    family: str  # config.json model_type: qwen2 | qwen3 | qwen3_moe | qwen3_5 | qwen3_5_moe | qwen3_next
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -25,42 +30,110 @@ class ModelShape:
     intermediate_size: int
     vocab_size: int
     tie_word_embeddings: bool
-    # Mixture of experts (qwen3_moe): every layer routes each token to experts_per_token of num_experts.
+    # Mixture of experts (qwen3_moe, qwen3_5_moe, qwen3_next): every layer routes each token to experts_per_token of num_experts.
     num_experts: int = 0
     experts_per_token: int = 0
     moe_intermediate_size: int = 0
+    # Hybrid models (qwen3_5, qwen3_5_moe, qwen3_next): `linear_layers` of the num_layers are Gated DeltaNet
+    # (config.json layer_types "linear_attention"), the others full attention with an output gate.
+    linear_layers: int = 0
+    linear_key_heads: int = 0
+    linear_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_conv_kernel: int = 0
+    # The MoE layers of the hybrid models also run one shared expert of this width (and its 1-wide gate) for every token.
+    shared_expert_intermediate_size: int = 0
+    # The vision tower of Qwen3.5/3.6 (a composite checkpoint, ...ForConditionalGeneration): loaded with the text
+    # model, frozen by swift (freeze_vit), never quantized, and idle on text-only data: only its weights count.
+    vision_params: int = 0
 
     @property
     def has_qk_norm(self) -> bool:
         """Qwen3 normalises q and k per head; its activations need more memory than Qwen2's."""
-        return self.family in ("qwen3", "qwen3_moe")
+        return self.family in ("qwen3", "qwen3_moe", *HYBRID_FAMILIES)
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
     @property
+    def is_hybrid(self) -> bool:
+        """Gated DeltaNet (linear attention) layers beside full-attention ones."""
+        return self.linear_layers > 0
+
+    @property
+    def full_attention_layers(self) -> int:
+        return self.num_layers - self.linear_layers
+
+    @property
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
     @property
+    def q_proj_width(self) -> int:
+        """q_proj's output: the queries, and in the hybrid families as many again for the attention's output gate."""
+        q = self.num_heads * self.head_dim
+        return 2 * q if self.family in HYBRID_FAMILIES else q
+
+    @property
+    def linear_key_dim(self) -> int:
+        return self.linear_key_heads * self.linear_key_head_dim
+
+    @property
+    def linear_value_dim(self) -> int:
+        return self.linear_value_heads * self.linear_value_head_dim
+
+    @property
+    def linear_conv_dim(self) -> int:
+        """The channels of the Gated DeltaNet's causal convolution: q, k and v side by side."""
+        return 2 * self.linear_key_dim + self.linear_value_dim
+
+    @property
     def active_ffn_size(self) -> int:
-        """The MLP width one token goes through: the dense MLP, or its experts side by side."""
-        return self.experts_per_token * self.moe_intermediate_size if self.is_moe else self.intermediate_size
+        """The MLP width one token goes through: the dense MLP, or its experts (and shared expert) side by side."""
+        if self.is_moe:
+            return self.experts_per_token * self.moe_intermediate_size + self.shared_expert_intermediate_size
+        return self.intermediate_size
 
     def layer_linears(self) -> tuple[tuple[int, int], ...]:
-        """(in, out) of every nn.Linear in one decoder layer: what `all-linear` LoRA targets and bitsandbytes quantizes.
+        """(in, out) of every nn.Linear in one full-attention decoder layer: what `all-linear` LoRA targets and
+        bitsandbytes quantizes (the only kind of layer of Qwen2.5/Qwen3).
 
-        In an MoE layer only attention's: transformers 5 holds the experts as 3-D parameters and the
-        router as a parameter of its own module, neither an nn.Linear (docs/models.md).
+        In an MoE layer attention's, and the hybrid families' shared expert with its gate: transformers 5 holds the
+        routed experts as 3-D parameters and the router as a parameter of its own module, neither an nn.Linear
+        (docs/models.md).
         """
-        h, q, kv, ffn = self.hidden_size, self.num_heads * self.head_dim, self.kv_dim, self.intermediate_size
-        attention = ((h, q), (h, kv), (h, kv), (q, h))
-        return attention if self.is_moe else (*attention, (h, ffn), (h, ffn), (ffn, h))
+        h, kv = self.hidden_size, self.kv_dim
+        attention = ((h, self.q_proj_width), (h, kv), (h, kv), (self.num_heads * self.head_dim, h))
+        return (*attention, *self.mlp_linears())
+
+    def linear_attention_linears(self) -> tuple[tuple[int, int], ...]:
+        """(in, out) of a Gated DeltaNet layer's nn.Linears (qwen3_5: in_proj_qkv, in_proj_z, in_proj_b, in_proj_a,
+        out_proj; qwen3_next fuses them as in_proj_qkvz and in_proj_ba, the same weights), then its MLP's."""
+        h, nv = self.hidden_size, self.linear_value_heads
+        if self.family == "qwen3_next":
+            mixer = ((h, self.linear_conv_dim + self.linear_value_dim), (h, 2 * nv), (self.linear_value_dim, h))
+        else:
+            mixer = ((h, self.linear_conv_dim), (h, self.linear_value_dim), (h, nv), (h, nv), (self.linear_value_dim, h))
+        return (*mixer, *self.mlp_linears())
+
+    def mlp_linears(self) -> tuple[tuple[int, int], ...]:
+        h = self.hidden_size
+        if not self.is_moe:
+            ffn = self.intermediate_size
+            return ((h, ffn), (h, ffn), (ffn, h))
+        shared = self.shared_expert_intermediate_size
+        return ((h, shared), (h, shared), (shared, h), (h, 1)) if shared else ()
+
+    def layer_kinds(self) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
+        """(how many layers, their nn.Linears) for each kind of decoder layer."""
+        kinds = ((self.full_attention_layers, self.layer_linears()),)
+        return (*kinds, (self.linear_layers, self.linear_attention_linears())) if self.is_hybrid else kinds
 
     @property
     def linear_params(self) -> int:
-        return self.num_layers * sum(i * o for i, o in self.layer_linears())
+        return sum(n * sum(i * o for i, o in linears) for n, linears in self.layer_kinds())
 
     @property
     def expert_params(self) -> int:
@@ -70,33 +143,88 @@ class ModelShape:
 
     @property
     def other_params(self) -> int:
-        """Embeddings, lm_head, norms and biases: kept in 16 bits even under 4-bit quantization."""
+        """Embeddings, lm_head, norms, biases, the Gated DeltaNet's convolution and decay parameters and the vision
+        tower: kept in 16 bits even under 4-bit quantization."""
         embed = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
         per_layer = 2 * self.hidden_size  # two RMSNorms
         if self.family == "qwen2":
             per_layer += self.num_heads * self.head_dim + 2 * self.kv_dim  # q/k/v biases
         else:
             per_layer += 2 * self.head_dim  # q_norm, k_norm
-        return embed + self.num_layers * per_layer + self.hidden_size
+        layers = self.num_layers * per_layer
+        if self.is_hybrid:
+            # conv1d (depthwise, no bias), dt_bias and A_log a value head, the gated norm a value head dim; no q/k norms.
+            mixer = self.linear_conv_dim * self.linear_conv_kernel + 2 * self.linear_value_heads + self.linear_value_head_dim
+            layers += self.linear_layers * (mixer - 2 * self.head_dim)
+        return embed + layers + self.hidden_size + self.vision_params
 
     @property
     def n_params(self) -> int:
         return self.linear_params + self.expert_params + self.other_params
 
     @property
+    def text_params(self) -> int:
+        """What trains under full fine-tuning: everything but the frozen vision tower."""
+        return self.n_params - self.vision_params
+
+    @property
     def active_params(self) -> int:
-        """The parameters one token computes with: all of a dense model, the routed experts' share of an MoE."""
+        """The parameters one token computes with: all of a dense model, the routed experts' share of an MoE; never
+        the vision tower (text-only data)."""
         if not self.is_moe:
-            return self.n_params
+            return self.text_params
         routed = self.num_layers * self.experts_per_token * 3 * self.hidden_size * self.moe_intermediate_size
-        return self.n_params - self.expert_params + routed
+        return self.text_params - self.expert_params + routed
 
     def lora_params(self, rank: int) -> int:
-        return self.num_layers * sum(rank * (i + o) for i, o in self.layer_linears())
+        kinds = self.layer_kinds()
+        if self.family == "qwen3_next":  # of its MLP only the shared expert's gate is adapted: lora_target_modules
+            mlp = self.mlp_linears()  # the shared expert's gate, up, down, then its 1-wide gate
+            kinds = tuple((n, linears[: len(linears) - len(mlp)] + mlp[3:]) for n, linears in kinds)
+        return sum(n * sum(rank * (i + o) for i, o in linears) for n, linears in kinds)
+
+    def lora_target_modules(self, requested: str) -> list[str]:
+        """What to ask swift's --target_modules for. `all-linear` as it is, except for Qwen3-Next: there swift expands
+        it to module names that peft 0.20 rewrites, on transformers 5, into target_parameters on the fused routed
+        experts (gate_up_proj, down_proj), which refuse lora_dropout (a ValueError) and would adapt all 512 experts of
+        every layer (docs/models.md). Its attention, Gated DeltaNet and shared-expert gate are named instead."""
+        if requested == "all-linear" and self.family == "qwen3_next":
+            return list(QWEN3_NEXT_LORA_TARGETS)
+        return [requested]
 
 
-# swift names for local directories, by config.json model_type.
-SWIFT_NAMES = {"qwen2": ("qwen2", "qwen2_5"), "qwen3": ("qwen3", "qwen3"), "qwen3_moe": ("qwen3_moe", "qwen3")}
+# Gated DeltaNet beside full attention, a vision tower beside the text model (qwen3_5, qwen3_5_moe); qwen3_next, and the
+# text-only checkpoints of Qwen3.5 (qwen3_5_text, qwen3_5_moe_text: what tools/make_model.py builds for CI), are text.
+QWEN3_NEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkvz", "in_proj_ba", "out_proj", "shared_expert_gate")
+HYBRID_FAMILIES = ("qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
+
+
+def vision_tower_params(
+    depth: int, hidden: int, intermediate: int, out_hidden: int, *, patch: int = 16, temporal_patch: int = 2,
+    channels: int = 3, positions: int = 2304, merge: int = 2,
+) -> int:  # fmt: skip
+    """The parameters of transformers' Qwen3_5VisionModel (Qwen3-VL's tower without deepstack) from its config:
+    the patch embedding (a Conv3d with bias), learned positions, `depth` blocks (two LayerNorms, qkv and proj,
+    a two-layer MLP, all with biases) and the merger (LayerNorm, then merge² × hidden → out_hidden)."""
+    block = 4 * hidden + (3 * hidden * hidden + 3 * hidden) + (hidden * hidden + hidden) + 2 * hidden * intermediate
+    block += intermediate + hidden
+    merged = merge * merge * hidden
+    merger = 2 * hidden + merged * merged + merged + merged * out_hidden + out_hidden
+    patch_embed = hidden * channels * temporal_patch * patch * patch + hidden
+    return patch_embed + positions * hidden + depth * block + merger
+
+
+# swift names for local directories, by config.json model_type (a text-only Qwen3.5 is qwen3_5_text: see _TEXT_ONLY).
+SWIFT_NAMES = {
+    "qwen2": ("qwen2", "qwen2_5"),
+    "qwen3": ("qwen3", "qwen3"),
+    "qwen3_moe": ("qwen3_moe", "qwen3"),
+    "qwen3_5": ("qwen3_5", "qwen3_5"),
+    "qwen3_5_moe": ("qwen3_5_moe", "qwen3_5"),
+    "qwen3_next": ("qwen3_next", "qwen3_nothinking"),
+    "qwen3_5_text": ("qwen3_next", "qwen3"),
+    "qwen3_5_moe_text": ("qwen3_next", "qwen3"),
+}
 
 
 def _qwen2(hidden, layers, heads, kv, ffn, vocab, tie) -> ModelShape:
@@ -132,6 +260,39 @@ _QWEN3 = {
     "30B-A3B": _qwen3_moe(2048, 48, 32, 6144, 768),
     "235B-A22B": _qwen3_moe(4096, 94, 64, 12288, 1536),
 }
+
+
+def _hybrid(family, hidden, layers, heads, kv, ffn, linear_v_heads, tie, vision_tower=(), vocab=248320, moe=()) -> ModelShape:
+    """A Qwen3.5/3.6/Qwen3-Next shape: every 4th layer full attention (256-wide heads), the others Gated DeltaNet with
+    16 key heads of 128 and linear_v_heads value heads of 128, a causal convolution of 4 (full_attention_interval 4,
+    linear_num_key_heads 16, linear_key/value_head_dim 128, linear_conv_kernel_dim 4 in every published config).
+    vision_tower: (depth, hidden, intermediate) of the composite checkpoints' tower, whose merger outputs `hidden`;
+    moe: (experts, per token, expert width, shared expert width)."""
+    experts, per_token, expert_ffn, shared = moe or (0, 0, 0, 0)
+    return ModelShape(
+        family, hidden, layers, heads, kv, 256, ffn, vocab, tie, experts, per_token, expert_ffn,
+        linear_layers=layers - layers // 4, linear_key_heads=16, linear_value_heads=linear_v_heads,
+        linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel=4, shared_expert_intermediate_size=shared,
+        vision_params=vision_tower_params(*vision_tower, hidden) if vision_tower else 0,
+    )  # fmt: skip
+
+
+# Qwen3.5 and Qwen3.6 (huggingface.co/Qwen/<name>/blob/main/config.json, text_config and vision_config; docs/models.md).
+# Every size ships a vision tower: 27 blocks of 1152 (intermediate 4304) from 9B up, 24 of 1024 (4096) at 2B and 4B,
+# 12 of 768 (3072) at 0.8B.
+_SMALL_VISION, _VISION = (12, 768, 3072), (27, 1152, 4304)
+_QWEN35 = {
+    "0.8B": _hybrid("qwen3_5", 1024, 24, 8, 2, 3584, 16, True, _SMALL_VISION),
+    "2B": _hybrid("qwen3_5", 2048, 24, 8, 2, 6144, 16, True, (24, 1024, 4096)),
+    "4B": _hybrid("qwen3_5", 2560, 32, 16, 4, 9216, 32, True, (24, 1024, 4096)),
+    "9B": _hybrid("qwen3_5", 4096, 32, 16, 4, 12288, 32, False, _VISION),
+    "27B": _hybrid("qwen3_5", 5120, 64, 24, 4, 17408, 48, False, _VISION),
+    "35B-A3B": _hybrid("qwen3_5_moe", 2048, 40, 16, 2, 0, 32, False, _VISION, moe=(256, 8, 512, 512)),
+    "122B-A10B": _hybrid("qwen3_5_moe", 3072, 48, 32, 2, 0, 64, False, _VISION, moe=(256, 8, 1024, 1024)),
+    "397B-A17B": _hybrid("qwen3_5_moe", 4096, 60, 32, 2, 0, 64, False, _VISION, moe=(512, 10, 1024, 1024)),
+}
+# Qwen3-Next: text only, Qwen3's vocabulary.
+_QWEN3_NEXT_80B = _hybrid("qwen3_next", 2048, 48, 16, 2, 0, 32, False, vocab=151936, moe=(512, 10, 512, 512))
 _HUB_MODELS: dict[str, ModelShape] = {
     **{f"Qwen2.5-{size}{kind}": shape for size, shape in _QWEN25.items() for kind in ("", "-Instruct")},
     **{f"Qwen2.5-Coder-{size}{kind}": _QWEN25[size] for size in _QWEN25 if size != "72B" for kind in ("", "-Instruct")},
@@ -139,6 +300,10 @@ _HUB_MODELS: dict[str, ModelShape] = {
     **{f"Qwen3-{size}{kind}": shape for size, shape in _QWEN3.items() for kind in ("", "-Base")},
     **{f"Qwen3-{size}-{kind}-2507": _QWEN3[size] for size in ("4B", "30B-A3B", "235B-A22B") for kind in ("Instruct", "Thinking")},
     "Qwen3-Coder-30B-A3B-Instruct": _QWEN3["30B-A3B"],
+    **{f"Qwen3.5-{size}": shape for size, shape in _QWEN35.items()},
+    **{f"Qwen3.5-{size}-Base": _QWEN35[size] for size in ("0.8B", "2B", "4B", "9B", "35B-A3B")},
+    **{f"Qwen3.6-{size}": _QWEN35[size] for size in ("27B", "35B-A3B")},
+    **{f"Qwen3-Next-80B-A3B-{kind}": _QWEN3_NEXT_80B for kind in ("Instruct", "Thinking")},
 }
 # The hub id as the hub spells it, by its lower-case form without the Qwen/ prefix.
 HUB_IDS = {name.lower(): f"Qwen/{name}" for name in _HUB_MODELS}
@@ -161,7 +326,11 @@ class ModelRef:
 
     @property
     def swift_template(self) -> str | None:
-        return SWIFT_NAMES[self.shape.family][1] if self.local_dir or self.files_dir else None
+        if not (self.local_dir or self.files_dir):
+            return None
+        if self.shape.family == "qwen3_next" and "thinking" in Path(self.source).name.lower():
+            return "qwen3_thinking"  # Qwen3-Next-80B-A3B-Thinking: swift's template of that id
+        return SWIFT_NAMES[self.shape.family][1]
 
     @property
     def tokenizer_file(self) -> Path | None:
@@ -193,7 +362,7 @@ def resolve_model(source: str, *, fetch: Fetch | None = None, cache_dir: Path | 
     if fetch is None:
         raise ModelError(
             f"unknown hub model {source}, and HF_HUB_OFFLINE is set, so its config.json cannot be fetched: "
-            "pass its local directory, or use a Qwen2.5/Qwen3 id like Qwen/Qwen3-8B (the README lists them)"
+            "pass its local directory, or use a Qwen2.5/Qwen3/Qwen3.5/Qwen3.6 id like Qwen/Qwen3.5-9B (the README lists them)"
         )
     folder = (cache_dir or MODEL_CACHE) / source.replace("/", "--")
     config = folder / "config.json"
@@ -201,30 +370,65 @@ def resolve_model(source: str, *, fetch: Fetch | None = None, cache_dir: Path | 
         for name in FETCHED_FILES:
             try:
                 fetch(source, name, folder)
-            except Exception as exc:  # the hub's client raises many kinds: not found, gated, no network
+            except Exception as exc:  # not found, gated, no network
                 if name == "config.json":
+                    why = str(exc) if isinstance(exc, FetchFailed) else type(exc).__name__
                     raise ModelError(
-                        f"cannot fetch {name} of {source} from the hub ({type(exc).__name__}): check the id, or pass a local model dir"
+                        f"cannot fetch {name} of {source} from the hub ({why}): check the id, or pass a local model dir "
+                        "(HF_HUB_OFFLINE=1 plans without the hub)"
                     ) from None
     return ModelRef(source=source, shape=shape_from_config(config), files_dir=folder)
 
 
 MODEL_CACHE = Path.home() / ".cache" / "qwen-tune" / "models"
+# One request a file, this long at most: the hubs' own clients retry an unreachable endpoint for over a minute
+# (modelscope's model_file_download, huggingface_hub's hf_hub_download), which `plan` must not wait through.
+HUB_TIMEOUT_SECONDS = 10
+HF_ENDPOINT, MODELSCOPE_DOMAIN = "https://huggingface.co", "www.modelscope.cn"
 
 
-def hub_fetcher(*, offline: bool, use_hf: bool) -> Fetch | None:
-    """How to fetch a file from the hub swift downloads from (ModelScope, or Hugging Face with USE_HF); None offline."""
+class FetchFailed(Exception):
+    """One file could not be fetched from the hub: the reason, said in a few words."""
+
+
+def hub_file_url(repo_id: str, filename: str, *, use_hf: bool, environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The URL the hub's own client downloads the file from, and its headers (HF_TOKEN for gated repositories):
+    HF_ENDPOINT or Hugging Face, MODELSCOPE_DOMAIN or ModelScope, as those clients read them."""
+    if use_hf:
+        endpoint = (environ.get("HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")
+        token = environ.get("HF_TOKEN")
+        return f"{endpoint}/{repo_id}/resolve/main/{filename}", {"Authorization": f"Bearer {token}"} if token else {}
+    domain = environ.get("MODELSCOPE_DOMAIN") or MODELSCOPE_DOMAIN
+    base = domain if "://" in domain else f"https://{domain}"
+    return f"{base.rstrip('/')}/api/v1/models/{repo_id}/repo?Revision=master&FilePath={quote(filename)}", {}
+
+
+def hub_fetcher(*, offline: bool, use_hf: bool, environ: Mapping[str, str] | None = None) -> Fetch | None:
+    """How to fetch a file from the hub swift downloads from (ModelScope, or Hugging Face with USE_HF); None offline.
+    One GET a file with a short timeout and no retry: an unknown id on an unreachable hub is one clear line, fast."""
     if offline:
         return None
+    env = os.environ if environ is None else environ
 
     def fetch(repo_id: str, filename: str, folder: Path) -> Path:
-        if use_hf:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(repo_id, filename, local_dir=folder))
-        from modelscope.hub.file_download import model_file_download
-
-        return Path(model_file_download(repo_id, filename, local_dir=str(folder)))
+        url, headers = hub_file_url(repo_id, filename, use_hf=use_hf, environ=env)
+        where = url.split("/", 3)[2] if "://" in url else url
+        try:
+            with urlopen(Request(url, headers=headers), timeout=HUB_TIMEOUT_SECONDS) as response:
+                body = response.read()
+        except HTTPError as exc:
+            raise FetchFailed(
+                f"{where} answered HTTP {exc.code}{' (no such file or repository)' if exc.code == 404 else ''}"
+            ) from None
+        except (URLError, OSError) as exc:  # refused, unresolvable, timed out (socket.timeout is an OSError)
+            reason = getattr(exc, "reason", exc)
+            timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+            said = f"no answer in {HUB_TIMEOUT_SECONDS} s" if timed_out else re.sub(r"^\[Errno -?\d+\] ", "", str(reason))
+            raise FetchFailed(f"{where} cannot be reached: {said}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{filename}.part"
+        partial.write_bytes(body)
+        return partial.replace(folder / filename)
 
     return fetch
 
@@ -262,25 +466,65 @@ def shape_from_config(config_path: Path) -> ModelShape:
     family = config.get("model_type")
     if family not in SWIFT_NAMES:
         raise ModelError(
-            f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3 model; qwen-tune plans for {', '.join(SWIFT_NAMES)}"
+            f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3/Qwen3.5/Qwen3.6/Qwen3-Next model; "
+            f"qwen-tune plans for {', '.join(SWIFT_NAMES)}"
         )
+    # Qwen3.5/3.6 are composite: the text model's fields under text_config, the vision tower's under vision_config.
+    text = config.get("text_config") if family in ("qwen3_5", "qwen3_5_moe") else config
     try:
-        heads = int(config["num_attention_heads"])
-        hidden = int(config["hidden_size"])
+        if not isinstance(text, dict):
+            raise KeyError("text_config")
+        heads = int(text["num_attention_heads"])
+        hidden = int(text["hidden_size"])
+        layers = int(text["num_hidden_layers"])
+        moe = family in ("qwen3_moe", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next")
         return ModelShape(
             family=family,
             hidden_size=hidden,
-            num_layers=int(config["num_hidden_layers"]),
+            num_layers=layers,
             num_heads=heads,
-            num_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            intermediate_size=int(config["intermediate_size"]),
-            vocab_size=int(config["vocab_size"]),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-            **(_moe_fields(config, config_path) if family == "qwen3_moe" else {}),
+            num_kv_heads=int(text.get("num_key_value_heads") or heads),
+            head_dim=int(text.get("head_dim") or hidden // heads),
+            intermediate_size=int(text.get("intermediate_size") or 0) if moe else int(text["intermediate_size"]),
+            vocab_size=int(text["vocab_size"]),
+            # A composite config says it at the top (transformers reads it there); a text one in itself.
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+            **(_moe_fields(text, config_path) if moe else {}),
+            **(_hybrid_fields(text, layers) if family in HYBRID_FAMILIES else {}),
+            **(_vision_fields(config.get("vision_config"), config_path) if text is not config else {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: missing or bad field {exc}; is this a complete model config?") from None
+
+
+def _hybrid_fields(text: dict, layers: int) -> dict[str, int]:
+    """The Gated DeltaNet layers: layer_types, or every full_attention_interval-th layer full (transformers' default 4)."""
+    layer_types = text.get("layer_types")
+    if layer_types is None:
+        interval = int(text.get("full_attention_interval", 4))
+        layer_types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(layers)]
+    return {
+        "linear_layers": sum(kind == "linear_attention" for kind in layer_types),
+        "linear_key_heads": int(text.get("linear_num_key_heads", 16)),
+        "linear_value_heads": int(text.get("linear_num_value_heads", 32)),
+        "linear_key_head_dim": int(text.get("linear_key_head_dim", 128)),
+        "linear_value_head_dim": int(text.get("linear_value_head_dim", 128)),
+        "linear_conv_kernel": int(text.get("linear_conv_kernel_dim", 4)),
+    }
+
+
+def _vision_fields(vision: dict | None, config_path: Path) -> dict[str, int]:
+    """The vision tower's size, from vision_config (transformers' Qwen3_5VisionConfig defaults where a field is left out)."""
+    if not isinstance(vision, dict):
+        raise ModelError(f"{config_path}: a composite Qwen3.5 config without vision_config; is this a complete model config?")
+    patch, temporal = vision.get("patch_size", 16), vision.get("temporal_patch_size", 2)
+    params = vision_tower_params(
+        int(vision.get("depth", 27)), int(vision.get("hidden_size", 1152)), int(vision.get("intermediate_size", 4304)),
+        int(vision.get("out_hidden_size", 3584)), patch=int(patch if isinstance(patch, int) else patch[0]),
+        temporal_patch=int(temporal if isinstance(temporal, int) else temporal[0]), channels=int(vision.get("in_channels", 3)),
+        positions=int(vision.get("num_position_embeddings", 2304)), merge=int(vision.get("spatial_merge_size", 2)),
+    )  # fmt: skip
+    return {"vision_params": params}
 
 
 def _moe_fields(config: dict, config_path: Path) -> dict[str, int]:
@@ -294,4 +538,5 @@ def _moe_fields(config: dict, config_path: Path) -> dict[str, int]:
         "num_experts": int(config["num_experts"] if "num_experts" in config else config["num_local_experts"]),
         "experts_per_token": int(config["num_experts_per_tok"]),
         "moe_intermediate_size": int(config["moe_intermediate_size"]),
+        "shared_expert_intermediate_size": int(config.get("shared_expert_intermediate_size") or 0),
     }

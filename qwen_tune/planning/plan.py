@@ -15,7 +15,7 @@ from typing import Literal
 from qwen_tune.checking.identity import Expectation
 from qwen_tune.errors import UsageError
 from qwen_tune.machine.gpus import GIB, Inventory
-from qwen_tune.planning.memory import MemoryEstimate, ZeroPreset
+from qwen_tune.planning.memory import LinearAttentionKernels, MemoryEstimate, ZeroPreset
 from qwen_tune.planning.models import ModelRef
 from qwen_tune.planning.profiles import Profile
 from qwen_tune.planning.recipes import Recipe
@@ -35,6 +35,7 @@ class MachineFacts:
     # into micro-batches without padding through qwen-tune's swift plugin (swift/plugins/varlen_attention.py).
     varlen_attention: bool = False
     liger_installed: bool = False  # liger-kernel: fused linear cross-entropy (no logits tensor), norms, SwiGLU, RoPE
+    fla_installed: bool = False  # flash-linear-attention's `fla`: the Triton kernels of the hybrid models' Gated DeltaNet
     bytecode_cache: str | None = None  # where swift's processes keep compiled imports (jobs.bytecode_cache)
     hub_offline: bool = False  # HF_HUB_OFFLINE: a hub id cannot be downloaded
     use_hf: bool = False  # USE_HF: swift downloads from Hugging Face, not ModelScope
@@ -152,6 +153,7 @@ class Plan:
     bytecode_cache: str | None = None
     hub: Literal["modelscope", "hf"] | None = None  # --hub: where swift downloads a hub id from; None: swift's default
     step_seconds: float | None = None  # speed.py's estimate of one optimizer step on these GPUs; None on the CPU
+    linear_attention: LinearAttentionKernels | None = None  # which path runs a hybrid model's Gated DeltaNet; None: none has
 
     @property
     def n_devices(self) -> int:

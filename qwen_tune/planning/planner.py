@@ -12,13 +12,23 @@ from dataclasses import dataclass, replace
 from qwen_tune.errors import DoesNotFit, UsageError
 from qwen_tune.machine.cards import KNOWN_CARDS
 from qwen_tune.machine.gpus import GIB, MIB, Inventory
-from qwen_tune.planning.memory import MemoryEstimate, Tuner, ZeroPreset, checkpoint_bytes, estimate, host_bytes, train_setup
+from qwen_tune.planning.memory import (
+    LinearAttentionKernels,
+    MemoryEstimate,
+    Tuner,
+    ZeroPreset,
+    checkpoint_bytes,
+    estimate,
+    host_bytes,
+    train_setup,
+)
 from qwen_tune.planning.models import ModelRef
 from qwen_tune.planning.plan import DataSummary, Dtype, MachineFacts, Nodes, Packing, Plan, Setup, gib
 from qwen_tune.planning.profiles import Profile
 from qwen_tune.planning.recipes import Recipe
 from qwen_tune.planning.speed import StepTime, device_tflops, step_time
 from qwen_tune.swift.checkpoints import SAVE_TOTAL_LIMIT
+from qwen_tune.swift.deps import linear_attention_warning
 from qwen_tune.swift.packing import pack_count
 
 MARGIN_FRACTION = 0.03
@@ -43,6 +53,12 @@ PREFERENCE_SPEEDUP = 2.0
 TIME_TOLERANCE = 0.1
 # swift.log, logging.jsonl, the plan, the loss plot and the identity check's files, with room to spare.
 RUN_FILES_BYTES = 50 * MIB
+
+
+def linear_attention_path(inventory: Inventory, machine: MachineFacts) -> LinearAttentionKernels:
+    """What runs a hybrid model's Gated DeltaNet layers: flash-linear-attention's Triton kernels where `fla` is installed
+    on a GPU box (transformers and swift pick them up by themselves), else transformers' torch path."""
+    return "fla" if machine.fla_installed and not inventory.is_cpu else "torch"
 
 
 def budget_bytes(inventory: Inventory) -> int:
@@ -92,6 +108,7 @@ class SetupSearch:
     data: DataSummary | None = None
     pack: bool = False  # rows packed into token budgets, no padding (packing_decision)
     liger: tuple[bool, ...] = (False,)  # whether Liger's kernels are tried, as well as or instead of none
+    linear_attention: LinearAttentionKernels = "fla"  # a hybrid model's Gated DeltaNet path (linear_attention_path)
 
     @property
     def n_devices(self) -> int:
@@ -197,6 +214,7 @@ class SetupSearch:
             tuner=self.recipe.tuner,
             liger=setup.liger,
             packed=setup.packing is not None,
+            linear_attention=self.linear_attention,
         )
 
     def estimate(self, profile: Profile, setup: Setup, seq_len: int, n_gpus: int | None = None) -> MemoryEstimate:
@@ -227,7 +245,8 @@ def make_plan(
     liger = (
         (False, True) if machine.liger_installed and not inventory.is_cpu and model.shape.family in LIGER_FAMILIES else (False,)
     )
-    job = SetupSearch(recipe, model, inventory, dtype, budget_bytes(inventory), nodes, data, pack, liger)
+    job = SetupSearch(recipe, model, inventory, dtype, budget_bytes(inventory), nodes, data, pack, liger,
+                      linear_attention_path(inventory, machine))  # fmt: skip
     seq_len = min(data.max_tokens, recipe.max_length)
     reasons = [_describe_devices(inventory, job.budget, nodes)]
     if packing_reason:
@@ -332,7 +351,7 @@ def packing_decision(
     elif dtype != "bfloat16":
         why_not = "a card has no bfloat16 (FlashAttention's varlen kernel needs compute capability 8.0 or newer)"
     if why_not is None and model.shape.family not in PACKABLE_FAMILIES:
-        why_not = f"{model.shape.family} models have layers that packed rows would leak between"
+        why_not = f"{model.shape.family} models have linear-attention layers, whose packed rows are not yet measured apart"
     if why_not:
         if wanted:
             raise UsageError(f"--packing cannot run here: {why_not}; leave --packing out")
@@ -445,7 +464,14 @@ def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path,
         bytecode_cache=machine.bytecode_cache,
         # The time model is calibrated on GPUs; on the CPU it would say nothing true.
         step_seconds=None if job.inventory.is_cpu else round(job.step_time(profile, setup, seq_len).seconds, 3),
+        linear_attention=job.linear_attention if job.model.shape.is_hybrid else None,
     )
+    if plan.linear_attention:
+        s = job.model.shape
+        path = "flash-linear-attention's Triton kernels" if plan.linear_attention == "fla" else "transformers' torch path"
+        plan = replace(
+            plan, reasons=(*plan.reasons, f"linear attention ({s.linear_layers} of {s.num_layers} layers Gated DeltaNet): {path}")
+        )
     if setup.zero == "zero3_offload":
         host = job.host_bytes_per_node(setup)
         known = (
@@ -464,6 +490,8 @@ def assemble(job: SetupSearch, profile, setup, est, data, seq_len, dataset_path,
             f"tight fit, {gib(job.budget - est.peak_bytes)} to spare: close other programs on the GPU (a desktop's display too)"
         )
     warnings += [f"{busy}: the run would run out of memory" for busy in plan.busy_gpus()]
+    if plan.linear_attention == "torch" and not job.inventory.is_cpu:
+        warnings.append(linear_attention_warning())
     if data.how == "max_length":
         warnings.append(
             f"no dataset: memory is estimated for max_length {job.recipe.max_length}; pass --dataset for your real lengths"

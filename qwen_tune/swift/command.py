@@ -55,7 +55,7 @@ def sft_argv(plan: Plan) -> list[str]:
             "--lora_rank", str(r.lora_rank),
             "--lora_alpha", str(r.lora_alpha),
             "--lora_dropout", f"{r.lora_dropout:g}",
-            "--target_modules", r.target_modules,
+            "--target_modules", *plan.model.shape.lora_target_modules(r.target_modules),
         ]  # fmt: skip
     argv += [
         "--max_length", str(r.max_length),

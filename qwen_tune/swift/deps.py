@@ -26,8 +26,18 @@ DEEPSPEED = "deepspeed>=0.9.3"
 BITSANDBYTES = "bitsandbytes>=0.46.1"
 # --use_liger_kernel: transformers' Trainer applies it (apply_liger_kernel_to_instance); 0.6 patches Qwen3 and its MoE.
 LIGER = "liger-kernel>=0.6"
+# flash-linear-attention's kernels (the `fla` package; pure Python and Triton, 1.1 MB, needs only einops beside torch):
+# transformers 5 runs the hybrid models' Gated DeltaNet with them where `fla` imports, else on a slow torch path;
+# swift's padding-free path for these models needs them. 0.6.0 is the version read here: its
+# fla.ops.gated_delta_rule.chunk_gated_delta_rule and fla.modules.convolution.causal_conv1d are what both import.
+FLA = "fla-core>=0.6.0"
 # pyproject's `gpu` extra installs these on Linux; `make run` adds it where nvidia-smi is found.
-GPU_EXTRA = (DEEPSPEED, BITSANDBYTES, LIGER)
+GPU_EXTRA = (DEEPSPEED, BITSANDBYTES, LIGER, FLA)
+# swift 4.6 loads Qwen3.5/3.6 (its qwen3_5 and qwen3_5_moe model types: Qwen3VLLoader.get_processor) only where
+# qwen_vl_utils>=0.0.14 imports, and qwen_vl_utils imports torchvision, which must be the build of the box's torch:
+# neither is in the `gpu` extra (torchvision from PyPI could replace the box's torch).
+QWEN_VL_UTILS = "qwen-vl-utils>=0.0.14"
+TORCHVISION = "torchvision"
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,19 @@ def plan_needs(plan: Plan) -> list[Need]:
         needs.append(Need(BITSANDBYTES, "4-bit QLoRA"))
     if plan.setup.liger:
         needs.append(Need(LIGER, "Liger's kernels"))
+    if plan.model.shape.family in ("qwen3_5", "qwen3_5_moe"):
+        why = "Qwen3.5/3.6, which swift loads with its processor"
+        needs += [Need(QWEN_VL_UTILS, why), Need(TORCHVISION, why)]
     return needs
+
+
+def linear_attention_warning() -> str:
+    """The plan's line where a hybrid model's Gated DeltaNet runs on transformers' torch path on GPUs: a warning, not a
+    refusal (that path trains, only slower and with more activation memory)."""
+    return (
+        "the Gated DeltaNet layers run on transformers' slow torch path (Qwen3.5-9B: 1.22 s a step against 0.70 s, "
+        f"transformers#48718): flash-linear-attention is not installed; pip install '{FLA}' (qwen-tune[gpu] installs it)"
+    )
 
 
 def unmet(needs: list[Need], installed: Mapping[str, str | None]) -> list[tuple[Need, str | None]]:
@@ -73,7 +95,9 @@ def missing_package(missing: list[tuple[Need, str | None]], python: str) -> Miss
     requirements = [n.requirement for n, _ in missing]
     command = shlex.join([python, "-m", "pip", "install", *requirements])
     others = f" (and {', '.join(requirements[1:])})" if len(requirements) > 1 else ""
-    return MissingPackage(
-        f"this plan uses {need.why}, which needs {need.requirement}{others}, but {python} {has}: {command}"
-        " (qwen-tune[gpu] installs it); nothing was started"
-    )
+    if any(n.requirement == TORCHVISION for n, _ in missing):
+        where = " (torchvision must be the build of this Python's torch: pip's may replace it)"
+    else:
+        where = " (qwen-tune[gpu] installs it)"
+    return MissingPackage(f"this plan uses {need.why}, which needs {need.requirement}{others}, but {python} {has}: {command}"
+                          f"{where}; nothing was started")  # fmt: skip
