@@ -217,3 +217,19 @@ def test_the_template_names_every_field():
         assert info.description, f"{path} needs a description"
         if not path.startswith("identity.name.") and not path.startswith("identity.author."):
             assert f"{path.rsplit('.', 1)[-1]}:" in rendered
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("x: &x [*x]\n", "line 1: an alias (*name) inside the value it names would repeat it forever"),
+        ("identity: &i {name: *i, author: Bob}\n", "line 1: an alias (*name) inside the value it names"),
+        ("\n".join(["l0: &l0 [x]"] + [f"l{n}: &l{n} [*l{n - 1}]" for n in range(1, 200)]), "aliases (*name) nest deeper than 32"),
+    ],
+)
+def test_aliases_that_recurse_or_nest_deep_are_one_line(tmp_path, text, message):
+    """A value that contains itself, or a chain of aliases each one level deeper, would recurse without end."""
+    path = tmp_path / "alias.yaml"
+    path.write_text(text + "\n" + GOOD.replace("identity:", "unused:", 1) if "identity" in text else text + "\n" + GOOD)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_recipe(str(path))

@@ -222,6 +222,12 @@ CASES = (
         {**MODEL, "recipe.yaml": ANCHOR_BOMB + DEMO_RECIPE.replace("description: a tiny", "description: *l8\nnote: a tiny")},
     ),
     Case(
+        "a YAML alias inside the value it names",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("description: a tiny", "description: &d [*d]\nnote: a tiny")},
+    ),
+    Case(
         "the recipe's name is no safe name for a directory",
         12,
         run_tiny(recipe="{tmp}/recipe.yaml"),

@@ -73,27 +73,35 @@ class ConfigLoader(yaml.SafeLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self._depth = 0
-        self._sizes: dict[int, int] = {}  # id(node) -> its values, aliases expanded
+        self._open = 0  # mappings and lists being composed, one inside the other
+        self._shape: dict[int, tuple[int, int]] = {}  # id(node) -> (its values, its depth), aliases expanded
 
     def compose_node(self, parent, index):
+        line = self.peek_event().start_mark.line + 1
         if self.check_event(yaml.AliasEvent):
-            return super().compose_node(parent, index)  # the anchored node, already counted in _sizes
-        self._depth += 1
-        if self._depth > MAX_NESTING:
-            raise _YamlRefused(self.peek_event().start_mark.line + 1, f"nests deeper than {MAX_NESTING} levels")
+            node = self.anchors.get(self.peek_event().anchor)
+            if node is not None and id(node) not in self._shape:
+                raise _YamlRefused(
+                    line, "an alias (*name) inside the value it names would repeat it forever; write the values out"
+                )
+            return super().compose_node(parent, index)  # the anchored node, already measured in _shape
+        self._open += 1
+        if self._open > MAX_NESTING:
+            raise _YamlRefused(line, f"nests deeper than {MAX_NESTING} levels")
         node = super().compose_node(parent, index)
-        self._depth -= 1
+        self._open -= 1
         children = node.value if isinstance(node, yaml.SequenceNode) else ()
         if isinstance(node, yaml.MappingNode):
             children = [child for pair in node.value for child in pair]
-        size = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+        shapes = [self._shape.get(id(child), (1, 1)) for child in children]
+        size, depth = 1 + sum(s for s, _ in shapes), 1 + max((d for _, d in shapes), default=0)
         if size > MAX_EXPANDED_NODES:
             raise _YamlRefused(
-                node.start_mark.line + 1,
-                f"its aliases (*name) expand to more than {MAX_EXPANDED_NODES:,} values; write the values out",
+                line, f"its aliases (*name) expand to more than {MAX_EXPANDED_NODES:,} values; write the values out"
             )
-        self._sizes[id(node)] = size
+        if depth > MAX_NESTING:
+            raise _YamlRefused(line, f"its aliases (*name) nest deeper than {MAX_NESTING} levels; write the values out")
+        self._shape[id(node)] = (size, depth)
         return node
 
     def construct_mapping(self, node, deep=False):
