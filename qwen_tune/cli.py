@@ -43,7 +43,7 @@ class RecipeValue(click.ParamType):
 
     def __init__(self, knob: Knob):
         self.knob = knob
-        self.name = "integer" if "integer" in knob.rules.expects else "number"
+        self.name = "integer" if knob.rules.info.annotation is int else "number"
 
     def convert(self, value, param, ctx):
         try:
