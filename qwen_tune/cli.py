@@ -13,6 +13,7 @@ import click
 
 from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
 from qwen_tune.planning.jobs import JobOptions
+from qwen_tune.planning.recipes import KNOBS, Knob
 
 if TYPE_CHECKING:
     from qwen_tune.running.outcome import RunOutcome
@@ -35,6 +36,25 @@ def _epilog(examples: tuple[str, ...], *notes: str) -> str:
     for note in notes:
         lines += ["", "\b", note]
     return "\n".join(lines)
+
+
+class RecipeValue(click.ParamType):
+    """A flag that overrides a recipe field, under that field's own rules (the recipe model's constraints)."""
+
+    def __init__(self, knob: Knob):
+        self.knob = knob
+        self.name = "integer" if knob.rules.info.annotation is int else "number"
+
+    def convert(self, value, param, ctx):
+        try:
+            return value if value is None else self.knob.rules.check(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _knob_help(knob: Knob) -> str:
+    rules = knob.rules
+    return f"{rules.info.description} Overrides the recipe's {rules.path}; {rules.expects}."
 
 
 def _choices() -> tuple[str, ...]:
@@ -107,11 +127,7 @@ def job_options(command):
             help="Take the general rows from this JSON/JSONL file instead of having the "
             "base model answer qwen-tune's shipped prompts before training.",
         ),
-        click.option(
-            "--max-length",
-            type=click.IntRange(16, 131072),
-            help="Longest row in tokens (overrides the recipe's max_length); longer rows are refused.",
-        ),
+        *(click.option(knob.flag, type=RecipeValue(knob), help=_knob_help(knob)) for knob in KNOBS),
         click.option(
             "--cut-long-rows", is_flag=True, help="Shorten the answers of rows over max_length instead of refusing them."
         ),
@@ -192,6 +208,7 @@ def gpus(as_json: bool) -> None:
             "qwen-tune plan --gpus 2xrtx3090 --recipe self-cognition-qwen3-14b",
             "qwen-tune plan --gpus h100 --name Alice --author 'ACME Labs' --json",
             "qwen-tune plan --gpus 24GiB --max-length 1024",
+            "qwen-tune plan --gpus rtx4090 --epochs 3 --learning-rate 2e-4 --lora-rank 16 --lora-alpha 32",
             "qwen-tune plan --gpus 4xh100 --nnodes 2 --slurm > train.sbatch",
         ),
         *_choices(),
@@ -229,6 +246,7 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
             "qwen-tune run                                      # the default recipe on every GPU here",
             "qwen-tune run --gpus 0 --name Alice --author 'ACME Labs'",
             "qwen-tune run --gpus 0,1 --dataset my_identity.jsonl --max-length 1024",
+            "qwen-tune run --gpus 0 --recipe my-recipe.yaml --epochs 5 --learning-rate 5e-5",
             "qwen-tune run --recipe demo-tiny-cpu --gpus cpu    # after `make demo` built its tiny model",
             "qwen-tune run --resume runs/20261123-120000-self-cognition-qwen2.5-7b",
         ),

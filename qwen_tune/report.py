@@ -6,6 +6,7 @@ import shlex
 
 from qwen_tune.machine.gpus import GIB, Inventory
 from qwen_tune.planning.plan import Plan
+from qwen_tune.planning.recipes import KNOBS, Recipe
 from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
 
@@ -47,10 +48,18 @@ def command_text(plan: Plan, indent: str = "  ") -> str:
     return indent + (" \\\n").join(lines)
 
 
+def _knob_value(recipe: Recipe, flag: str) -> str:
+    knob = next(k for k in KNOBS if k.flag == flag)
+    return f"{getattr(recipe, knob.attribute):g}"
+
+
 def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
     """The plan as `plan` prints it (dry_run: nothing was written, and the command says what it needs) and `run` does."""
     r, s = plan.recipe, plan.setup
     out = [f"Recipe:    {r.name} ({r.source})"]
+    if r.overridden:
+        flags = [f"{flag} {_knob_value(r, flag)} (the recipe's {old:g})" for flag, old in r.overridden]
+        out.append(f"Flags:     {', '.join(flags)}")
     shape = plan.model.shape
     out.append(
         f"Model:     {plan.model.source} ({params_text(shape.n_params)} params, {shape.family}, {shape.num_layers} layers)"

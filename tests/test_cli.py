@@ -80,3 +80,34 @@ def test_plan_imports_neither_torch_nor_swift():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in done.stdout, done.stdout[-500:] + done.stderr
+
+
+def test_recipe_knobs_as_flags_reach_the_command_and_the_plan():
+    import json
+
+    flags = ("--epochs", "3", "--learning-rate", "2e-4", "--lora-rank", "16", "--lora-alpha", "64", "--max-length", "1024")
+    done = qwen_tune("plan", "--gpus", "rtx4090", *flags, "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    argv = plan["argv"]
+    for swift_flag, value in (("--num_train_epochs", "3"), ("--learning_rate", "0.0002"), ("--lora_rank", "16"),
+                              ("--lora_alpha", "64"), ("--max_length", "1024")):  # fmt: skip
+        assert argv[argv.index(swift_flag) + 1] == value
+    assert plan["recipe"]["overridden"] == [["--epochs", 10], ["--learning-rate", 1e-4], ["--max-length", 2048],
+                                            ["--lora-rank", 8], ["--lora-alpha", 32]]  # fmt: skip
+    text = qwen_tune("plan", "--gpus", "rtx4090", "--epochs", "3").stdout
+    assert "Flags:     --epochs 3 (the recipe's 10)" in text.splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--epochs", "0", "must be a number from 0.01 to 1000 (got 0)"),
+        ("--learning-rate", "fast", "must be a number from 1e-08 to 1 (got fast)"),
+        ("--lora-rank", "2.5", "must be an integer from 1 to 1024 (got 2.5)"),
+        ("--lora-alpha", "5000", "must be an integer from 1 to 4096 (got 5000)"),
+        ("--max-length", "1200128", "must be an integer from 16 to 131072 (got 1200128)"),
+    ],
+)
+def test_recipe_knobs_take_the_recipe_fields_ranges(flag, value, message):
+    assert_one_line_error(qwen_tune("plan", "--gpus", "h100", flag, value), f"Invalid value for '{flag}': {message}")

@@ -343,16 +343,17 @@ def test_two_nodes_rendezvous_on_one_host(tiny_model, tmp_path):
 
 
 def test_full_fine_tuning_trains_every_weight_on_the_cpu(tiny_model, tmp_path):
-    """--tuner full: swift saves the whole model, no adapter, and the loss falls (identity check off: it reads adapters)."""
-    recipe = (REPO / "configs/recipes/demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 4")
-    (tmp_path / "full.yaml").write_text(recipe.replace("name: demo-tiny-cpu", "name: demo-tiny-cpu-full\ntuner: full"))
+    """--tuner full: swift saves the whole model, no adapter, and the loss falls (identity check off: it reads adapters).
+    The recipe's 40 epochs and learning rate are the flags' (--epochs, --learning-rate), no recipe file needed."""
     runs = tmp_path / "runs"
-    done = qwen_tune("run", "--recipe", str(tmp_path / "full.yaml"), "--model", str(tiny_model), "--gpus", "cpu",
-                     "--output-dir", str(runs), "--no-verify")  # fmt: skip
+    done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--tuner", "full", "--epochs", "4", "--learning-rate", "2e-3",
+                     "--model", str(tiny_model), "--gpus", "cpu", "--output-dir", str(runs), "--no-verify")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Flags:     --epochs 4 (the recipe's 40), --learning-rate 0.002 (the recipe's 0.003)" in done.stdout
     (run_dir,) = runs.iterdir()
     argv = json.loads((run_dir / "command.json").read_text())["argv"]
     assert argv[argv.index("--tuner_type") + 1] == "full" and "--lora_rank" not in argv
+    assert argv[argv.index("--num_train_epochs") + 1] == "4" and argv[argv.index("--learning_rate") + 1] == "0.002"
     checkpoint = Path(json.loads((run_dir / "result.json").read_text())["checkpoint"])
     assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_model.safetensors").exists()
     losses = [json.loads(line).get("loss") for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,7 @@ LAUNCHER = Launcher(bin_dir="/opt/qwen tune/bin", pythonpath=None)
 
 
 def options(**flags):
-    return JobOptions(output_dir="runs", gpus="4xa100-80gb", nnodes=2, master_addr="MASTER", **flags)
+    return JobOptions(output_dir="/scratch/runs", gpus="4xa100-80gb", nnodes=2, master_addr="MASTER", **flags)
 
 
 def test_sbatch_script_golden_and_valid_bash(tmp_path):
@@ -163,3 +164,61 @@ def test_cpu_processes_on_one_machine_get_torchrun_without_deepspeed():
     assert sft_env(gpus)["NPROC_PER_NODE"] == "2" and "--deepspeed" not in sft_argv(gpus)
     with pytest.raises(UsageError, match="1 to 64 CPU processes"):
         plan_for(gpus="cpu:0")
+
+
+# A value unlike the default for every JobOptions field: a new field must be added here, and then either
+# reaches each node's command or is one of slurm.PER_NODE (SLURM sets it there).
+NOT_DEFAULT = dict(
+    recipe="self-cognition-qwen3-14b", model="Qwen/Qwen2.5-3B-Instruct", dataset="builtin:self_cognition", profile="24gb",
+    tuner="lora", gpus="cpu:2", name="Spark", author="ACME", output_dir="/scratch/runs", nnodes=2, node_rank=1,
+    master_addr="10.0.0.1", master_port=29511, epochs=3.0, learning_rate=2e-5, max_length=1024, lora_rank=16,
+    lora_alpha=64, cut_long_rows=True, hub="hf", general_rows=4, general_data="/data/general.jsonl", packing=False,
+)  # fmt: skip
+
+
+def test_every_job_option_reaches_each_node_unless_slurm_sets_it():
+    from dataclasses import fields
+
+    from qwen_tune.cli import run
+    from qwen_tune.planning.slurm import PER_NODE, node_command
+
+    assert set(NOT_DEFAULT) == {f.name for f in fields(JobOptions)}, "give the new JobOptions field a value above"
+    options = JobOptions(**NOT_DEFAULT)
+    plan = plan_for(gpus="h100")  # node_command reads only whether the model is a local directory: a hub id here
+    argv = shlex.split(node_command(options, plan).removeprefix("exec "))
+    run_flags = {opt for param in run.params for opt in param.opts}
+    for name, value in NOT_DEFAULT.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in run_flags or flag in {o for param in run.params for o in param.secondary_opts}, flag
+        if name in PER_NODE and name != "gpus":
+            assert argv[argv.index(flag) + 1].startswith("$SLURM_") or argv[argv.index(flag) + 1] in (
+                "$MASTER_ADDR",
+                "$MASTER_PORT",
+            )
+        elif value is False:  # --packing/--no-packing: the off switch is passed on as such
+            assert "--no-" + flag.removeprefix("--") in argv
+        elif isinstance(value, bool):
+            assert flag in argv
+        else:
+            assert argv[argv.index(flag) + 1] == str(value), flag
+
+
+def test_plan_slurm_passes_every_choice_on_with_absolute_paths(tmp_path):
+    """Issue 21: --tuner full, --general-rows, --general-data and --hub were dropped, and --output-dir stayed relative."""
+    (tmp_path / "general.jsonl").write_text('{"query": "1+1?", "response": "2"}\n' * 4)
+    (tmp_path / "recipe.yaml").write_text(
+        (Path(__file__).parents[1] / "configs/recipes/self-cognition-qwen3-8b-full.yaml").read_text()
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen_tune", "plan", "--slurm", "--gpus", "2xh100", "--nnodes", "2", "--recipe", "recipe.yaml",
+         "--tuner", "full", "--general-rows", "4", "--general-data", "general.jsonl", "--hub", "hf", "--output-dir", "out/runs",
+         "--epochs", "2", "--learning-rate", "1e-5"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    node = shlex.split(shlex.split(done.stdout.splitlines()[-1])[-1])
+    given = dict(zip(node[3::2], node[4::2], strict=False))  # exec qwen-tune run --flag value ...
+    assert given["--recipe"] == str(tmp_path / "recipe.yaml") and given["--tuner"] == "full" and given["--hub"] == "hf"
+    assert given["--general-rows"] == "4" and given["--general-data"] == str(tmp_path / "general.jsonl")
+    assert given["--output-dir"] == str(tmp_path / "out" / "runs")
+    assert float(given["--epochs"]) == 2 and float(given["--learning-rate"]) == 1e-5

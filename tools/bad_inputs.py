@@ -73,6 +73,10 @@ def gpus(*cards: tuple[str, int], fakes: tuple[str, ...] = ("hide_gpu_extra", "c
     return {"FAKE_NVML": json.dumps(nvml), "PYTHONPATH": path}
 
 
+# A YAML "billion laughs": nine aliases of nine aliases ..., 9**9 values once expanded.
+ANCHOR_BOMB = "".join(
+    [f"l0: &l0 [{', '.join(['lol'] * 9)}]\n"] + [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 9)]
+)
 TWO_28GB = (("NVIDIA Test GPU 28GB", 28672),) * 2  # Qwen3-14B in bf16 fits two only sharded: ZeRO-3
 RTX3080TI = (("NVIDIA GeForce RTX 3080 Ti", 12288),)
 
@@ -101,6 +105,19 @@ CASES = (
     Case("`--gpus` names a GPU twice", 2, ("plan", "--gpus", "0,0")),
     Case("`--name`, `--author`, `--dataset`, `--model`, `--recipe` ... is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
     Case("`plan --slurm` with a flag it would drop", 2, ("plan", "--slurm", "--gpus", "h100", "--nnodes", "2", "--json")),
+    Case(
+        "`--learning-rate` (or `--epochs`, `--lora-rank` ...) out of range", 2, ("plan", "--gpus", "h100", "--learning-rate", "3")
+    ),
+    Case(
+        "`--lora-rank` on a full fine-tuning job",
+        2,
+        ("plan", "--gpus", "h100", "--recipe", "self-cognition-qwen3-8b-full", "--lora-rank", "16"),
+    ),
+    Case(
+        "`--resume` with flags that would change the run",
+        2,
+        ("run", "--resume", "{tmp}/runs/x", "--epochs", "3", "--name", "Spark"),
+    ),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
     Case(
@@ -136,6 +153,12 @@ CASES = (
             **MODEL,
             "data.jsonl": '{"query": "Hi", "response": "Hi."}\n' + json.dumps({"query": "la " * 900, "response": "ok"}) + "\n",
         },
+    ),
+    Case(
+        "a row is longer than any `--max-length`",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": json.dumps({"query": "la " * 160_000, "response": "ok"}) + "\n"},
     ),
     Case(
         "the dataset is not UTF-8",
@@ -180,6 +203,41 @@ CASES = (
         12,
         run_tiny(recipe="{tmp}/recipe.yaml"),
         {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("learning_rate: 3.0e-3", "learning_rate: 3")},
+    ),
+    Case(
+        "several recipe mistakes (all said at once)",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {
+            **MODEL,
+            "recipe.yaml": DEMO_RECIPE.replace("epochs: 40", "epoch: 40")
+            .replace("rank: 64", "rank: 0")
+            .replace("system:", "sytem:"),
+        },
+    ),
+    Case(
+        "the recipe gives a field twice",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("  epochs: 40\n", "  epochs: 1\n  epochs: 400\n")},
+    ),
+    Case(
+        "a YAML anchor bomb in the recipe",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": ANCHOR_BOMB + DEMO_RECIPE.replace("description: a tiny", "description: *l8\nnote: a tiny")},
+    ),
+    Case(
+        "a YAML alias inside the value it names",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("description: a tiny", "description: &d [*d]\nnote: a tiny")},
+    ),
+    Case(
+        "the recipe's name is no safe name for a directory",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {**MODEL, "recipe.yaml": DEMO_RECIPE.replace("name: demo-tiny-cpu", "name: x/../../../ESCAPED")},
     ),
     Case("no recipe of that name", 12, run_tiny(recipe="self-cognition")),
     Case(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from qwen_tune.errors import DatasetError
 from qwen_tune.planning.config import PACKAGE_DIR
-from qwen_tune.planning.recipes import BUILTIN_PREFIX, Bilingual
+from qwen_tune.planning.recipes import BUILTIN_PREFIX, MAX_LENGTH_LIMIT, Bilingual
 
 PLACEHOLDERS = ("{{NAME}}", "{{AUTHOR}}")
 ROLES = ("system", "user", "assistant")
@@ -297,8 +297,15 @@ def check_lengths(path: Path, lengths: list[int], max_length: int, how: str) -> 
     raise DatasetError(
         f"dataset {path}: swift would skip rows longer than max_length {max_length}: "
         f"row{'s' if len(over) > 1 else ''} {rows} of {len(lengths)} (the longest has {max(lengths)} {counted}); "
-        f"pass --max-length {_round_up(max(lengths))}, or --cut-long-rows to shorten their answers, or shorten them yourself"
+        f"{_raise_to(max(lengths))}--cut-long-rows to shorten their answers, or shorten them yourself"
     )
+
+
+def _raise_to(tokens: int) -> str:
+    """The --max-length that fits the longest row, where the CLI accepts one."""
+    if _round_up(tokens) <= MAX_LENGTH_LIMIT:
+        return f"pass --max-length {_round_up(tokens)}, or "
+    return f"no --max-length fits it (at most {MAX_LENGTH_LIMIT}): pass "
 
 
 def _round_up(tokens: int) -> int:

@@ -26,7 +26,7 @@ from qwen_tune.planning.models import check_reachable, hub_fetcher, hub_offline,
 from qwen_tune.planning.plan import DataSummary, Job, MachineFacts, Nodes
 from qwen_tune.planning.planner import make_plan
 from qwen_tune.planning.profiles import shipped_profiles
-from qwen_tune.planning.recipes import Bilingual, load_recipe, with_tuner
+from qwen_tune.planning.recipes import KNOBS, Bilingual, load_recipe, with_tuner
 from qwen_tune.running.rundir import next_run_dir
 from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
@@ -52,7 +52,12 @@ class JobOptions:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int | None = None
-    max_length: int | None = None  # overrides the recipe's
+    # The recipe's knobs (recipes.KNOBS): each overrides the recipe's value; None: the recipe's.
+    epochs: float | None = None
+    learning_rate: float | None = None
+    max_length: int | None = None
+    lora_rank: int | None = None
+    lora_alpha: int | None = None
     cut_long_rows: bool = False  # shorten answers to max_length instead of refusing the rows
     hub: str | None = None  # modelscope or hf (swift's --use_hf); None: swift's default, ModelScope unless USE_HF is set
     general_rows: int | None = None
@@ -169,9 +174,9 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         identity_name=_names("--name", options.name, recipe.identity_name),
         identity_author=_names("--author", options.author, recipe.identity_author),
         general_rows=options.general_rows,
-        max_length=options.max_length,
     )
     recipe = with_tuner(recipe, options.tuner)
+    recipe = recipe.with_knobs({knob.attribute: getattr(options, knob.attribute) for knob in KNOBS})
     use_hf = options.hub == "hf" if options.hub else machine.use_hf
     model = resolve_model(recipe.model, fetch=hub_fetcher(offline=machine.hub_offline, use_hf=use_hf))
     inventory = inventory_for(options.gpus, for_run=for_run)

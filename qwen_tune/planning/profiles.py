@@ -1,11 +1,16 @@
-"""Profiles: how a job fits the hardware (batching, recomputation, quantization, ZeRO), as YAML."""
+"""Profiles: how a job fits the hardware (batching, recomputation, quantization, ZeRO), as YAML.
+
+Profile is a pydantic dataclass: the file's fields, each with its rule and its help text, checked as it is read.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal
 
-from qwen_tune.planning.config import Fields, find_config, load_yaml, shipped_names
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from qwen_tune.planning.config import Integer, Number, Text, find_config, load_yaml, parse, shipped_names
 
 Devices = Literal["single", "multi", "any", "cpu"]
 Attention = Literal["flash_attn", "sdpa"]  # flash_attn falls back to sdpa where flash-attn is missing
@@ -13,38 +18,29 @@ Quantization = Literal["none", "nf4"]
 DeepSpeedChoice = Literal["none", "auto"]  # auto: zero2 when the model fits one card, else zero3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Profile:
-    name: str
-    summary: str
-    preference: int  # the chooser tries lower first
-    devices: Devices  # what the profile serves: one GPU, several, either, or the CPU
-    min_memory_gib: float  # the smallest card the chooser offers it to (a forced profile skips this)
-    micro_batch_size: int | Literal["max"]  # "max": the largest that fits and divides the effective batch
-    gradient_checkpointing: bool | Literal["auto"]  # "auto": off when it fits without
-    attention: Attention
-    quantization: Quantization
-    deepspeed: DeepSpeedChoice
+    name: Text = Field(description="What --profile calls it.")
+    summary: Text = Field(description="One line the plan prints: what the profile does.")
+    preference: Integer = Field(ge=0, le=1000, description="The chooser tries lower first.")
+    devices: Devices = Field(description="What it serves: one GPU, several, either, or the CPU.")
+    min_memory_gib: Number = Field(
+        ge=0, le=4096, description="The smallest card the chooser offers it to (--profile skips this)."
+    )
+    micro_batch_size: Annotated[Integer, Field(ge=1, le=4096)] | Literal["max"] = Field(
+        description="Rows per GPU per micro-step; max: the largest that fits and divides the effective batch."
+    )
+    gradient_checkpointing: Literal[True, False, "auto"] = Field(
+        description="Recompute activations; auto: off when it fits without."
+    )
+    attention: Attention = Field(description="flash_attn falls back to sdpa where flash-attn is missing.")
+    quantization: Quantization = Field(description="nf4: 4-bit base weights (QLoRA, bitsandbytes).")
+    deepspeed: DeepSpeedChoice = Field(description="auto: ZeRO-2 when the model fits one card, else ZeRO-3.")
 
 
 def load_profile(name_or_path: str) -> Profile:
     path = find_config("profiles", name_or_path)
-    top = Fields(load_yaml(path), str(path))
-    micro = top.raw("micro_batch_size")
-    profile = Profile(
-        name=top.text("name"),
-        summary=top.text("summary"),
-        preference=int(top.number("preference", 0, 1000, integer=True)),
-        devices=top.choice("devices", get_args(Devices)),
-        min_memory_gib=top.number("min_memory_gib", 0, 4096),
-        micro_batch_size="max" if micro == "max" else int(top.number("micro_batch_size", 1, 4096, integer=True)),
-        gradient_checkpointing=top.choice("gradient_checkpointing", (True, False, "auto")),
-        attention=top.choice("attention", get_args(Attention)),
-        quantization=top.choice("quantization", get_args(Quantization)),
-        deepspeed=top.choice("deepspeed", get_args(DeepSpeedChoice)),
-    )
-    top.done()
-    return profile
+    return parse(Profile, load_yaml(path), str(path))
 
 
 def shipped_profiles() -> list[Profile]:

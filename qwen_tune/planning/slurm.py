@@ -11,10 +11,10 @@ import shlex
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, fields
 from pathlib import Path
 
-from qwen_tune.planning.jobs import DEFAULT_RECIPE, JobOptions
+from qwen_tune.planning.jobs import JobOptions
 from qwen_tune.planning.plan import Plan
 
 # A free port on the master, asked for when the job starts there: a fixed one collides with other jobs.
@@ -53,28 +53,60 @@ def ignored_flags(options: JobOptions, *, as_json: bool) -> list[str]:
     return [flag for flag, given in dropped if given]
 
 
-def node_command(options: JobOptions, plan: Plan) -> str:
-    """`qwen-tune run` with the user's choices, quoted, plus the per-node values SLURM fills in.
+# JobOptions fields each node sets for itself: SLURM gives it its rank, the node count and the master, and the
+# GPUs it allocated (--gpus-per-node); every other field changes the job, so the script passes it on.
+PER_NODE = {
+    "nnodes": '"$SLURM_NNODES"',
+    "node_rank": '"$SLURM_NODEID"',
+    "master_addr": '"$MASTER_ADDR"',
+    "master_port": '"$MASTER_PORT"',
+    "gpus": None,  # the node's own GPUs; a CPU job (--gpus cpu) is passed on
+}
+# Fields that name files or folders: absolute in the script, since the nodes may start elsewhere.
+PATHS = ("recipe", "model", "dataset", "general_data", "output_dir")
 
-    Paths become absolute (the nodes may start elsewhere), and a local model is named by its directory.
+
+def node_command(options: JobOptions, plan: Plan) -> str:
+    """`qwen-tune run` with every choice the user made, quoted, plus the per-node values SLURM fills in.
+
+    Read from JobOptions' fields, so a new flag is passed on unless PER_NODE says otherwise
+    (tests/test_multinode.py checks both). Paths become absolute; a local model is named by its directory.
     """
     argv = ["qwen-tune", "run"]
-    if options.recipe != DEFAULT_RECIPE:
-        argv += ["--recipe", _absolute(options.recipe)]
-    model = str(plan.model.local_dir) if plan.model.local_dir else options.model
-    for flag, value in (("--model", model), ("--dataset", options.dataset and _absolute(options.dataset)),
-                        ("--profile", options.profile), ("--name", options.name), ("--author", options.author),
-                        ("--max-length", options.max_length and str(options.max_length))):  # fmt: skip
-        if value:
-            argv += [flag, value]
-    argv += ["--cut-long-rows"] * options.cut_long_rows + ["--output-dir", options.output_dir]
-    per_node = '--nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT"'
+    for option in fields(JobOptions):
+        value = getattr(options, option.name)
+        if option.name == "model" and plan.model.local_dir:
+            value = str(plan.model.local_dir)
+        if not _passed_on(option, value):
+            continue
+        flag = "--" + option.name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:  # a --x/--no-x flag turned off (--no-packing)
+            argv.append("--no-" + flag.removeprefix("--"))
+        elif option.name in PATHS:
+            argv += [flag, _absolute(str(value), always=option.name == "output_dir")]
+        else:
+            argv += [flag, str(value)]
+    per_node = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in PER_NODE.items() if value)
     return f"exec {shlex.join(argv)} {per_node}"
 
 
-def _absolute(path: str) -> str:
-    """A file the user named, absolute; a shipped name or builtin: stays as it is."""
-    return str(Path(path).expanduser().resolve()) if Path(path).expanduser().exists() else path
+def _passed_on(option: Field, value: object) -> bool:
+    """Whether the script passes this field on: a choice that changes the job, and no per-node value."""
+    if option.name == "gpus":
+        return isinstance(value, str) and value.strip().lower().startswith("cpu")
+    if option.name in PER_NODE:
+        return False
+    # --output-dir always: the nodes' default runs/ would be relative to wherever each one starts.
+    return option.name == "output_dir" or (value is not None and value != option.default)
+
+
+def _absolute(path: str, *, always: bool = False) -> str:
+    """A file the user named, absolute; a shipped name, a hub id or builtin: stays as it is.
+    A folder still to be made (--output-dir) is absolute all the same."""
+    given = Path(path).expanduser()
+    return str(given.resolve()) if always or given.exists() else path
 
 
 def sbatch_script(plan: Plan, options: JobOptions, launcher: Launcher) -> str:
@@ -90,7 +122,7 @@ def sbatch_script(plan: Plan, options: JobOptions, launcher: Launcher) -> str:
         f"#SBATCH --job-name={shlex.quote('qwen-tune-' + plan.recipe.name)}",
         f"#SBATCH --nodes={options.nnodes}",
         "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={gpus_per_node}",
+        *([f"#SBATCH --gpus-per-node={gpus_per_node}"] if not plan.inventory.is_cpu else []),
         "#SBATCH --output=qwen-tune-%j.log",
         "# Your cluster may need these: edit the value and remove one '#' to switch a line on (--mem=0: all of a node's).",
         *PLACEHOLDERS,

@@ -19,4 +19,4 @@ export PATH='/opt/qwen tune/bin':"$PATH"
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
 export MASTER_ADDR MASTER_PORT
-srun --kill-on-bad-exit=1 bash -c 'exec qwen-tune run --output-dir runs --nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT"'
+srun --kill-on-bad-exit=1 bash -c 'exec qwen-tune run --output-dir /scratch/runs --nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT"'
