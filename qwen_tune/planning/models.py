@@ -243,6 +243,23 @@ def _switched_on(value: str) -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
+# A config.json is a few KiB; reading one of this size means the path is something else.
+MAX_CONFIG_BYTES = 16 * 2**20
+# What transformers builds a Qwen tokenizer from: tokenizer.json, else the BPE files it came from.
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+
+def check_tokenizer(model: ModelRef) -> None:
+    """A local model directory without its tokenizer loads in swift, which then drops every row (a TypeError each)."""
+    folder = model.local_dir
+    if folder is None or any(all((folder / name).is_file() for name in files) for files in TOKENIZER_FILES):
+        return
+    raise ModelError(
+        f"model directory {folder} has no tokenizer (tokenizer.json, or vocab.json and merges.txt): copy the tokenizer "
+        "files (tokenizer.json, tokenizer_config.json, vocab.json, merges.txt) from the model's hub repository into it"
+    )
+
+
 def check_reachable(model: ModelRef, *, offline: bool) -> None:
     """Training a hub id means swift downloads it: with the hub switched off, only a local directory can train."""
     if offline and model.local_dir is None:
@@ -254,44 +271,63 @@ def check_reachable(model: ModelRef, *, offline: bool) -> None:
 
 def shape_from_config(config_path: Path) -> ModelShape:
     try:
-        config = json.loads(config_path.read_text())
+        if config_path.exists() and not config_path.is_file():
+            raise ModelError(f"{config_path} is not a file: --model must be a Hugging Face model directory")
+        if config_path.is_file() and config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelError(
+                f"{config_path} is over {MAX_CONFIG_BYTES // 2**20} MiB, no model's config.json is: is this a model directory?"
+            )
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{config_path} is missing: --model must be a Hugging Face model directory") from None
+    except RecursionError:
+        raise ModelError(f"cannot read {config_path}: JSON nested too deep") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {config_path}: {exc}") from None
+    if not isinstance(config, dict):
+        kind = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}.get(type(config), "null")
+        raise ModelError(f"{config_path} holds {kind}, not a JSON object: is this a model's config.json?")
     family = config.get("model_type")
     if family not in SWIFT_NAMES:
         raise ModelError(
             f"{config_path}: model_type {family!r} is not a Qwen2/Qwen2.5/Qwen3 model; qwen-tune plans for {', '.join(SWIFT_NAMES)}"
         )
-    try:
-        heads = int(config["num_attention_heads"])
-        hidden = int(config["hidden_size"])
-        return ModelShape(
-            family=family,
-            hidden_size=hidden,
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=heads,
-            num_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            intermediate_size=int(config["intermediate_size"]),
-            vocab_size=int(config["vocab_size"]),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-            **(_moe_fields(config, config_path) if family == "qwen3_moe" else {}),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{config_path}: missing or bad field {exc}; is this a complete model config?") from None
 
+    def size(key: str, default: object = None) -> int:
+        """A positive whole number from the config (a size, a count), else one line naming the field."""
+        value = config.get(key) if config.get(key) is not None else default
+        if value is None:
+            raise ModelError(f"{config_path}: {key} is missing; is this a complete model config?")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+            raise ModelError(
+                f"{config_path}: {key} is {json.dumps(value)}, not a positive whole number; is this a complete model config?"
+            )
+        return int(value)
 
-def _moe_fields(config: dict, config_path: Path) -> dict[str, int]:
-    """The experts of a qwen3_moe config; the released models route in every layer, and so must this one."""
-    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1)) != 1:
-        raise ModelError(
-            f"{config_path}: dense layers among the MoE layers (mlp_only_layers/decoder_sparse_step) are not planned for"
-        )
-    return {
+    heads = size("num_attention_heads")
+    hidden = size("hidden_size")
+    moe = {}
+    if family == "qwen3_moe":
+        if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
+            raise ModelError(
+                f"{config_path}: dense layers among the MoE layers (mlp_only_layers/decoder_sparse_step) are not planned for"
+            )
         # The released configs say num_experts; transformers 5.19 writes num_local_experts.
-        "num_experts": int(config["num_experts"] if "num_experts" in config else config["num_local_experts"]),
-        "experts_per_token": int(config["num_experts_per_tok"]),
-        "moe_intermediate_size": int(config["moe_intermediate_size"]),
-    }
+        experts = "num_experts" if "num_experts" in config else "num_local_experts"
+        moe = {
+            "num_experts": size(experts),
+            "experts_per_token": size("num_experts_per_tok"),
+            "moe_intermediate_size": size("moe_intermediate_size"),
+        }
+    return ModelShape(
+        family=family,
+        hidden_size=hidden,
+        num_layers=size("num_hidden_layers"),
+        num_heads=heads,
+        num_kv_heads=size("num_key_value_heads", heads),
+        head_dim=size("head_dim", hidden // heads or None),
+        intermediate_size=size("intermediate_size"),
+        vocab_size=size("vocab_size"),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        **moe,
+    )
