@@ -188,3 +188,14 @@ def _error(spec: str) -> str:
     with pytest.raises(DatasetError) as refused:
         load_dataset(spec)
     return str(refused.value)
+
+
+def test_the_readmes_examples_are_read_as_it_says(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Your own data", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.jsonl"
+    path.write_text(block, encoding="utf-8")
+    dataset = load_dataset(str(path))
+    assert dataset.shapes == ("query/response", "messages", "alpaca", "sharegpt") and len(dataset) == 5
+    filled = fill_identity(dataset, NAME, AUTHOR)
+    assert all("{{" not in message["content"] for row in filled for message in row["messages"])
