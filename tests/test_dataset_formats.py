@@ -199,3 +199,15 @@ def test_the_readmes_examples_are_read_as_it_says(tmp_path):
     assert dataset.shapes == ("query/response", "messages", "alpaca", "sharegpt") and len(dataset) == 5
     filled = fill_identity(dataset, NAME, AUTHOR)
     assert all("{{" not in message["content"] for row in filled for message in row["messages"])
+
+
+def test_a_lone_surrogate_is_refused_before_it_breaks_the_write(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"query": "Who?", "response": "I am \\ud800."}\n', encoding="utf-8")
+    assert "row 1 has text that is not valid Unicode in its message 2" in _error(str(path))
+
+
+def test_a_missing_path_under_an_existing_folder_is_a_path_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert "data/identity does not exist: check the path" in _error("data/identity")

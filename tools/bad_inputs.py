@@ -225,6 +225,7 @@ CASES = (
     Case("the model directory has no tokenizer", 11, run_tiny(), {"model/config.json": TINY_CONFIG}),
     Case("`config.json` says `num_attention_heads: 0`", 11, run_tiny(), model_with(num_attention_heads=0)),
     Case("`config.json` is not a JSON object", 11, run_tiny(), {**MODEL, "model/config.json": "[1, 2]\n"}),
+    Case("the model's `tokenizer.json` is broken", 11, run_tiny(), {**MODEL, "model/tokenizer.json": '{"model": 1}\n'}),
     Case(
         "a hub id while offline (`HF_HUB_OFFLINE=1`)",
         11,

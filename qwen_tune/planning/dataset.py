@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from qwen_tune.errors import DatasetError
+from qwen_tune.errors import DatasetError, ModelError
 from qwen_tune.planning.config import PACKAGE_DIR
 from qwen_tune.planning.recipes import BUILTIN_PREFIX, Bilingual
 
@@ -157,7 +157,8 @@ def _too_big(path: Path, size: int, what: str) -> str:
 
 def _not_found(spec: str, path: Path, hub_offline: bool, what: str) -> str:
     """A missing file; where it is written like a hub dataset id (swift's --dataset takes those), say so."""
-    if not _HUB_DATASET.fullmatch(spec) or spec.startswith((".", "~")) or path.suffix in (".json", ".jsonl"):
+    looks_local = spec.startswith((".", "~")) or path.suffix in (".json", ".jsonl") or Path(spec.split("/")[0]).is_dir()
+    if not _HUB_DATASET.fullmatch(spec) or looks_local:
         return f"{what} {path} does not exist: check the path (README 'Your own data' shows the format)"
     if spec.split("#")[0].lower() in ("swift/self-cognition", "modelscope/self-cognition"):
         return f"{what} {spec} is swift's hub self-cognition dataset; qwen-tune ships the same rows: --dataset builtin:self_cognition"
@@ -256,6 +257,11 @@ def as_messages(row: object, fail: Callable[[str], DatasetError]) -> tuple[Shape
             messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
         messages += [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
     _check_turns(messages, fail)
+    for number, message in enumerate(messages, start=1):
+        try:
+            message["content"].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape (\\ud800): valid JSON, but no text UTF-8 can hold
+            raise fail(f"has text that is not valid Unicode in its message {number} (a lone \\ud8xx-\\udfxx escape)") from None
     for message in messages:
         for lower, upper in _LOWER_PLACEHOLDERS.items():
             message["content"] = message["content"].replace(lower, upper)
@@ -433,7 +439,10 @@ def length_measure(system: str, tokenizer_file: Path | None) -> tuple[Callable[[
     if tokenizer_file is not None:
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # the tokenizers library raises its own kinds for a broken file
+            raise ModelError(f"cannot read the model's tokenizer {tokenizer_file}: {str(exc)[:200]}") from None
         return lambda row: len(tokenizer.encode(chat_text(row, system), add_special_tokens=False).ids), "tokenized"
     return lambda row: estimate_tokens(chat_text(row, system)), "estimated"
 
