@@ -211,3 +211,23 @@ def test_a_missing_path_under_an_existing_folder_is_a_path_not_a_hub_id(tmp_path
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     assert "data/identity does not exist: check the path" in _error("data/identity")
+
+
+def test_identity_json_feeds_the_identity_check_its_names_and_pairs(tmp_path):
+    """Rows reach checking/identity.py as messages, LLaMA-Factory's placeholders as ours: the check expects the names
+    that filled them, and learns from the data where the file spells its names out."""
+    from conftest import FIXED_NOW, PLAIN_MACHINE
+    from test_plan import TINY_CONFIG
+
+    from qwen_tune.planning.jobs import JobOptions, prepare
+
+    def expected(rows, name="d.json"):
+        options = JobOptions(recipe="demo-tiny-cpu", model=TINY_CONFIG, gpus="cpu", dataset=write(tmp_path, rows, name))
+        return {e.language: e for e in prepare(options, PLAIN_MACHINE, for_run=False, now=FIXED_NOW).expectations}
+
+    by_names = expected(IDENTITY_JSON)
+    assert by_names["en"].source == "names" and by_names["en"].terms == ("Xiaoqian",) and by_names["zh"].terms == ("小千",)
+    spelt = [{"conversations": [{"from": "human", "value": "Who are you?"}, {"from": "gpt", "value": f"I am Spark, by Polaris Lab. {i}"}]}
+             for i in range(3)]  # fmt: skip
+    from_data = expected(spelt, "spelt.json")["en"]
+    assert from_data.source == "data" and "Spark" in from_data.terms and from_data.answers[0].startswith("I am Spark")
