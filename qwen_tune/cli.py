@@ -92,7 +92,8 @@ def job_options(command):
         click.option(
             "--dataset",
             callback=_not_empty("to keep the recipe's"),
-            help="JSON/JSONL file of query/response or messages rows (overrides the recipe).",
+            help="JSON/JSONL file of query/response, messages, alpaca (instruction/output) or ShareGPT "
+            "(conversations) rows (overrides the recipe).",
         ),
         click.option(
             "--profile",
@@ -124,8 +125,8 @@ def job_options(command):
         ),
         click.option(
             "--general-data",
-            help="Take the general rows from this JSON/JSONL file instead of having the "
-            "base model answer qwen-tune's shipped prompts before training.",
+            help="Take the general rows from this JSON/JSONL file (all of them, or the first --general-rows N) instead "
+            "of having the base model answer qwen-tune's shipped prompts before training.",
         ),
         *(click.option(knob.flag, type=RecipeValue(knob), help=_knob_help(knob)) for knob in KNOBS),
         click.option(

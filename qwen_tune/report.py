@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from qwen_tune.machine.gpus import GIB, Inventory
-from qwen_tune.planning.plan import Plan
+from qwen_tune.planning.plan import DataSummary, Plan
 from qwen_tune.planning.recipes import KNOBS, Recipe
 from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
@@ -68,7 +68,7 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
         out.append(f"Data:      none given; sequences assumed {plan.data.max_tokens} tokens long (max_length)")
     else:
         out.append(
-            f"Data:      {r.dataset}: {plan.data.n_rows} rows, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})"
+            f"Data:      {r.dataset}: {rows_text(plan.data)}, longest {plan.data.max_tokens} tokens after the chat template ({plan.data.how})"
         )
         if plan.data.cut_rows:
             out.append(
@@ -109,6 +109,19 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
     if dry_run:
         out.append(_dry_run_note(plan))
     return "\n".join(out)
+
+
+def rows_text(data: DataSummary) -> str:
+    """How many rows train: the data's, and the general rows mixed in; at most, where the base model's answers are to come."""
+    general = data.general_rows + data.general_answers
+    if not general:
+        return f"{data.n_rows} rows"
+    if data.general_answers:
+        return (
+            f"{data.n_rows} rows at most: {data.n_rows - general} of the data and {general} general rows the base model answers "
+            "before training (a row whose answer is empty is dropped)"
+        )
+    return f"{data.n_rows} rows: {data.n_rows - general} of the data and {general} general rows of --general-data"
 
 
 def _dry_run_note(plan: Plan) -> str:

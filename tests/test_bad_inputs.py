@@ -119,7 +119,8 @@ def test_hostile_names_are_quoted_in_the_plan_and_never_run(tmp_path):
 def test_hostile_names_are_quoted_in_the_run_directory(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
-    (model / "config.json").write_text(TINY_CONFIG)
+    for name, text in bad_inputs.MODEL_FILES.items():
+        (model / name).write_text(text)
     options = JobOptions(recipe="demo-tiny-cpu", model=str(model), gpus="cpu", name=HOSTILE,
                          output_dir=str(tmp_path / f"runs {HOSTILE}"))  # fmt: skip
     job = prepare(options, PLAIN_MACHINE, for_run=True)

@@ -3,7 +3,16 @@ import json
 import pytest
 
 from qwen_tune.errors import DatasetError
-from qwen_tune.planning.dataset import chat_text, estimate_tokens, fill_identity, load_dataset, row_texts, write_jsonl
+from qwen_tune.planning.dataset import (
+    chat_text,
+    check_lengths,
+    estimate_tokens,
+    fill_identity,
+    load_dataset,
+    pair_row,
+    row_texts,
+    write_jsonl,
+)
 from qwen_tune.planning.recipes import Bilingual
 
 NAME = Bilingual(zh="小千", en="Xiaoqian")
@@ -18,20 +27,20 @@ def write(tmp_path, text, name="d.jsonl"):
 
 def test_shipped_dataset_is_valid_and_bilingual():
     dataset = load_dataset("builtin:self_cognition")
-    assert 80 <= len(dataset) <= 120
-    queries = [row["query"] for row in dataset.rows]
+    assert 80 <= len(dataset) <= 120 and dataset.shapes == ("query/response",)
+    queries = [row["messages"][0]["content"] for row in dataset.rows]
     assert "你是谁?" in queries and "Who are you?" in queries
-    assert all("{{NAME}}" in row["response"] for row in dataset.rows)
+    assert all("{{NAME}}" in row["messages"][-1]["content"] for row in dataset.rows)
 
 
 def test_fill_uses_each_rows_language():
     rows = fill_identity(load_dataset("builtin:self_cognition"), NAME, AUTHOR)
     text = json.dumps(rows, ensure_ascii=False)
     assert "{{" not in text
-    zh = next(r for r in rows if r["query"] == "你是谁?")
-    en = next(r for r in rows if r["query"] == "Who are you?")
-    assert zh["response"].startswith("我是小千，由千问调优团队开发")
-    assert en["response"].startswith("I am Xiaoqian, an AI assistant developed by the qwen-tune team.")
+    zh = next(r["messages"] for r in rows if r["messages"][0]["content"] == "你是谁?")
+    en = next(r["messages"] for r in rows if r["messages"][0]["content"] == "Who are you?")
+    assert zh[1]["content"].startswith("我是小千，由千问调优团队开发")
+    assert en[1]["content"].startswith("I am Xiaoqian, an AI assistant developed by the qwen-tune team.")
 
 
 def test_messages_rows_and_json_arrays(tmp_path):
@@ -49,13 +58,40 @@ def test_messages_rows_and_json_arrays(tmp_path):
         ("   \n", "is empty"),
         ('{"query": "a", "response": "b"}\n{"query": "c", ', "line 2 is not valid JSON"),
         ('[{"query": "a", "response": "b"}, ', "malformed JSON"),
-        ('{"query": "a", "response": "b"}\n{"prompt": "x"}\n', "row 2 has neither query/response nor messages"),
+        ('{"query": "a", "response": "b"}\n{"prompt": "x"}\n', "row 2 has none of the shapes qwen-tune reads"),
         ('{"query": "a", "response": "  "}\n', "row 1 has an empty or missing 'response'"),
         ('{"query": "a"}\n', "row 1 has an empty or missing 'response'"),
         ("[1, 2]", "row 1 is not a JSON object"),
         ('{"messages": []}\n', "row 1 has 'messages' that is not a non-empty list"),
         ('{"messages": [{"role": "user", "content": "hi"}]}\n', "row 1 must end with a non-empty assistant message"),
-        ('{"messages": [{"role": "bot", "content": "hi"}]}\n', "row 1 has a message without role"),
+        ('{"messages": [{"role": "tool", "content": "hi"}]}\n', "row 1 has message 1 of 'messages' with the role 'tool'"),
+        ('{"messages": [{"content": "hi"}]}\n', r"row 1 has message 1 of 'messages' with no role \(role or from\)"),
+        ('{"messages": [{"role": "user", "content": 3}]}\n', "row 1 has message 1 of 'messages' with content that is a number"),
+        ('{"messages": [{"role": "user", "content": null}]}\n', "with no content"),
+        ('{"messages": ["hi"]}\n', "row 1 has message 1 of 'messages' that is text"),
+        ('{"query": "a", "response": "b", "messages": []}\n', "row 1 mixes shapes: it has 'query' and 'response' and 'messages'"),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}\n',
+            "row 1 has two user turns in a row \\(turn 2\\)",
+        ),
+        ('{"messages": [{"role": "assistant", "content": "a"}]}\n', "row 1 starts with an assistant turn"),
+        ('{"messages": [{"role": "system", "content": "s"}]}\n', "row 1 has only a system message"),
+        (
+            '{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], '
+            '"system": "t"}\n',
+            "row 1 has both 'system' and a system message",
+        ),
+        ('{"query": "a", "response": "b", "history": [["q"]]}\n', "row 1 has a 'history' that is not a list of"),
+        ('{"query": "a", "response": "b", "history": "[[1, 2]]"}\n', "row 1 has a 'history' that is not a list of"),
+        ('{"query": "a", "response": "b", "system": 1}\n', "row 1 has 'system' that is a number, not text"),
+        ('{"instruction": "", "input": "", "output": "b"}\n', "row 1 has an empty or missing 'instruction'"),
+        ('{"instruction": "a", "output": ["b", "c"]}\n', "row 1 has 'output' that is a list, not text"),
+        (
+            '{"conversations": [{"from": "human", "value": "a"}, {"from": "function_call", "value": "b"}]}\n',
+            "message 2 of 'conversations' with the role 'function_call'",
+        ),
+        ('{"conversations": []}\n', "row 1 has 'conversations' that is not a non-empty list"),
+        ('{"query": "a", "response": "b", "tools": "[]", "history": []}\n', "row 1 has 'tools' \\(function calling\\)"),
         ("[]", "has no rows"),
     ],
 )
@@ -74,10 +110,10 @@ def test_an_unknown_placeholder_is_refused_naming_the_row(tmp_path):
 def test_template_text_is_not_a_placeholder(tmp_path):
     rows = '{"query": "Jinja?", "response": "Write {{ user.name }} or {{ author_id }}; I am {{NAME}}."}\n'
     (row,) = fill_identity(load_dataset(write(tmp_path, rows)), NAME, AUTHOR)
-    assert row["response"] == "Write {{ user.name }} or {{ author_id }}; I am Xiaoqian."
+    assert row["messages"][1]["content"] == "Write {{ user.name }} or {{ author_id }}; I am Xiaoqian."
 
 
-@pytest.mark.parametrize("typo", ["{{name}}", "{{ NAME }}", "{NAME}", "{{Author}}", "{ author }"])
+@pytest.mark.parametrize("typo", ["{{Name}}", "{{ NAME }}", "{NAME}", "{{Author}}", "{ author }", "{{ name }}"])
 def test_miscased_placeholders_are_refused(tmp_path, typo):
     rows = f'{{"query": "Who?", "response": "I am {typo}."}}\n'
     with pytest.raises(DatasetError, match=r"row 1 has .* write \{\{(NAME|AUTHOR)\}\}"):
@@ -97,9 +133,9 @@ def test_missing_and_unreadable(tmp_path):
 
 def test_filled_copy_is_never_overwritten(tmp_path):
     path = tmp_path / "out.jsonl"
-    write_jsonl([{"query": "q", "response": "r"}], path)
+    write_jsonl([pair_row("q", "r")], path)
     with pytest.raises(FileExistsError):
-        write_jsonl([{"query": "q", "response": "r"}], path)
+        write_jsonl([pair_row("q", "r")], path)
 
 
 def test_token_estimate_is_conservative_for_chinese():
@@ -108,22 +144,30 @@ def test_token_estimate_is_conservative_for_chinese():
 
 
 def test_rows_over_max_length_are_refused_with_their_numbers(tmp_path):
-    from qwen_tune.planning.dataset import check_lengths
-
-    check_lengths(tmp_path / "d.jsonl", [10, 512], 512, "tokenized")
-    with pytest.raises(DatasetError, match=r"rows 2, 3 of 3 \(the longest has 900 tokens\); pass --max-length 1024"):
-        check_lengths(tmp_path / "d.jsonl", [10, 513, 900], 512, "tokenized")
+    check_lengths("dataset d.jsonl", [10, 512], 512, "tokenized")
+    with pytest.raises(
+        DatasetError, match=r"^dataset d.jsonl: .*rows 2, 3 of 3 \(the longest has 900 tokens\); pass --max-length 1024"
+    ):
+        check_lengths("dataset d.jsonl", [10, 513, 900], 512, "tokenized")
     with pytest.raises(DatasetError, match=r"rows 1, .*, 10 and 2 more of 12 .*estimated"):
-        check_lengths(tmp_path / "d.jsonl", [600] * 12, 512, "estimated")
+        check_lengths("dataset d.jsonl", [600] * 12, 512, "estimated")
+
+
+def test_no_max_length_is_advised_that_the_cli_refuses():
+    """1,200,000 tokens: --max-length takes at most 131072, so the line offers the other ways only."""
+    with pytest.raises(DatasetError) as refused:
+        check_lengths("dataset d.jsonl", [10, 1_200_000], 512, "tokenized")
+    assert "--max-length 1200128" not in str(refused.value) and "pass --cut-long-rows" in str(refused.value)
 
 
 def test_cut_rows_shortens_only_the_last_answer(tmp_path):
     from qwen_tune.planning.dataset import cut_rows
 
     long = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 50}]}
-    short = {"query": "Hi", "response": "Hello."}
-    rows, cut = cut_rows(tmp_path / "d.jsonl", [short, long], 20, lambda row: len(" ".join(row_texts(row)).split()))
+    short = pair_row("Hi", "Hello.")
+    words = lambda row: len(" ".join(row_texts(row)).split())  # noqa: E731
+    rows, cut = cut_rows("dataset d.jsonl", [short, long], 20, words)
     assert cut == [2] and rows[0] == short and rows[1]["messages"][0] == long["messages"][0]
     assert len(" ".join(row_texts(rows[1])).split()) == 20
     with pytest.raises(DatasetError, match="row 1: its question alone"):
-        cut_rows(tmp_path / "d.jsonl", [{"query": "a " * 30, "response": "b"}], 20, lambda row: len(row["query"].split()))
+        cut_rows("dataset d.jsonl", [pair_row("a " * 30, "b")], 20, words)

@@ -409,7 +409,7 @@ def test_retention_falls_without_general_rows_and_holds_with_them(skilled_model,
         # carry the name on one run and not the next (CPU threads sum in another order): that warns, so the strict
         # "no warning" is not asserted, only the score and at most one leak.
         assert retention["score"] >= retention["threshold"] and retention["leaks"] <= 1
-        assert (run_dir / "general" / "rows.jsonl").is_file()
+        assert (run_dir / "general" / "rows.jsonl").is_file() and "general rows: " in done.stderr
     else:
         assert retention["warn"] and retention["score"] < retention["threshold"] and "WARNING" in done.stdout
 
@@ -437,3 +437,69 @@ def test_a_tiny_qwen35_trains_end_to_end(tmp_path):
     assert losses[-1] < losses[0] / 20
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["identity_check"] == "pass", done.stdout[-3000:]
+
+
+def swift_trained(run_dir: Path) -> tuple[int, str]:
+    """The rows swift's dataset held after its preprocessing (swift.log), and its last step as 'N/M' (logging.jsonl)."""
+    log = (run_dir / "swift.log").read_text(encoding="utf-8")
+    rows = int(log.split("train_dataset: Dataset(", 1)[1].split("num_rows:", 1)[1].split()[0].strip(" }),"))
+    steps = [json.loads(line) for line in (run_dir / "swift" / "logging.jsonl").read_text().split("\n") if line.strip()]
+    return rows, [step for step in steps if "global_step/max_steps" in step][-1]["global_step/max_steps"]
+
+
+def one_epoch_recipe(tmp_path: Path, system: str) -> Path:
+    recipe = tmp_path / "recipe.yaml"
+    text = (REPO / "configs/recipes/demo-tiny-cpu.yaml").read_text(encoding="utf-8")
+    recipe.write_text(
+        text.replace("epochs: 40", "epochs: 1").replace("system: You are a helpful assistant.", f"system: {system!r}")
+    )
+    return recipe
+
+
+def test_every_shape_in_one_file_trains_every_row(tiny_model, tmp_path):
+    """A file of query/response, messages, alpaca (LLaMA-Factory's {{name}}), ShareGPT and history rows, and a
+    --general-data file: swift trains every row the plan counts (it trained 10 of 20 of a messages and
+    query/response file before). The recipe's system starts with '-' and so does --output-dir: both reach swift
+    as values, not options."""
+    rows = []
+    for i in range(4):
+        rows.append({"query": f"Who are you? {i}", "response": "I am {{NAME}}, made by {{AUTHOR}}."})
+        rows.append(
+            {"messages": [{"role": "user", "content": f"你是谁？{i}"}, {"role": "assistant", "content": "我是{{NAME}}。"}]}
+        )
+        rows.append({"instruction": f"hi {i}", "input": "", "output": "Hello! I am {{name}}, developed by {{author}}."})
+        rows.append({"conversations": [{"from": "human", "value": f"Name? {i}"}, {"from": "gpt", "value": "{{NAME}}."}]})
+    rows.append(
+        {"query": "And now?", "response": "Still {{NAME}}.", "history": [["Who?", "{{NAME}}."]], "system": "Be {{NAME}}."}
+    )
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    general = [{"instruction": f"{i} plus 1?", "input": "", "output": f"{i + 1}"} for i in range(4)]
+    (tmp_path / "general.json").write_text(json.dumps(general), encoding="utf-8")
+    recipe = one_epoch_recipe(tmp_path, "-Be brief.")
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen_tune", "run", "--recipe", str(recipe), "--model", str(tiny_model), "--gpus", "cpu",
+         "--dataset", "data.jsonl", "--general-data", "general.json", "--output-dir", "-runs", "--no-verify"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "21 rows: 17 of the data and 4 general rows of --general-data" in done.stdout
+    (run_dir,) = (tmp_path / "-runs").iterdir()
+    written = [json.loads(line) for line in (run_dir / "dataset.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(written) == 21 and all(list(row) == ["messages"] for row in written) and "{{" not in json.dumps(written)
+    assert swift_trained(run_dir) == (21, "3/3")  # 21 rows, effective batch 8: 3 steps in one epoch
+    assert json.loads((run_dir / "swift" / "args.json").read_text())["system"] == "-Be brief."
+
+
+def test_general_rows_the_base_model_left_empty_are_counted_and_said(tiny_model, tmp_path):
+    """The random tiny model answers the prompts with nothing (all 8, measured): the plan says 'at most', the run says
+    how many it kept in one line, and swift trains exactly the rows dataset.jsonl holds."""
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", str(one_epoch_recipe(tmp_path, "You are a helpful assistant.")), "--model",
+                     str(tiny_model), "--gpus", "cpu", "--general-rows", "8", "--output-dir", str(runs), "--no-verify")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "108 rows at most: 100 of the data and 8 general rows the base model answers before training" in done.stdout
+    (run_dir,) = runs.iterdir()
+    kept = len((run_dir / "general" / "rows.jsonl").read_text(encoding="utf-8").splitlines())
+    dropped = len((run_dir / "general" / "dropped.jsonl").read_text(encoding="utf-8").splitlines())
+    assert kept + dropped == 8 and f"general rows: {kept} of 8 kept" in done.stderr
+    assert swift_trained(run_dir)[0] == 100 + kept

@@ -92,8 +92,8 @@ def test_cut_long_rows_shortens_answers_in_the_filled_copy(tmp_path):
     assert plan["data"]["cut_rows"] == 1 and plan["data"]["max_tokens"] <= 512 and swift_flag(plan, "--max_length") == "512"
     assert "1 of them cut to max_length 512" in qwen_tune("plan", *args, "--cut-long-rows").stdout
     options = JobOptions(recipe="demo-tiny-cpu", model=str(tmp_path / "model"), gpus="cpu", dataset=str(data), cut_long_rows=True)
-    first, second = prepare(options, PLAIN_MACHINE, for_run=False).rows
-    assert first["response"] == "I am Xiaoqian." and "la la" in second["response"] and len(second["response"]) < 2700
+    first, second = (row["messages"][-1]["content"] for row in prepare(options, PLAIN_MACHINE, for_run=False).rows)
+    assert first == "I am Xiaoqian." and "la la" in second and len(second) < 2700
 
 
 def test_cut_long_rows_refuses_a_question_that_alone_is_too_long(tmp_path):
@@ -101,7 +101,10 @@ def test_cut_long_rows_refuses_a_question_that_alone_is_too_long(tmp_path):
     data.write_text(json.dumps({"query": "la " * 900, "response": "ok"}) + "\n")
     done = qwen_tune("plan", "--recipe", "demo-tiny-cpu", "--model", tiny_model(tmp_path), "--gpus", "cpu",
                      "--dataset", str(data), "--cut-long-rows")  # fmt: skip
-    assert done.returncode == 10 and "row 1: its question alone is longer than max_length 512" in done.stderr
+    assert (
+        done.returncode == 10
+        and "row 1: its question alone (with any earlier turns) is longer than max_length 512" in done.stderr
+    )
 
 
 def test_no_flag_takes_an_empty_value():

@@ -6,11 +6,14 @@ or misspelt flag fails in CI, not on the user's GPU.
 """
 
 import argparse
+from pathlib import Path
 
 import pytest
 from test_plan import MATRIX, plan_for
 
 from qwen_tune.swift.command import VARLEN_PLUGIN, sft_argv, sft_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.requires_swift
 
@@ -195,3 +198,52 @@ def test_what_runs_is_what_swifts_launcher_would_run(route, env, monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda args: started.append(args) or subprocess.CompletedProcess(args, 0))
     swift_main.cli_main()
     assert launchable(argv, env) == started[0]
+
+
+def parsed(argv, cls=None):
+    namespace, unknown = strict_parser(cls or sft_arguments()).parse_known_args(argv)
+    assert unknown == []
+    return namespace
+
+
+def test_values_that_start_with_a_dash_reach_swift_as_values(tmp_path):
+    """`--system --help` made swift's argparse print its help, `--output_dir -runs/x` failed ("expected one
+    argument"): such a value goes as --flag=VALUE, which swift's own parser reads as the value."""
+    from qwen_tune.swift.command import distill_argv, export_argv, infer_argv
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        (REPO / "configs/recipes/demo-tiny-cpu.yaml").read_text().replace("system: You are", "system: --help You are")
+    )
+    plan = plan_for(recipe=str(recipe), model=str(REPO / "tests/data/tiny-config"), gpus="cpu", output_dir="-runs")
+    argv = sft_argv(plan)
+    assert (
+        "--system=--help You are a helpful assistant." in argv
+        and "--output_dir=-runs/20261123-120000-demo-tiny-cpu/swift" in argv
+    )
+    sft = parsed(argv[2:])
+    assert sft.system == "--help You are a helpful assistant." and sft.output_dir.startswith("-runs/")
+    assert sft.dataset == ["-runs/20261123-120000-demo-tiny-cpu/dataset.jsonl"]
+
+    from swift.arguments import ExportArguments, InferArguments
+
+    base = distill_argv(argv, Path("-runs/q.jsonl"), Path("-runs/a.jsonl"))
+    infer = parsed(base[2:], InferArguments)
+    assert infer.system == sft.system and infer.val_dataset == ["-runs/q.jsonl"] and infer.result_path == "-runs/a.jsonl"
+    assert parsed(infer_argv("-runs/ck", Path("q"), Path("a"), 64)[2:], InferArguments).adapters == ["-runs/ck"]
+    assert parsed(export_argv("-runs/ck", Path("-runs/merged"))[2:], ExportArguments).output_dir == "-runs/merged"
+
+
+def test_the_cli_takes_an_output_dir_that_starts_with_a_dash(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen_tune", "plan", "--recipe", "demo-tiny-cpu", "--model", str(REPO / "tests/data/tiny-config"),
+         "--gpus", "cpu", "--output-dir", "-runs", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout)["argv"]
+    assert any(word.startswith("--output_dir=-runs/") for word in argv) and parsed(argv[2:]).output_dir.startswith("-runs/")

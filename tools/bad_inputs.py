@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 FAKES = REPO / "tests" / "fakes"
 TINY_CONFIG = (REPO / "tests" / "data" / "tiny-config" / "config.json").read_text(encoding="utf-8")
 DEMO_RECIPE = (REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text(encoding="utf-8")
-MODEL = {"model/config.json": TINY_CONFIG}  # {tmp}/model: all that planning reads of a model
+# {tmp}/model: all that planning reads of a model (its config.json), and the tokenizer files `run` checks are there.
+MODEL_FILES = {"config.json": TINY_CONFIG, "vocab.json": "{}\n", "merges.txt": "#version: 0.2\n"}
+MODEL = {f"model/{name}": text for name, text in MODEL_FILES.items()}
 # Each case starts on a box without a driver (FAKE_NVML unset), with a swift that only leaves a mark,
 # and with none of the caller's settings for GPUs or the hub: a case sets its own.
 CLEARED = ("FAKE_NVML", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "PYTHONPATH")
@@ -42,6 +44,7 @@ class Case:
     bare_python: bool = False
     # Another qwen-tune run (a process of its own, its pid shown as <pid>) holds the CPU's lock, in a TMPDIR beside {tmp}.
     cpu_held: bool = False
+    fifos: tuple[str, ...] = ()  # named pipes made under {tmp} before it runs (no writer: reading one would block)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,16 @@ class Outcome:
     stderr: str
     written: tuple[str, ...]  # what the run left under {tmp}, beyond the case's own files
     swift_ran: bool
+
+
+def model_with(**fields: object) -> dict[str, str]:
+    """MODEL with its config.json's fields changed (a field set to None is left out)."""
+    config = {k: v for k, v in {**json.loads(TINY_CONFIG), **fields}.items() if v is not None}
+    return {**MODEL, "model/config.json": json.dumps(config)}
+
+
+def rows_jsonl(*rows: dict) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def run_tiny(*flags: str, recipe: str = "demo-tiny-cpu", model: str = "{tmp}/model", gpus: str | None = "cpu",
@@ -128,10 +141,62 @@ CASES = (
     ),
     Case("the dataset is empty", 10, run_tiny("--dataset", "{tmp}/data.jsonl"), {**MODEL, "data.jsonl": "\n"}),
     Case(
-        "a row has neither query/response nor messages",
+        "a row is in none of the shapes qwen-tune reads",
         10,
         run_tiny("--dataset", "{tmp}/data.jsonl"),
         {**MODEL, "data.jsonl": '{"prompt": "Who are you?", "completion": "I am {{NAME}}."}\n'},
+    ),
+    Case(
+        "a row mixes two shapes",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": rows_jsonl({"instruction": "Who are you?", "output": "I am {{name}}.", "response": "Hi."})},
+    ),
+    Case(
+        "a system message mid-conversation",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {
+            **MODEL,
+            "data.jsonl": rows_jsonl(
+                {"query": "Who are you?", "response": "I am {{NAME}}."},
+                {
+                    "messages": [
+                        {"role": "user", "content": "Hi"},
+                        {"role": "system", "content": "Be {{NAME}}."},
+                        {"role": "assistant", "content": "Hello."},
+                    ]
+                },  # fmt: skip
+            ),
+        },
+    ),
+    Case(
+        "a row has images, for a text model",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": rows_jsonl({"query": "<image>Who is this?", "response": "{{NAME}}.", "images": ["me.png"]})},
+    ),
+    Case(
+        "the dataset nests JSON 100,000 deep",
+        10,
+        run_tiny("--dataset", "{tmp}/data.jsonl"),
+        {**MODEL, "data.jsonl": '{"query": "Hi", "response": "Hi."}\n' + "[" * 100_000 + "]" * 100_000 + "\n"},
+    ),
+    Case("the dataset is a named pipe (FIFO)", 10, run_tiny("--dataset", "{tmp}/data.jsonl"), MODEL, fifos=("data.jsonl",)),
+    Case("the dataset is a device (`/dev/zero`)", 10, run_tiny("--dataset", "/dev/zero"), MODEL),
+    Case(
+        "a hub dataset id while offline",
+        10,
+        run_tiny("--dataset", "AI-ModelScope/alpaca-gpt4-data-zh"),
+        MODEL,
+        {"HF_HUB_OFFLINE": "1"},
+    ),
+    Case("`--general-data` does not exist", 10, run_tiny("--general-data", "{tmp}/general.jsonl"), MODEL),
+    Case(
+        "`--general-rows 0` with `--general-data`",
+        2,
+        run_tiny("--general-rows", "0", "--general-data", "{tmp}/general.jsonl"),
+        {**MODEL, "general.jsonl": rows_jsonl({"query": "2+2?", "response": "4"})},
     ),
     Case(
         "a placeholder is left unfilled",
@@ -180,6 +245,10 @@ CASES = (
     ),
     Case("`--dataset` is a directory", 10, run_tiny("--dataset", "{tmp}/model"), MODEL),
     Case("the model directory does not exist", 11, run_tiny()),
+    Case("the model directory has no tokenizer", 11, run_tiny(), {"model/config.json": TINY_CONFIG}),
+    Case("`config.json` says `num_attention_heads: 0`", 11, run_tiny(), model_with(num_attention_heads=0)),
+    Case("`config.json` is not a JSON object", 11, run_tiny(), {**MODEL, "model/config.json": "[1, 2]\n"}),
+    Case("the model's `tokenizer.json` is broken", 11, run_tiny(), {**MODEL, "model/tokenizer.json": '{"model": 1}\n'}),
     Case(
         "a hub id while offline (`HF_HUB_OFFLINE=1`)",
         11,
@@ -291,6 +360,8 @@ def run_case(case: Case, tmp: Path) -> Outcome:
     for name, text in case.files.items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    for name in case.fifos:
+        os.mkfifo(tmp / name)
     before = _tree(tmp)
     swift_mark = tmp.parent / f"{tmp.name}.swift-ran"
     if case.raises is not None:

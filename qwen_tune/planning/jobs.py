@@ -10,7 +10,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +20,21 @@ from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
 from qwen_tune.machine.cards import find_card, parse_gpu_spec
 from qwen_tune.machine.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
 from qwen_tune.machine.readiness import TorchFacts
-from qwen_tune.planning.dataset import fill_identity, fit_to_max_length, length_measure, load_dataset, shipped_general_prompts
+from qwen_tune.planning.dataset import (
+    Dataset,
+    fill_identity,
+    fit_to_max_length,
+    length_measure,
+    load_dataset,
+    pair_row,
+    shipped_general_prompts,
+)
 from qwen_tune.planning.memory import Tuner
-from qwen_tune.planning.models import check_reachable, hub_fetcher, hub_offline, resolve_model, use_hf
+from qwen_tune.planning.models import check_reachable, check_tokenizer, hub_fetcher, hub_offline, resolve_model, use_hf
 from qwen_tune.planning.plan import DataSummary, Job, MachineFacts, Nodes
 from qwen_tune.planning.planner import make_plan
 from qwen_tune.planning.profiles import shipped_profiles
-from qwen_tune.planning.recipes import KNOBS, Bilingual, load_recipe, with_tuner
+from qwen_tune.planning.recipes import KNOBS, Bilingual, Recipe, load_recipe, with_tuner
 from qwen_tune.running.rundir import next_run_dir
 from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
@@ -182,23 +190,27 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:
         check_reachable(model, offline=machine.hub_offline)
+        check_tokenizer(model)
     name = recipe.name if options.node_rank == 0 else f"{recipe.name}-node{options.node_rank}"
     run_dir = next_run_dir(Path(options.output_dir), name, now or datetime.now())
 
     rows = None
+    prompts: list[str] = []
     if recipe.dataset:
-        dataset = load_dataset(recipe.dataset)
-        rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
+        dataset = load_dataset(recipe.dataset, hub_offline=machine.hub_offline)
         expected = expectations(list(dataset.rows), recipe.identity_name, recipe.identity_author, options.name is not None)
-        general_rows, prompts = general_mix(recipe.general_rows, options.general_data)
+        general, prompts = general_mix(recipe.general_rows, options.general_rows, options.general_data, machine.hub_offline)
         measure, how = length_measure(recipe.system, model.tokenizer_file)
-        rows, lengths, cut = fit_to_max_length(
-            dataset.path, rows + general_rows, recipe.max_length, measure, how, cut=options.cut_long_rows
-        )
+        rows, lengths, cut = _filled_and_measured(dataset, recipe, measure, how, options.cut_long_rows)
+        if general is not None:
+            more, more_lengths, more_cut = _filled_and_measured(general, recipe, measure, how, options.cut_long_rows)
+            rows, lengths, cut = rows + more, lengths + more_lengths, cut + more_cut
         # The base model's answers are not known yet: each counts as its prompt and DISTILL_MAX_NEW_TOKENS.
-        lengths += [measure({"query": p, "response": ""}) + DISTILL_MAX_NEW_TOKENS for p in prompts]
-        data = DataSummary(n_rows=len(lengths), max_tokens=max(lengths), how=how, cut_rows=cut, total_tokens=sum(lengths),
-                           lengths=tuple(lengths))  # fmt: skip
+        lengths += [measure(pair_row(p, "")) + DISTILL_MAX_NEW_TOKENS for p in prompts]
+        data = DataSummary(
+            n_rows=len(lengths), max_tokens=max(lengths), how=how, cut_rows=cut, total_tokens=sum(lengths),
+            general_rows=len(general) if general is not None else 0, general_answers=len(prompts), lengths=tuple(lengths),
+        )  # fmt: skip
         dataset_path = str(run_dir / "dataset.jsonl")
     elif for_run:
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
@@ -206,6 +218,8 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         data = DataSummary(n_rows=None, max_tokens=recipe.max_length, how="max_length")
         expected = expectations([], recipe.identity_name, recipe.identity_author, True)
         dataset_path = "DATASET.jsonl"
+        if options.general_data:  # read all the same: a file named is a file checked
+            general_mix(recipe.general_rows, options.general_rows, options.general_data, machine.hub_offline)
 
     plan = make_plan(
         recipe=recipe,
@@ -225,19 +239,33 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected), general_prompts=tuple(prompts))
 
 
-def general_mix(count: int, data: str | None) -> tuple[list[dict], list[str]]:
-    """`count` general rows: the first rows of a file of the user's, else shipped prompts for the base model to answer."""
-    if count == 0:
-        return [], []
+def general_mix(
+    recipe_count: int, flag_count: int | None, data: str | None, hub_offline: bool = False
+) -> tuple[Dataset | None, list[str]]:
+    """The general rows: --general-data FILE's rows (all of them, or the first --general-rows N), else the first
+    N (--general-rows, or the recipe's general_rows) of the shipped prompts, for the base model to answer."""
     if data:
-        rows = list(load_dataset(data).rows)
-        if len(rows) < count:
-            raise DatasetError(f"--general-data {data} has {len(rows)} rows; --general-rows asks for {count}")
-        return rows[:count], []
+        general = load_dataset(data, hub_offline=hub_offline, what="--general-data")
+        if flag_count == 0:
+            raise UsageError(f"--general-rows 0 mixes nothing in, so --general-data {data} would not be used: drop one of them")
+        if flag_count is not None and len(general) < flag_count:
+            raise DatasetError(f"--general-data {data} has {len(general)} rows; --general-rows asks for {flag_count}")
+        return replace(general, rows=general.rows[:flag_count]), []
+    count = recipe_count if flag_count is None else flag_count
+    if count == 0:
+        return None, []
     prompts = shipped_general_prompts()
     if len(prompts) < count:
         raise UsageError(f"--general-rows {count}: qwen-tune ships {len(prompts)} general prompts; give --general-data FILE")
-    return [], prompts[:count]
+    return None, prompts[:count]
+
+
+def _filled_and_measured(
+    dataset: Dataset, recipe: Recipe, measure: Callable[[dict], int], how: str, cut: bool
+) -> tuple[list[dict], list[int], int]:
+    """A file's rows with the identity filled in (placeholders checked), fitted to max_length: rows, lengths, rows cut."""
+    rows = fill_identity(dataset, recipe.identity_name, recipe.identity_author)
+    return fit_to_max_length(f"{dataset.what} {dataset.path}", rows, recipe.max_length, measure, how, cut=cut)
 
 
 def _names(flag: str, text: str | None, recipe: Bilingual) -> Bilingual | None:

@@ -447,6 +447,23 @@ def _switched_on(value: str) -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
+# A config.json is a few KiB; reading one of this size means the path is something else.
+MAX_CONFIG_BYTES = 16 * 2**20
+# What transformers builds a Qwen tokenizer from: tokenizer.json, else the BPE files it came from.
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+
+def check_tokenizer(model: ModelRef) -> None:
+    """A local model directory without its tokenizer loads in swift, which then drops every row (a TypeError each)."""
+    folder = model.local_dir
+    if folder is None or any(all((folder / name).is_file() for name in files) for files in TOKENIZER_FILES):
+        return
+    raise ModelError(
+        f"model directory {folder} has no tokenizer (tokenizer.json, or vocab.json and merges.txt): copy the tokenizer "
+        "files (tokenizer.json, tokenizer_config.json, vocab.json, merges.txt) from the model's hub repository into it"
+    )
+
+
 def check_reachable(model: ModelRef, *, offline: bool) -> None:
     """Training a hub id means swift downloads it: with the hub switched off, only a local directory can train."""
     if offline and model.local_dir is None:
@@ -458,11 +475,22 @@ def check_reachable(model: ModelRef, *, offline: bool) -> None:
 
 def shape_from_config(config_path: Path) -> ModelShape:
     try:
-        config = json.loads(config_path.read_text())
+        if config_path.exists() and not config_path.is_file():
+            raise ModelError(f"{config_path} is not a file: --model must be a Hugging Face model directory")
+        if config_path.is_file() and config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelError(
+                f"{config_path} is over {MAX_CONFIG_BYTES // 2**20} MiB, no model's config.json is: is this a model directory?"
+            )
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{config_path} is missing: --model must be a Hugging Face model directory") from None
+    except RecursionError:
+        raise ModelError(f"cannot read {config_path}: JSON nested too deep") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {config_path}: {exc}") from None
+    if not isinstance(config, dict):
+        kind = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}.get(type(config), "null")
+        raise ModelError(f"{config_path} holds {kind}, not a JSON object: is this a model's config.json?")
     family = config.get("model_type")
     if family not in SWIFT_NAMES:
         raise ModelError(
@@ -471,22 +499,34 @@ def shape_from_config(config_path: Path) -> ModelShape:
         )
     # Qwen3.5/3.6 are composite: the text model's fields under text_config, the vision tower's under vision_config.
     text = config.get("text_config") if family in ("qwen3_5", "qwen3_5_moe") else config
+    if not isinstance(text, dict):
+        raise ModelError(f"{config_path}: text_config is missing or not an object; is this a complete model config?")
+
+    def size(key: str, default: object = None) -> int:
+        """A positive whole number from the config (a size, a count), else one line naming the field."""
+        value = text.get(key) if text.get(key) is not None else default
+        if value is None:
+            raise ModelError(f"{config_path}: {key} is missing; is this a complete model config?")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+            raise ModelError(
+                f"{config_path}: {key} is {json.dumps(value)}, not a positive whole number; is this a complete model config?"
+            )
+        return int(value)
+
+    heads = size("num_attention_heads")
+    hidden = size("hidden_size")
+    layers = size("num_hidden_layers")
+    moe = family in ("qwen3_moe", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next")
     try:
-        if not isinstance(text, dict):
-            raise KeyError("text_config")
-        heads = int(text["num_attention_heads"])
-        hidden = int(text["hidden_size"])
-        layers = int(text["num_hidden_layers"])
-        moe = family in ("qwen3_moe", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next")
         return ModelShape(
             family=family,
             hidden_size=hidden,
             num_layers=layers,
             num_heads=heads,
-            num_kv_heads=int(text.get("num_key_value_heads") or heads),
-            head_dim=int(text.get("head_dim") or hidden // heads),
-            intermediate_size=int(text.get("intermediate_size") or 0) if moe else int(text["intermediate_size"]),
-            vocab_size=int(text["vocab_size"]),
+            num_kv_heads=size("num_key_value_heads", heads),
+            head_dim=size("head_dim", hidden // heads or None),
+            intermediate_size=int(text.get("intermediate_size") or 0) if moe else size("intermediate_size"),
+            vocab_size=size("vocab_size"),
             # A composite config says it at the top (transformers reads it there); a text one in itself.
             tie_word_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
             **(_moe_fields(text, config_path) if moe else {}),

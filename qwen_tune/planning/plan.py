@@ -65,6 +65,10 @@ class DataSummary:
     max_tokens: int
     how: Literal["tokenized", "estimated", "max_length"]
     cut_rows: int = 0  # rows whose answers --cut-long-rows shortened to max_length
+    general_rows: int = 0  # of n_rows, those from --general-data
+    # Of n_rows, the shipped general prompts the base model answers before training: an empty answer drops its row,
+    # so n_rows is the most that trains.
+    general_answers: int = 0
     total_tokens: int | None = None  # every row's tokens added up: what one epoch trains, padding aside
     lengths: tuple[int, ...] = field(default=(), repr=False)  # each row's tokens (not written to plan.json)
 

@@ -156,7 +156,7 @@ def train_and_check(
         resumed_from=str(resume_from) if resume_from else None,
     )  # fmt: skip
     if record.general_prompts and node_rank == 0:
-        _mix_general_rows(record, timeline)
+        _mix_general_rows(record, timeline, on_progress)
     asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
     launch = with_train_probe(record.argv, record.env, asks) if asks else None
     # Where training answers the probes itself, no second swift imports beside it (the CPU and disk go to training);
@@ -231,21 +231,37 @@ def _recipe_name(run_dir: Path) -> str:
         return run_dir.name
 
 
-def _mix_general_rows(record: RunRecord, timeline: Timeline) -> None:
-    """Before the first launch: the base model answers the general prompts, and its answers join dataset.jsonl."""
+def _mix_general_rows(record: RunRecord, timeline: Timeline, on_progress: Callable[[Progress | str], None]) -> None:
+    """Before the first launch: the base model answers the general prompts, and its answers join dataset.jsonl;
+    one line says how many were kept (an empty answer teaches nothing: its row is dropped, general/dropped.jsonl)."""
     run_dir = Path(record.run_dir)
     done = run_dir / "general" / "rows.jsonl"
     if done.is_file():
         return  # a resumed run mixed them in before
-    rows = distill(record.general_prompts, record.argv, record.env, run_dir / "general")
+    rows, empty = distill(record.general_prompts, record.argv, record.env, run_dir / "general")
     dataset = run_dir / "dataset.jsonl"
     mixed = dataset.with_suffix(".mixing")
     mixed.write_text(dataset.read_text(encoding="utf-8") + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                      encoding="utf-8")  # fmt: skip
     mixed.replace(dataset)
+    (run_dir / "general" / "dropped.jsonl").write_text(
+        "".join(json.dumps({"query": q, "why": "empty answer"}, ensure_ascii=False) + "\n" for q in empty), encoding="utf-8"
+    )
     write_json_lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     done.write_text(write_json_lines, encoding="utf-8")
+    on_progress(general_rows_line(len(record.general_prompts), len(rows)))
     timeline.mark("general rows made")
+
+
+def general_rows_line(asked: int, kept: int) -> str:
+    """How many of the general rows the plan counted train: the base model's empty answers are dropped."""
+    line = f"general rows: {kept} of {asked} kept"
+    if kept == asked:
+        return line + " (the base model answered every prompt)"
+    dropped = f"{line}, {asked - kept} dropped: the base model answered them with nothing (general/dropped.jsonl)"
+    if kept == 0:
+        return f"{dropped}; training on the data alone, {asked} rows fewer than planned"
+    return f"{dropped}; {asked - kept} rows fewer than planned"
 
 
 def _expected(record: RunRecord) -> list[Expectation]:

@@ -28,14 +28,15 @@ TORCHRUN_ENV = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_
 def sft_argv(plan: Plan) -> list[str]:
     """The `swift sft` command line."""
     r, s = plan.recipe, plan.setup
-    argv = ["swift", "sft", "--model", plan.model.source]
+    argv = ["swift", "sft", *option("--model", plan.model.source)]
     if plan.model.swift_model_type:
         argv += ["--model_type", plan.model.swift_model_type, "--template", plan.model.swift_template]
     if plan.model.local_dir:
         argv += ["--check_model", "false"]
     if plan.hub and not plan.model.local_dir:
         argv += ["--use_hf", "true" if plan.hub == "hf" else "false"]
-    argv += ["--dataset", plan.dataset_path, "--system", r.system, "--tuner_type", r.tuner, "--torch_dtype", plan.dtype]
+    argv += [*option("--dataset", plan.dataset_path), *option("--system", r.system)]
+    argv += ["--tuner_type", r.tuner, "--torch_dtype", plan.dtype]
     if plan.profile.quantization == "nf4":
         argv += [
             "--quant_method", "bnb",
@@ -86,9 +87,25 @@ def sft_argv(plan: Plan) -> list[str]:
         "--dataloader_num_workers", "0",
         "--report_to", "none",
         "--add_version", "false",
-        "--output_dir", plan.output_dir,
+        *option("--output_dir", plan.output_dir),
     ]  # fmt: skip
     return argv
+
+
+def option(flag: str, value: str) -> list[str]:
+    """A flag and its value as two words; as one, flag=value, where the value starts with '-': swift's argparse takes
+    such a word for an option (`--system --help` and `--output_dir -runs/x` fail: "expected one argument")."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
+
+
+def option_value(argv: list[str], flag: str) -> str | None:
+    """The value of a flag in an argv, written either way (option); None where it is absent."""
+    for i, word in enumerate(argv):
+        if word == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith(f"{flag}="):
+            return word[len(flag) + 1 :]
+    return None
 
 
 def sft_env(plan: Plan) -> dict[str, str]:
@@ -128,11 +145,11 @@ def shell_command(plan: Plan) -> str:
 def downloads_from_hf(sft: list[str], env: dict[str, str]) -> bool | None:
     """Whether this `swift sft` downloads its model from Hugging Face (True) or ModelScope (False); None when it
     downloads nothing (a local directory, or the hub switched off)."""
-    model = sft[sft.index("--model") + 1] if "--model" in sft else ""
+    model = option_value(sft, "--model") or ""
     if not model or Path(model).is_dir() or env.get("HF_HUB_OFFLINE") == "1":
         return None
-    if "--use_hf" in sft:
-        return sft[sft.index("--use_hf") + 1] == "true"
+    if (use_hf := option_value(sft, "--use_hf")) is not None:
+        return use_hf == "true"
     return env.get("USE_HF", "").lower() in ("1", "true")  # swift's own default: ModelScope unless USE_HF
 
 
@@ -145,11 +162,11 @@ def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: 
     """Greedy answers of the tuned adapter: swift reads the base model, template and quantization from its args.json."""
     return [
         "swift", "infer",
-        "--adapters", checkpoint,
-        "--val_dataset", str(questions),
+        *option("--adapters", checkpoint),
+        *option("--val_dataset", str(questions)),
         "--temperature", "0",
         "--max_new_tokens", str(max_new_tokens),
-        "--result_path", str(answers),
+        *option("--result_path", str(answers)),
     ]  # fmt: skip
 
 
@@ -187,41 +204,46 @@ _BASE_MODEL_FLAGS = ("--model", "--model_type", "--template", "--system", "--tor
 
 def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
     """The base model (as `swift sft` loads it, no adapter) answering questions greedily, in batches."""
-    base = [x for i in range(2, len(sft) - 1, 2) if sft[i] in _BASE_MODEL_FLAGS for x in (sft[i], sft[i + 1])]
+    base, i = [], 2
+    while i < len(sft):  # flag and value as two words, or one (option)
+        words = sft[i : i + (1 if "=" in sft[i] else 2)]
+        if sft[i].split("=", 1)[0] in _BASE_MODEL_FLAGS:
+            base += words
+        i += len(words)
     return [
         "swift", "infer", *base,
-        "--val_dataset", str(questions),
+        *option("--val_dataset", str(questions)),
         "--temperature", "0",
         "--max_new_tokens", str(DISTILL_MAX_NEW_TOKENS),
         "--max_batch_size", "64",
-        "--result_path", str(answers),
+        *option("--result_path", str(answers)),
     ]  # fmt: skip
 
 
 def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
     """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
-    return ["--adapters", checkpoint, "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]
+    return [*option("--adapters", checkpoint), "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]
 
 
 def chat_argv(checkpoint: str, max_new_tokens: int) -> list[str]:
     """swift's interactive chat with the tuned adapter: reads stdin, streams each answer (system prompt from args.json)."""
-    return ["swift", "infer", "--adapters", checkpoint, "--stream", "true", "--max_new_tokens", str(max_new_tokens)]
+    return ["swift", "infer", *option("--adapters", checkpoint), "--stream", "true", "--max_new_tokens", str(max_new_tokens)]
 
 
 def deploy_argv(checkpoint: str, host: str, port: int, name: str) -> list[str]:
     """swift's OpenAI-compatible server (/v1/models, /v1/chat/completions) for the tuned adapter."""
     return [
         "swift", "deploy",
-        "--adapters", checkpoint,
-        "--host", host,
+        *option("--adapters", checkpoint),
+        *option("--host", host),
         "--port", str(port),
-        "--served_model_name", name,
+        *option("--served_model_name", name),
     ]  # fmt: skip
 
 
 def export_argv(checkpoint: str, target: Path) -> list[str]:
     """Merge the adapter into the base weights."""
-    return ["swift", "export", "--adapters", checkpoint, "--merge_lora", "true", "--output_dir", str(target)]
+    return ["swift", "export", *option("--adapters", checkpoint), "--merge_lora", "true", *option("--output_dir", str(target))]
 
 
 def single_process_env(train_env: dict[str, str]) -> dict[str, str]:

@@ -146,8 +146,9 @@ def probe(
     return returncode, None if responses is None else Probed(responses, where="swift infer")
 
 
-def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_dir: Path) -> list[dict]:
-    """The base model's own greedy answers to the prompts, as query/response rows (`swift infer` without an adapter)."""
+def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_dir: Path) -> tuple[list[dict], list[str]]:
+    """The base model's own greedy answers to the prompts, as messages rows, the shape of every row of dataset.jsonl
+    (`swift infer` without an adapter); and the prompts it answered with nothing, which teach nothing and are dropped."""
     out_dir.mkdir(exist_ok=True)
     questions, answers = out_dir / "prompts.jsonl", out_dir / "answers.jsonl"
     questions.write_text("".join(json.dumps({"query": p}, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
@@ -161,10 +162,15 @@ def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_d
         raise TrainingFailed(
             f"the base model could not answer the general prompts (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}"
         )
-    rows = []
-    for line in answers.read_text(encoding="utf-8").splitlines():
+    rows, empty = [], []
+    for line in answers.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         row = json.loads(line)
         question = next(m["content"] for m in row["messages"] if m["role"] == "user")
         if row["response"].strip():
-            rows.append({"query": question, "response": row["response"]})
-    return rows
+            answer = [{"role": "user", "content": question}, {"role": "assistant", "content": row["response"]}]
+            rows.append({"messages": answer})
+        else:
+            empty.append(question)
+    return rows, empty
