@@ -8,7 +8,7 @@ from typing import Literal
 
 from qwen_tune.checking.identity import Answer
 from qwen_tune.checking.retention import Retention
-from qwen_tune.running.rundir import write_json
+from qwen_tune.running.rundir import write_json, write_text
 
 RunStatus = Literal["done", "interrupted", "train-failed", "verify-failed", "no-checkpoint"]
 IdentityVerdict = Literal["pass", "fail", "skipped"]
@@ -23,7 +23,7 @@ class TrainResult:
     train_seconds: float | None = None
     final_loss: float | None = None
     steps: int | None = None
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # relative to the run directory: swift/checkpoint-N
     swift_peak_reserved_gib: float | None = None
     nvml_peak_used_gib: dict[str, float] = field(default_factory=dict)
 
@@ -37,7 +37,7 @@ class RunOutcome:
     estimate_peak_gib: float
     status: RunStatus
     line: str
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # relative to the run directory
     error: str | None = None
     train: TrainResult | None = None
     loss_curve: str | None = None
@@ -74,4 +74,4 @@ class RunOutcome:
     def write(self) -> None:
         run_dir = Path(self.run_dir)
         write_json(run_dir / "result.json", self.to_json())
-        (run_dir / "result.txt").write_text(self.line + "\n", encoding="utf-8")
+        write_text(run_dir / "result.txt", self.line + "\n")
