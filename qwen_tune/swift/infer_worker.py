@@ -20,10 +20,11 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    if "--trust-remote-code" not in argv:  # as swift/launch.py: a model's own code stays off unless the user said so
-        from qwen_tune.swift.launch import refuse_remote_code
+    from qwen_tune.swift.launch import ignore_recorded_plugins, refuse_remote_code
 
+    if "--trust-remote-code" not in argv:  # as swift/launch.py: a model's own code stays off unless the user said so
         refuse_remote_code()
+    ignore_recorded_plugins()
     from swift.pipelines import infer_main  # noqa: F401  the slow part: 13-15 s on the GPU box
 
     line = sys.stdin.readline()
