@@ -44,6 +44,7 @@ from qwen_tune.running.rundir import (
     check_disk_space,
     check_output_dir,
     create_run_dir,
+    require_run_dir,
     unused_path,
     within,
 )
@@ -68,6 +69,8 @@ def execute(
     timeline.mark("checked")
     with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force, job.plan.nodes.rank) as devices:
         record = create_run_dir(job, verify=verify, trust_remote_code=trust_remote_code)
+        for lock in devices.locks if devices else []:  # the name it got (another run may have taken the first)
+            lock.note(**{**lock.holder, "run_dir": str(record.run_dir)})
         plan, attempts = record.plan, []
         with writer_lock(record.run_dir) as writer, own_writes(record.run_dir):
             held = Held([*(devices.locks if devices else []), *writer.locks])
@@ -178,13 +181,20 @@ def resume(
 ) -> RunOutcome:  # fmt: skip
     """Continue an interrupted or failed run in its own directory, from its last complete checkpoint, with the swift
     command qwen-tune renders again from the saved plan (run.json's argv is never run as written)."""
-    record = RunRecord.load(run_dir, trust_remote_code=trust_remote_code)
-    record = replace(record, plan=replace(record.plan, bytecode_cache=bytecode_cache(os.environ)))
+    require_run_dir(run_dir)
     result_file = run_dir / "result.json"
     if result_file.is_file():
-        result = read_json(result_file)
+        try:
+            result = read_json(result_file)
+        except UsageError:
+            raise UsageError(
+                f"{result_file} is not valid JSON: it was edited or cut short; it only records how the run ended, so move it "
+                f"away and --resume again (or export the newest checkpoint: qwen-tune export {run_dir})"
+            ) from None
         if isinstance(result, dict) and result.get("status") == "done":
             raise UsageError(f"{run_dir} already finished; start a new run instead")
+    record = RunRecord.load(run_dir, trust_remote_code=trust_remote_code)
+    record = replace(record, plan=replace(record.plan, bytecode_cache=bytecode_cache(os.environ)))
     if record.plan.nodes.count > 1:
         raise UsageError(
             f"{run_dir} is one node of a run over {record.plan.nodes.count} machines: --resume is for runs on one machine; "

@@ -113,8 +113,8 @@ class RunRecord:
         if not path.is_file():
             raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
         data = read_json(path)
-        if isinstance(data, dict) and "plan" not in data:  # written before run.json kept the plan: as first planned
-            data = {**data, "plan": read_json(run_dir / "plan.json")}
+        if isinstance(data, dict) and "plan" not in data and (run_dir / "plan.json").is_file():
+            data = {**data, "plan": read_json(run_dir / "plan.json")}  # written before run.json kept the plan
         try:
             saved = _SAVED.validate_python(data)
         except pydantic.ValidationError as exc:
@@ -122,7 +122,7 @@ class RunRecord:
             where = ".".join(str(x) for x in first["loc"]) or "the top level"
             raise UsageError(
                 f"{path} is not what qwen-tune wrote ({where}: {first['msg']}): it was edited or cut short, so this run "
-                "cannot be continued; start a new run (its checkpoints stay usable: qwen-tune export RUN_DIR)"
+                f"cannot be continued; start a new run (its checkpoints stay usable: qwen-tune export {run_dir})"
             ) from None
         # Where swift keeps compiled bytecode is this box's to say (jobs.bytecode_cache), not the file's.
         plan = replace(located(saved.plan, run_dir), bytecode_cache=None)
