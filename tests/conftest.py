@@ -37,6 +37,17 @@ def python_writes_bytecode(monkeypatch):
     monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """The tiny random Qwen2 the CPU end-to-end tests train (tools/make_model.py tiny), built once a session."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen2"
+    done = subprocess.run([sys.executable, str(TOOLS / "make_model.py"), "tiny", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def gpu_inventory(*memories_gib: float, cc=(8, 9), name="Test GPU") -> Inventory:
     gpus = tuple(Gpu(index=i, name=name, total_bytes=int(m * GIB), compute_capability=cc) for i, m in enumerate(memories_gib))
     return Inventory(gpus=gpus, source="test")

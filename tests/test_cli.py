@@ -80,3 +80,45 @@ def test_plan_imports_neither_torch_nor_swift():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in done.stdout, done.stdout[-500:] + done.stderr
+
+
+HOSTILE_NAMES = ["x/../../../ESCAPED", "evil\ntouch /tmp/pwned-by-a-recipe-name\n#", "\x1b]0;title\x07-dot.."]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=["dot-dot", "newline", "control"])
+def test_a_recipe_name_becomes_one_safe_word_in_paths_and_job_scripts(tmp_path, name):
+    """A recipe's name is a path component of the run directory and the job name of `plan --slurm`: `..` must not put
+    the run outside --output-dir, nor a newline write a line of shell into the sbatch script."""
+    import json
+    import re
+
+    recipe = (Path(__file__).parents[1] / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text()
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe.replace("name: demo-tiny-cpu", f"name: {json.dumps(name)}"))
+    runs = tmp_path / "runs"
+    model = ("--model", str(DATA / "tiny-config"))
+    done = qwen_tune("plan", "--recipe", str(path), *model, "--gpus", "cpu", "--output-dir", str(runs), "--json")
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(json.loads(done.stdout)["output_dir"]).parent
+    assert run_dir.parent == runs and re.fullmatch(r"[A-Za-z0-9._-]+", run_dir.name) and ".." not in run_dir.name
+    script = qwen_tune("plan", "--recipe", str(path), *model, "--gpus", "4xh100", "--nnodes", "2", "--slurm")
+    assert script.returncode == 0, script.stderr
+    assert not any(line.startswith("touch") for line in script.stdout.splitlines())
+    (job,) = [line for line in script.stdout.splitlines() if line.startswith("#SBATCH --job-name=")]
+    assert re.fullmatch(r"#SBATCH --job-name=qwen-tune-[A-Za-z0-9._-]+", job)
+    shown = qwen_tune("plan", "--recipe", str(path), *model, "--gpus", "cpu")
+    assert shown.returncode == 0 and "\x1b" not in shown.stdout and "\x07" not in shown.stdout  # shown, not sent
+
+
+def test_a_run_is_named_after_the_model_that_runs():
+    """--model changing the recipe's model shows in the run directory's name; the recipe's own model does not."""
+    import json
+
+    def run_dir(*flags: str) -> str:
+        done = qwen_tune("plan", "--gpus", "h100", "--json", *flags)
+        assert done.returncode == 0, done.stderr
+        return Path(json.loads(done.stdout)["output_dir"]).parent.name
+
+    assert run_dir().endswith("-self-cognition-qwen2.5-7b")
+    assert run_dir("--model", "qwen2.5-7b-instruct").endswith("-self-cognition-qwen2.5-7b")  # the recipe's own, any case
+    assert run_dir("--model", "Qwen/Qwen3-8B").endswith("-self-cognition-qwen2.5-7b-qwen3-8b")
