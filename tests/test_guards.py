@@ -274,6 +274,21 @@ def test_a_lock_directory_of_another_user_is_refused_not_used(tmp_path, monkeypa
             pass
 
 
+def test_a_lock_file_linked_hard_to_a_file_of_yours_is_never_written(tmp_path, monkeypatch):
+    """A run directory from elsewhere whose run.lock is a hard link to one of your files: refused, the file unchanged."""
+    from qwen_tune.errors import LockError
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.link(mine, run_dir / "run.lock")
+    with pytest.raises(LockError, match="run.lock is not a plain file of yours .*2 links"):
+        with locks.writer_lock(run_dir):
+            pass
+    assert mine.read_text() == "mine\n"
+
+
 def test_locks_live_in_the_users_runtime_dir_when_there_is_one(tmp_path, monkeypatch):
     runtime = tmp_path / "run-user"
     runtime.mkdir(mode=0o700)
@@ -284,3 +299,27 @@ def test_locks_live_in_the_users_runtime_dir_when_there_is_one(tmp_path, monkeyp
     assert (runtime / "qwen-tune-locks").stat().st_mode & 0o777 == 0o700
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))  # set, but not there (su, cron): the temp dir
     assert locks.lock_dir().name == f"qwen-tune-locks-{os.getuid()}"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # set to a directory everyone writes (/tmp): not the user's own, so the temp dir's per-uid one
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+    assert locks.lock_dir().name == f"qwen-tune-locks-{os.getuid()}"
+
+
+def test_logs_are_never_written_through_a_link(tmp_path):
+    """swift.log or export.log linked (soft or hard) to a file of yours, in a run directory from elsewhere: refused,
+    the file unchanged."""
+    from qwen_tune.errors import UsageError
+    from qwen_tune.running.files import open_log
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine\n")
+    (tmp_path / "swift.log").symlink_to(mine)
+    os.link(mine, tmp_path / "export.log")
+    for name, append in (("swift.log", True), ("export.log", False)):
+        with pytest.raises(UsageError, match=f"{name} is a (symbolic|hard) link"):
+            open_log(tmp_path / name, append=append)
+    assert mine.read_text() == "mine\n"
+    with open_log(tmp_path / "own.log") as log:
+        log.write("ok\n")
+    assert (tmp_path / "own.log").read_text() == "ok\n"

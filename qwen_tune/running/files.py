@@ -51,7 +51,7 @@ def read_json(path: Path):
 def open_log(path: Path, *, append: bool = False):
     """A log qwen-tune writes as it goes (swift.log, export.log), opened without following a symlink: a run directory
     from elsewhere with `swift.log -> ~/.bashrc` in it must not have that file appended to."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else 0)
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
@@ -60,4 +60,9 @@ def open_log(path: Path, *, append: bool = False):
                 f"{path} is a symbolic link; qwen-tune writes its logs only to files of the run: remove it"
             ) from None
         raise
+    if os.fstat(fd).st_nlink != 1:  # a hard link: writing it would write the file it shares with elsewhere
+        os.close(fd)
+        raise UsageError(f"{path} is a hard link to another file; qwen-tune writes its logs only to files of the run: remove it")
+    if not append:
+        os.ftruncate(fd, 0)  # only now that it is known to be the run's own
     return os.fdopen(fd, "a" if append else "w", encoding="utf-8", errors="replace")

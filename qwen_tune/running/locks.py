@@ -34,9 +34,18 @@ def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
         return LOCK_DIR
     environ = os.environ if environ is None else environ
     runtime = environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+    if runtime and os.path.isabs(runtime) and _own_private_dir(runtime):
         return Path(runtime) / "qwen-tune-locks"
     return Path(tempfile.gettempdir()) / f"qwen-tune-locks-{os.getuid()}"
+
+
+def _own_private_dir(path: str) -> bool:
+    """A directory of this user's that no one else can write (what a login manager makes XDG_RUNTIME_DIR)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def device_names(gpu_indices: list[int], node_rank: int = 0) -> list[str]:
@@ -102,9 +111,12 @@ class FileLock:
                 raise LockError(f"lock file {path} is a symbolic link; remove it (it only ever holds a lock)") from None
             raise LockError(f"cannot open lock file {path}: {exc.strerror}; {directory} must be yours and writable") from None
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_nlink != 1:
             os.close(fd)
-            raise LockError(f"lock file {path} is not a plain file of yours (uid {info.st_uid}); remove it")
+            raise LockError(
+                f"lock file {path} is not a plain file of yours (uid {info.st_uid}, {info.st_nlink} links); remove it "
+                "(it only ever holds a lock)"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
