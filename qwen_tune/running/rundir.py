@@ -126,8 +126,9 @@ class RunRecord:
             ) from None
         # Where swift keeps compiled bytecode is this box's to say (jobs.bytecode_cache), not the file's.
         plan = replace(located(saved.plan, run_dir), bytecode_cache=None)
-        try:
-            sft_argv(plan), sft_env(plan)  # a plan that renders no command (a model family qwen-tune does not know)
+        try:  # a plan that renders no command (a model family qwen-tune does not know, say)
+            sft_argv(plan)
+            sft_env(plan)
         except (KeyError, ValueError, TypeError) as exc:
             raise UsageError(f"{path} holds a plan qwen-tune cannot render ({exc!r}): it was edited; start a new run") from None
         return cls(run_dir, plan, saved.verify, saved.expectations, saved.general_prompts, trust_remote_code)
