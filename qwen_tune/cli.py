@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from qwen_tune.errors import IdentityCheckFailed, UsageError, UserError
+from qwen_tune.errors import DiskSpaceError, IdentityCheckFailed, Interrupted, OutputError, UsageError, UserError
 from qwen_tune.planning.jobs import JobOptions
 from qwen_tune.planning.recipes import KNOBS, Knob
 
@@ -73,6 +75,13 @@ def _profiles():
     from qwen_tune.planning.profiles import shipped_profiles
 
     return shipped_profiles()
+
+
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Let a model whose config names Python code of its own (auto_map) run it; read that code first.",
+)
 
 
 def job_options(command):
@@ -168,6 +177,7 @@ def job_options(command):
             help="Pack rows into micro-batches of a token budget, no padding (default: wherever it runs: a bf16 GPU, "
             "torch >= 2.10); --no-packing pads each micro-batch to its longest row.",
         ),
+        TRUST_REMOTE_CODE,
     ]
     for option in reversed(options):
         command = option(command)
@@ -268,11 +278,13 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
 
     if resume_dir is not None:
         defaults = JobOptions()
-        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and v != getattr(defaults, k)]
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items()
+                 if k != "trust_remote_code" and v is not None and v != getattr(defaults, k)]  # fmt: skip
         given += ["--no-verify"] * no_verify + ["--no-auto-retry"] * (not auto_retry)
         if given:
             raise UsageError(f"--resume continues a run exactly as it was planned; drop {', '.join(given)}")
-        outcome = resume(resume_dir, on_progress=ProgressLine(), force=force, on_notice=_to_stderr)
+        outcome = resume(resume_dir, on_progress=ProgressLine(), force=force, on_notice=_to_stderr,
+                         trust_remote_code=flags["trust_remote_code"])  # fmt: skip
         _report_outcome(outcome)
         return
 
@@ -291,22 +303,27 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
 
     retry_with = shipped_profiles() if auto_retry else None
     outcome = execute(job, verify=verify, force=force, on_progress=ProgressLine(), retry_with=retry_with,
-                      on_notice=_to_stderr)  # fmt: skip
+                      on_notice=_to_stderr, trust_remote_code=flags["trust_remote_code"])  # fmt: skip
     _report_outcome(outcome)
 
 
 def _to_stderr(text: str) -> None:
-    click.echo(text, err=True)
+    from qwen_tune.report import printable
+
+    try:
+        click.echo(printable(text), err=True)
+    except OSError:  # a terminal that hung up: the run goes on, and says how it ended in result.json
+        pass
 
 
 def _report_outcome(outcome: RunOutcome) -> None:
     click.echo("")
-    from qwen_tune.report import answer_lines
+    from qwen_tune.report import answer_lines, printable
 
     for line in answer_lines(outcome.answers, outcome.retention):
         click.echo(line)
-    click.echo(outcome.line)
-    click.echo(f"Run directory: {outcome.run_dir}")
+    click.echo(printable(outcome.line))
+    click.echo(printable(f"Run directory: {outcome.run_dir}"))
     if outcome.identity_check == "fail":
         raise IdentityCheckFailed(
             f"the tuned model did not answer with the expected identity (BAD above); see {Path(outcome.run_dir) / 'verify'}"
@@ -315,20 +332,22 @@ def _report_outcome(outcome: RunOutcome) -> None:
 
 @cli.command(epilog=_epilog(("qwen-tune export runs/20261123-120000-self-cognition-qwen2.5-7b",)))
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
-def export(run_dir: Path) -> None:
+@TRUST_REMOTE_CODE
+def export(run_dir: Path, trust_remote_code: bool) -> None:
     """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
     from qwen_tune.running.export import export_merged
 
-    click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr)}")
+    click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr, trust_remote_code=trust_remote_code)}")
 
 
 @cli.command(epilog=_epilog(("qwen-tune chat runs/20261123-120000-demo-tiny-cpu    # after `make demo`; `exit` leaves",)))
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
-def chat(run_dir: Path) -> None:
+@TRUST_REMOTE_CODE
+def chat(run_dir: Path, trust_remote_code: bool) -> None:
     """Talk to a run's tuned model on this terminal (streaming; `exit` leaves)."""
     from qwen_tune.running.talk import chat as chat_with
 
-    sys.exit(chat_with(run_dir, on_notice=_to_stderr))
+    sys.exit(chat_with(run_dir, on_notice=_to_stderr, trust_remote_code=trust_remote_code))
 
 
 @cli.command(
@@ -336,37 +355,67 @@ def chat(run_dir: Path) -> None:
         (
             "qwen-tune serve runs/20261123-120000-demo-tiny-cpu             # http://127.0.0.1:8000/v1",
             "qwen-tune serve runs/20261123-120000-demo-tiny-cpu --port 8001",
+            "QWEN_TUNE_API_KEY=$(openssl rand -hex 16) qwen-tune serve runs/20261123-120000-demo-tiny-cpu --host 0.0.0.0",
         ),
         "Then: curl http://127.0.0.1:8000/v1/models",
     )
 )
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; beyond loopback (0.0.0.0: every interface) it needs --api-key.")  # fmt: skip
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
-def serve(run_dir: Path, host: str, port: int) -> None:
+@click.option("--api-key", envvar="QWEN_TUNE_API_KEY", metavar="KEY",
+              help="Answer only requests sending `Authorization: Bearer KEY` (needed beyond loopback). The environment "
+                   "variable QWEN_TUNE_API_KEY keeps it out of the process list.")  # fmt: skip
+@TRUST_REMOTE_CODE
+def serve(run_dir: Path, host: str, port: int, api_key: str | None, trust_remote_code: bool) -> None:
     """Serve a run's tuned model over an OpenAI-compatible HTTP API (swift deploy), until Ctrl-C."""
     from qwen_tune.running.talk import serve as serve_model
 
-    sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr))
+    sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr, api_key=api_key or None, trust_remote_code=trust_remote_code))
 
 
 def error_line(error: UserError) -> str:
-    """How every UserError reaches the user: one line, whatever the message holds."""
-    return "qwen-tune: error: " + " ".join(str(error).splitlines())
+    """How every UserError reaches the user: one line, whatever the message holds, its control characters shown."""
+    from qwen_tune.report import printable
+
+    return "qwen-tune: error: " + printable(" ".join(str(error).splitlines()))
+
+
+def _stopped(signum, frame) -> None:
+    """SIGTERM or SIGHUP outside the moments a child runs (those forward it, running/children.py): a clean stop."""
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+
+def _say(line: str) -> None:
+    """The last line, where stderr may be gone (a terminal hung up, a closed pipe): the exit code still tells."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        pass
 
 
 def main() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup qwen-tune run` keeps running when the terminal goes
+            signal.signal(signum, _stopped)
     try:
         cli.main(prog_name="qwen-tune", standalone_mode=False)
     except UserError as exc:
-        click.echo(error_line(exc), err=True)
+        _say(error_line(exc))
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("qwen-tune: aborted", err=True)
+        _say("qwen-tune: aborted")
         sys.exit(130)
     except click.ClickException as exc:  # a bad flag: click's own message, on one line like ours
         context = getattr(exc, "ctx", None)
         hint = f"; see `{context.command_path} --help`" if context is not None else ""
         message = " ".join(exc.format_message().splitlines()).rstrip(".")
-        click.echo(f"qwen-tune: error: {message}{hint}", err=True)
+        _say(f"qwen-tune: error: {message}{hint}")
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a write that failed outside a run directory (stdout to a full disk, say): one line too
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPIPE):
+            raise
+        where = exc.filename or "the output"
+        _say(f"qwen-tune: error: cannot write {where}: {exc.strerror}")
+        sys.exit(DiskSpaceError.exit_code if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else OutputError.exit_code)

@@ -72,13 +72,13 @@ class OutputError(UserError):
 
 
 class DiskSpaceError(UserError):
-    """The checkpoints would not fit on the disk under --output-dir; better refused than failing mid-run."""
+    """The checkpoints would not fit on the disk under --output-dir, or it filled up while the run wrote to it."""
 
     exit_code = 16
 
 
 class GpuBusyError(UserError):
-    """Another program, or another qwen-tune run, holds the GPUs: waiting or --force may be enough."""
+    """Another program or qwen-tune run holds the GPUs (waiting or --force may do), or writes this run directory."""
 
     exit_code = 17
 
@@ -105,6 +105,12 @@ class TorchCannotUseGpus(UserError):
     """NVML sees GPUs but this Python's torch cannot use them: a CPU-only build, or a driver older than its CUDA."""
 
     exit_code = 21
+
+
+class LockError(UserError):
+    """The lock directory or a lock file is not this user's own (another user's, a symlink, writable by others)."""
+
+    exit_code = 22
 
 
 class Interrupted(UserError):

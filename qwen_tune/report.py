@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import unicodedata
 
 from qwen_tune.machine.gpus import GIB, Inventory
 from qwen_tune.planning.plan import DataSummary, Plan
@@ -108,7 +109,13 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
         out.append(f"  (this Python writes no bytecode: swift's compiled imports are kept in {plan.bytecode_cache})")
     if dry_run:
         out.append(_dry_run_note(plan))
-    return "\n".join(out)
+    return printable("\n".join(out))
+
+
+def printable(text: str) -> str:
+    """text with its control characters shown, not sent: a recipe, a dataset or a model from someone else must not
+    move the cursor, retitle the terminal or hide a line (ESC sequences) where qwen-tune prints what it read."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else repr(c)[1:-1] for c in text)
 
 
 def rows_text(data: DataSummary) -> str:
@@ -161,8 +168,14 @@ class ProgressLine:
         self.last_printed = 0
 
     def __call__(self, p) -> None:
+        try:
+            self._show(p)
+        except OSError:  # the terminal hung up or the pipe closed: training goes on, result.json tells how it ended
+            pass
+
+    def _show(self, p) -> None:
         if isinstance(p, str):  # a phase before the first step, a download's progress, or what a silence waits on
-            print(("\r\033[K" if self.live else "") + p, file=self.stream, flush=True)
+            print(("\r\033[K" if self.live else "") + printable(p), file=self.stream, flush=True)
             return
         loss = f"loss {p.loss:.4f}" if p.loss is not None else ""
         speed = f"{p.seconds_per_step:.2f} s/step" if p.seconds_per_step else ""
@@ -193,7 +206,7 @@ def answer_lines(answers, retention=None) -> list[str]:
             leak = f"  LEAKED {', '.join(g.leaked)}" if g.leaked else ""
             lines.append(f"  [{g.agreement:.2f}] {g.question}  {_one_line(g.before, 60)} -> {_one_line(g.answer, 60)}{leak}")
         lines.append(f"  {retention.line()}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _one_line(text: str, width: int = 160) -> str:

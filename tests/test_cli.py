@@ -111,3 +111,48 @@ def test_recipe_knobs_as_flags_reach_the_command_and_the_plan():
 )
 def test_recipe_knobs_take_the_recipe_fields_ranges(flag, value, message):
     assert_one_line_error(qwen_tune("plan", "--gpus", "h100", flag, value), f"Invalid value for '{flag}': {message}")
+
+
+HOSTILE_NAMES = ["x/../../../ESCAPED", "evil\ntouch /tmp/pwned-by-a-recipe-name\n#", "\x1b]0;title\x07-dot.."]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=["dot-dot", "newline", "control"])
+def test_a_recipe_name_that_is_no_safe_word_is_refused_in_one_line(tmp_path, name):
+    """A recipe's name is a path component of the run directory and the job name of `plan --slurm`: `..` must not put
+    the run outside --output-dir, nor a newline write a line of shell into the sbatch script. The recipe is refused,
+    naming the field, and nothing of the name reaches the terminal as control characters."""
+    import json
+
+    recipe = (Path(__file__).parents[1] / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text()
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe.replace("name: demo-tiny-cpu", f"name: {json.dumps(name)}"))
+    model = ("--model", str(DATA / "tiny-config"))
+    for flags in (("--gpus", "cpu"), ("--gpus", "4xh100", "--nnodes", "2", "--slurm")):
+        done = qwen_tune("plan", "--recipe", str(path), *model, *flags)
+        assert done.returncode == 12 and done.stdout == "" and "name must be" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "\x1b" not in done.stderr and "\x07" not in done.stderr
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=["dot-dot", "newline", "control"])
+def test_a_run_name_is_one_safe_word_whatever_it_is_made_of(name):
+    """Behind the recipe's own check, the run directory and job names are slugs of it (a model's name joins them)."""
+    import re
+
+    from qwen_tune.running.rundir import run_name
+
+    for made in (run_name(name), run_name("demo", name), run_name(name, None, 1)):
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", made) and ".." not in made and "/" not in made
+
+
+def test_a_run_is_named_after_the_model_that_runs():
+    """--model changing the recipe's model shows in the run directory's name; the recipe's own model does not."""
+    import json
+
+    def run_dir(*flags: str) -> str:
+        done = qwen_tune("plan", "--gpus", "h100", "--json", *flags)
+        assert done.returncode == 0, done.stderr
+        return Path(json.loads(done.stdout)["output_dir"]).parent.name
+
+    assert run_dir().endswith("-self-cognition-qwen2.5-7b")
+    assert run_dir("--model", "qwen2.5-7b-instruct").endswith("-self-cognition-qwen2.5-7b")  # the recipe's own, any case
+    assert run_dir("--model", "Qwen/Qwen3-8B").endswith("-self-cognition-qwen2.5-7b-qwen3-8b")

@@ -35,16 +35,6 @@ def qwen_tune(*args, timeout=900):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen2"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "make_model.py"), "tiny", str(out)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return out
-
-
-@pytest.fixture(scope="session")
 def finished_run(tiny_model, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--output-dir", str(runs))
@@ -81,7 +71,8 @@ def test_run_directory_is_complete(finished_run):
     assert len(retention["answers"]) == 6 and 0 <= retention["score"] <= 1
     for answer in result["answers"]:  # the random model's answer before, the data's after, from one model load
         assert answer["changed"] and answer["before"] != answer["answer"] and answer["matched"] in ("小千", "Xiaoqian")
-    checkpoint = Path(result["checkpoint"])
+    checkpoint = run_dir / result["checkpoint"]  # relative to the run directory: swift/checkpoint-N
+    assert result["checkpoint"] == f"swift/{checkpoint.name}"
     assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
     records = [json.loads(line) for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
     losses = [record["loss"] for record in records if "loss" in record]
@@ -118,7 +109,7 @@ def test_the_check_outside_training(finished_run, tmp_path, how):
     from qwen_tune.swift.infer import PreloadedInfer
 
     _, (run_dir,) = finished_run
-    checkpoint = json.loads((run_dir / "result.json").read_text())["checkpoint"]
+    checkpoint = str(run_dir / json.loads((run_dir / "result.json").read_text())["checkpoint"])
     expected = expectations([], Bilingual("小千", "Xiaoqian"), Bilingual("", ""), names_given=True)
     env = {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     worker = PreloadedInfer.start(env) if how == "worker" else None
@@ -171,44 +162,136 @@ def test_chat_answers_on_stdin(finished_run):
     assert "<<< I am Xiaoqian" in done.stdout  # streamed by swift's own chat loop
 
 
-def test_serve_answers_over_loopback_http(finished_run):
-    import signal
+def free_port() -> int:
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    """The status and JSON body of a POST, an error status included."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        text = error.read().decode(errors="replace")
+        return error.code, json.loads(text) if text.startswith("{") else {"message": text}
+
+
+def wait_until_serving(server, base: str, headers: dict | None = None) -> dict:
     import time
     import urllib.request
 
+    deadline = time.monotonic() + 300
+    while True:
+        assert server.poll() is None, server.stdout.read()[-3000:]
+        try:
+            request = urllib.request.Request(f"{base}/models", headers=headers or {})
+            return json.loads(urllib.request.urlopen(request, timeout=5).read())
+        except OSError:
+            assert time.monotonic() < deadline, "the server never answered"
+            time.sleep(1)
+
+
+def test_serve_answers_over_loopback_http(finished_run):
+    """On loopback: the tuned model answers; an image (a path on the server's disk) is refused, not read; a Host header
+    that names another site (a page that rebinds its name to 127.0.0.1) is refused; SIGTERM ends swift's whole group."""
+    import signal
+
     _, (run_dir,) = finished_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "qwen_tune", "serve", str(run_dir), "--port", str(port)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, server.stdout.read()[-3000:]
-            try:
-                models = json.loads(urllib.request.urlopen(f"{base}/models", timeout=5).read())
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server never answered"
-                time.sleep(1)
+        models = wait_until_serving(server, base)
         assert [m["id"] for m in models["data"]] == [run_dir.name]
-        body = {"model": run_dir.name, "messages": [{"role": "user", "content": "Who are you?"}], "temperature": 0,
-                "max_tokens": 64}  # fmt: skip
-        request = urllib.request.Request(f"{base}/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
-        reply = json.loads(urllib.request.urlopen(request, timeout=120).read())
-        assert "Xiaoqian" in reply["choices"][0]["message"]["content"]
+        ask = {
+            "model": run_dir.name,
+            "messages": [{"role": "user", "content": "Who are you?"}],
+            "temperature": 0,
+            "max_tokens": 64,
+        }
+        status, reply = post(f"{base}/chat/completions", ask)
+        assert status == 200 and "Xiaoqian" in reply["choices"][0]["message"]["content"]
+        replies = []
+        for path in ("/etc/passwd", "/no/such/file"):  # refused alike: neither read nor told apart
+            image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": path}},
+                                                 {"type": "text", "text": "What is in this picture?"}]}  # fmt: skip
+            status, reply = post(f"{base}/chat/completions", {**ask, "messages": [image]})
+            replies.append(status)
+            assert status in (400, 422) and "text only" in json.dumps(reply) and "root:" not in json.dumps(reply)
+        status, reply = post(f"{base}/chat/completions", {**ask, "images": ["/etc/passwd"]})
+        assert replies[0] == replies[1] == status and "text only" in json.dumps(reply) and "cm9vd" not in json.dumps(reply)
+        status, _ = post(f"{base}/chat/completions", ask, {"Host": "rebound.example.com"})
+        assert status == 400
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    assert server.returncode == 0
+    assert server.returncode == 0 and "server stopped (SIGTERM)" in server.stdout.read()
+    assert not processes_mentioning(str(run_dir)), "swift deploy outlived qwen-tune serve"
+
+
+def test_serve_beyond_loopback_needs_the_key_it_keeps_out_of_the_process_list(finished_run):
+    """--host 0.0.0.0: refused without a key (the bad-input table); with QWEN_TUNE_API_KEY it warns, answers only
+    requests that send the key, the key is in no process's argv, and SIGHUP ends it all."""
+    import os
+    import signal
+
+    _, (run_dir,) = finished_run
+    port, key = free_port(), "k-" + os.urandom(8).hex()
+    server = subprocess.Popen([sys.executable, "-m", "qwen_tune", "serve", str(run_dir), "--host", "0.0.0.0", "--port", str(port)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "QWEN_TUNE_API_KEY": key})  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until_serving(server, base)  # /v1/models answers without the key (swift's own rule)
+        assert not processes_mentioning(key), "the API key shows in a process's argv"
+        ask = {"model": run_dir.name, "messages": [{"role": "user", "content": "Who are you?"}], "max_tokens": 8}
+        assert post(f"{base}/chat/completions", ask)[0] == 400  # swift answers a missing key with 400 'API key error'
+        assert post(f"{base}/chat/completions", ask, {"Authorization": "Bearer wrong"})[0] == 400
+        assert post(f"{base}/chat/completions", ask, {"Authorization": f"Bearer {key}"})[0] == 200
+    finally:
+        server.send_signal(signal.SIGHUP)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    output = server.stdout.read()
+    assert server.returncode == 0 and "WARNING: serving beyond this machine" in output and key not in output
+    assert not processes_mentioning(str(run_dir)), "swift deploy outlived qwen-tune serve"
+
+
+def test_chat_ends_with_qwen_tune_whatever_stops_it(finished_run):
+    """SIGTERM to `qwen-tune chat` while swift waits for a question: swift's group ends with it."""
+    import signal
+    import time
+
+    _, (run_dir,) = finished_run
+    chat = subprocess.Popen([sys.executable, "-m", "qwen_tune", "chat", str(run_dir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(processes_mentioning(str(run_dir))) < 2:  # qwen-tune chat, and the swift infer it started
+        assert chat.poll() is None and time.monotonic() < deadline, "swift infer never started"
+        time.sleep(0.5)
+    time.sleep(2)
+    chat.send_signal(signal.SIGTERM)
+    assert chat.wait(timeout=60) == 130
+    assert "chat stopped (SIGTERM)" in chat.stdout.read()
+    assert not processes_mentioning(str(run_dir)), "swift infer outlived qwen-tune chat"
 
 
 def test_export_merges_and_never_overwrites(finished_run):
@@ -219,6 +302,46 @@ def test_export_merges_and_never_overwrites(finished_run):
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     again = qwen_tune("export", str(run_dir))
     assert again.returncode == 15 and "already exists" in again.stderr
+
+
+def test_a_run_directory_from_elsewhere_runs_nothing_and_writes_nowhere_else(finished_run, tmp_path):
+    """A run directory someone handed over: its checkpoint's args.json names a plugin (swift would import it where the
+    command line names none: export merges, and nothing runs), then a base model with code of its own (export, chat
+    and serve refuse it without --trust-remote-code); a log linked to a file of yours (resume refuses, the file stays)."""
+    import shutil
+
+    _, (run_dir,) = finished_run
+    copy = tmp_path / "theirs"
+    shutil.copytree(run_dir, copy, symlinks=True, ignore=shutil.ignore_patterns("merged"))
+    checkpoint = copy / json.loads((copy / "result.json").read_text())["checkpoint"]
+    plugin, ran = tmp_path / "plugin.py", tmp_path / "plugin-ran"
+    plugin.write_text(f"open({str(ran)!r}, 'w').close()\n")
+    args = json.loads((checkpoint / "args.json").read_text())
+    (checkpoint / "args.json").write_text(json.dumps({**args, "external_plugins": [str(plugin)]}))
+    exported = qwen_tune("export", str(copy), timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert (copy / "merged" / "config.json").is_file() and not ran.exists(), "swift imported a plugin args.json named"
+    shutil.rmtree(copy / "merged")
+
+    model = tmp_path / "model-with-code"
+    model.mkdir()
+    args = json.loads((checkpoint / "args.json").read_text())
+    config = json.loads((Path(args["model"]) / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoConfig": "configuration_x.XConfig"}}))
+    (model / "configuration_x.py").write_text("raise SystemExit('ran')\n")
+    (checkpoint / "args.json").write_text(json.dumps({**args, "model": str(model)}))
+    for command in (("export",), ("chat",), ("serve",)):
+        done = qwen_tune(*command, str(copy))
+        assert done.returncode == 11 and "config.json: configuration_x.py" in done.stderr, done.stderr
+    assert not (copy / "merged").exists()
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine\n")
+    (copy / "result.json").unlink()  # not finished: --resume would continue it
+    (copy / "swift.log").unlink()
+    (copy / "swift.log").symlink_to(mine)
+    done = qwen_tune("run", "--resume", str(copy))
+    assert done.returncode == 2 and "swift.log is a symbolic link" in done.stderr and mine.read_text() == "mine\n"
 
 
 def test_bad_dataset_launches_nothing(tiny_model, tmp_path):
@@ -354,7 +477,7 @@ def test_full_fine_tuning_trains_every_weight_on_the_cpu(tiny_model, tmp_path):
     argv = json.loads((run_dir / "command.json").read_text())["argv"]
     assert argv[argv.index("--tuner_type") + 1] == "full" and "--lora_rank" not in argv
     assert argv[argv.index("--num_train_epochs") + 1] == "4" and argv[argv.index("--learning_rate") + 1] == "0.002"
-    checkpoint = Path(json.loads((run_dir / "result.json").read_text())["checkpoint"])
+    checkpoint = run_dir / json.loads((run_dir / "result.json").read_text())["checkpoint"]
     assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_model.safetensors").exists()
     losses = [json.loads(line).get("loss") for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
     losses = [loss for loss in losses if loss is not None]

@@ -246,3 +246,80 @@ def test_a_run_directory_that_cannot_be_written_is_removed(tmp_path, monkeypatch
     with pytest.raises(OutputError, match="No space left on device, so it was removed"):
         create_run_dir(job, verify=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="making a directory another user's takes root (the mode and symlink cases are in the bad-input table)",
+)
+def test_a_lock_directory_of_another_user_is_refused_not_used(tmp_path, monkeypatch):
+    """Another user made qwen-tune's lock directory first (the temp dir is shared): refused in one line, nothing in it
+    opened; the same for a lock file of theirs in a directory of ours."""
+    from qwen_tune.errors import LockError
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(locks.tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    theirs = tmp_path / f"qwen-tune-locks-{os.getuid()}"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(LockError, match=r"belongs to uid 65534, not to you \(uid 0\)"):
+        with locks.run_locks([], "runs/mine"):
+            pass
+    os.chown(theirs, 0, 0)
+    (theirs / "cpu.lock").write_text("")
+    os.chown(theirs / "cpu.lock", 65534, 65534)
+    with pytest.raises(LockError, match="cpu.lock is not a plain file of yours"):
+        with locks.run_locks([], "runs/mine"):
+            pass
+
+
+def test_a_lock_file_linked_hard_to_a_file_of_yours_is_never_written(tmp_path, monkeypatch):
+    """A run directory from elsewhere whose run.lock is a hard link to one of your files: refused, the file unchanged."""
+    from qwen_tune.errors import LockError
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.link(mine, run_dir / "run.lock")
+    with pytest.raises(LockError, match="run.lock is not a plain file of yours .*2 links"):
+        with locks.writer_lock(run_dir):
+            pass
+    assert mine.read_text() == "mine\n"
+
+
+def test_locks_live_in_the_users_runtime_dir_when_there_is_one(tmp_path, monkeypatch):
+    runtime = tmp_path / "run-user"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert locks.lock_dir() == runtime / "qwen-tune-locks"
+    with locks.run_locks([0], "runs/mine"):
+        assert (runtime / "qwen-tune-locks" / "gpu-0.lock").is_file()
+    assert (runtime / "qwen-tune-locks").stat().st_mode & 0o777 == 0o700
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))  # set, but not there (su, cron): the temp dir
+    assert locks.lock_dir().name == f"qwen-tune-locks-{os.getuid()}"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # set to a directory everyone writes (/tmp): not the user's own, so the temp dir's per-uid one
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+    assert locks.lock_dir().name == f"qwen-tune-locks-{os.getuid()}"
+
+
+def test_logs_are_never_written_through_a_link(tmp_path):
+    """swift.log or export.log linked (soft or hard) to a file of yours, in a run directory from elsewhere: refused,
+    the file unchanged."""
+    from qwen_tune.errors import UsageError
+    from qwen_tune.running.files import open_log
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine\n")
+    (tmp_path / "swift.log").symlink_to(mine)
+    os.link(mine, tmp_path / "export.log")
+    for name, append in (("swift.log", True), ("export.log", False)):
+        with pytest.raises(UsageError, match=f"{name} is a (symbolic|hard) link"):
+            open_log(tmp_path / name, append=append)
+    assert mine.read_text() == "mine\n"
+    with open_log(tmp_path / "own.log") as log:
+        log.write("ok\n")
+    assert (tmp_path / "own.log").read_text() == "ok\n"

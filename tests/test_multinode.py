@@ -173,6 +173,7 @@ NOT_DEFAULT = dict(
     tuner="lora", gpus="cpu:2", name="Spark", author="ACME", output_dir="/scratch/runs", nnodes=2, node_rank=1,
     master_addr="10.0.0.1", master_port=29511, epochs=3.0, learning_rate=2e-5, max_length=1024, lora_rank=16,
     lora_alpha=64, cut_long_rows=True, hub="hf", general_rows=4, general_data="/data/general.jsonl", packing=False,
+    trust_remote_code=True,
 )  # fmt: skip
 
 

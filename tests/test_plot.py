@@ -1,6 +1,7 @@
 """The run's pictures from plain numbers: loss.png's title, log axis and epoch marks; memory.png's lines."""
 
 import json
+from pathlib import Path
 
 from qwen_tune.machine.gpus import GIB
 from qwen_tune.running.plot import loss_figure, loss_title, memory_figure, save
@@ -58,23 +59,30 @@ def test_the_run_titles_loss_png_with_its_recipe_profile_and_final_loss(tmp_path
     (tmp_path / "swift" / "logging.jsonl").write_text(
         json.dumps({"loss": 0.5, "global_step/max_steps": "1/1", "epoch": 1.0}) + "\n"
     )
-    (tmp_path / "plan.json").write_text(json.dumps({"recipe": {"name": "demo-tiny-cpu"}}))
-    record = RunRecord(str(tmp_path), [], {}, str(tmp_path / "swift"), [], "", {}, "cpu-demo", 0.1, False)
+    record = RunRecord(tmp_path, plan_for("cpu"), verify=False)
     titles = []
     monkeypatch.setattr(attempts, "loss_title", lambda *args: titles.append(args) or plot.loss_title(*args))
     assert attempts.loss_curve(record, 0.5, tmp_path / "loss.png") and (tmp_path / "loss.png").is_file()
-    assert titles == [("demo-tiny-cpu", "cpu-demo", 0.5)]
-    assert not attempts.loss_curve(
-        RunRecord(**{**record.__dict__, "output_dir": str(tmp_path / "none")}), None, tmp_path / "x.png"
-    )
+    assert titles == [("demo-tiny-cpu", "cpu", 0.5)]
+    assert not attempts.loss_curve(RunRecord(tmp_path / "none", record.plan, verify=False), None, tmp_path / "x.png")
+
+
+def plan_for(gpus: str):
+    """The demo recipe's plan on the tiny model's config, for the CPU or a card."""
+    from conftest import PLAIN_MACHINE
+
+    from qwen_tune.planning.jobs import JobOptions, prepare
+
+    tiny = str(Path(__file__).parent / "data" / "tiny-config")
+    return prepare(JobOptions(recipe="demo-tiny-cpu", model=tiny, gpus=gpus), PLAIN_MACHINE, for_run=False).plan
 
 
 def test_memory_png_is_drawn_for_gpu_runs_with_samples_only(tmp_path):
     from qwen_tune.running.process import memory_picture
     from qwen_tune.running.rundir import RunRecord
 
-    gpu = RunRecord(str(tmp_path), [], {}, str(tmp_path / "swift"), [0], "", {}, "lora-fast", 14.5, False)
+    gpu = RunRecord(tmp_path, plan_for("rtx4090"), verify=False)
     assert not memory_picture(gpu, {})  # NVML gave no sample
-    assert not memory_picture(RunRecord(**{**gpu.__dict__, "gpu_indices": []}), {0: [(0.0, GIB)]})  # the CPU
+    assert not memory_picture(RunRecord(tmp_path, plan_for("cpu"), verify=False), {0: [(0.0, GIB)]})  # the CPU
     assert not (tmp_path / "memory.png").exists()
     assert memory_picture(gpu, {0: [(0.0, GIB), (0.5, 3 * GIB)]}) and (tmp_path / "memory.png").is_file()

@@ -180,13 +180,14 @@ def test_the_base_models_answers_are_asked_with_flags_swift_infer_accepts(recipe
 )
 def test_what_runs_is_what_swifts_launcher_would_run(route, env, monkeypatch):
     """qwen-tune starts swift's route script itself, skipping the launcher's Python: swift's own cli_main, given the
-    same command and environment, would start exactly this argv."""
+    same command and environment, would start exactly this argv, with swift/launch.py before the route script (it keeps
+    a model's own code off unless --trust-remote-code)."""
     import subprocess
     import sys
 
     from swift.cli import main as swift_main
 
-    from qwen_tune.swift.command import launchable
+    from qwen_tune.swift.command import LAUNCH, launchable
 
     argv = ["swift", route, "--model", "m", "--system", "a b"]
     started: list[list[str]] = []
@@ -197,7 +198,10 @@ def test_what_runs_is_what_swifts_launcher_would_run(route, env, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(subprocess, "run", lambda args: started.append(args) or subprocess.CompletedProcess(args, 0))
     swift_main.cli_main()
-    assert launchable(argv, env) == started[0]
+    ran = launchable(argv, env)
+    at = ran.index(str(LAUNCH))
+    assert ran[:at] + ran[at + 1 :] == started[0]
+    assert launchable(argv, env, trust_remote_code=True)[at : at + 2] == [str(LAUNCH), "--trust-remote-code"]
 
 
 def parsed(argv, cls=None):
@@ -219,11 +223,11 @@ def test_values_that_start_with_a_dash_reach_swift_as_values(tmp_path):
     argv = sft_argv(plan)
     assert (
         "--system=--help You are a helpful assistant." in argv
-        and "--output_dir=-runs/20261123-120000-demo-tiny-cpu/swift" in argv
+        and "--output_dir=-runs/20261123-120000-demo-tiny-cpu-tiny-config/swift" in argv
     )
     sft = parsed(argv[2:])
     assert sft.system == "--help You are a helpful assistant." and sft.output_dir.startswith("-runs/")
-    assert sft.dataset == ["-runs/20261123-120000-demo-tiny-cpu/dataset.jsonl"]
+    assert sft.dataset == ["-runs/20261123-120000-demo-tiny-cpu-tiny-config/dataset.jsonl"]
 
     from swift.arguments import ExportArguments, InferArguments
 

@@ -27,7 +27,7 @@ MODEL_FILES = {"config.json": TINY_CONFIG, "vocab.json": "{}\n", "merges.txt": "
 MODEL = {f"model/{name}": text for name, text in MODEL_FILES.items()}
 # Each case starts on a box without a driver (FAKE_NVML unset), with a swift that only leaves a mark,
 # and with none of the caller's settings for GPUs or the hub: a case sets its own.
-CLEARED = ("FAKE_NVML", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "PYTHONPATH")
+CLEARED = ("FAKE_NVML", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "PYTHONPATH", "XDG_RUNTIME_DIR", "QWEN_TUNE_API_KEY")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Case:
     # Another qwen-tune run (a process of its own, its pid shown as <pid>) holds the CPU's lock, in a TMPDIR beside {tmp}.
     cpu_held: bool = False
     fifos: tuple[str, ...] = ()  # named pipes made under {tmp} before it runs (no writer: reading one would block)
+    # Makes what files alone cannot (a lock directory with other modes, a symlink) under {tmp} and the case's TMPDIR.
+    prepare: Callable[[Path, Path], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,32 @@ def _disk_too_small(tmp: Path) -> None:
     check_disk_space(disk_bytes_needed(job.plan, jsonl_bytes(job.rows)), tmp / "runs", free_bytes=lambda path: 100 * MIB)
 
 
+REMOTE_CODE_CONFIG = json.dumps(
+    {**json.loads(TINY_CONFIG), "auto_map": {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}}
+)
+
+
+def _lock_dir_shared(tmp: Path, tmpdir: Path) -> None:
+    """The lock directory as qwen-tune made it before: world-writable, where another user could plant a lock file."""
+    locks = tmpdir / f"qwen-tune-locks-{os.getuid()}"
+    locks.mkdir()
+    locks.chmod(0o777)
+
+
+def _lock_dir_linked(tmp: Path, tmpdir: Path) -> None:
+    """Another user made the lock directory first, as a link to a directory of theirs."""
+    (tmp / "theirs").mkdir()
+    (tmpdir / f"qwen-tune-locks-{os.getuid()}").symlink_to(tmp / "theirs")
+
+
+def _lock_file_linked(tmp: Path, tmpdir: Path) -> None:
+    """The CPU's lock file is a link to a file of the user's, which a lock must never truncate or write."""
+    (tmp / "notes.txt").write_text("mine\n")
+    locks = tmpdir / f"qwen-tune-locks-{os.getuid()}"
+    locks.mkdir(mode=0o700)
+    (locks / "cpu.lock").symlink_to(tmp / "notes.txt")
+
+
 CASES = (
     Case("`--gpus` names no card qwen-tune knows", 2, ("plan", "--gpus", "3xfoo")),
     Case("`--profile` names no profile", 2, ("plan", "--gpus", "h100", "--profile", "huge")),
@@ -133,6 +161,25 @@ CASES = (
     ),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),
+    Case(
+        "`--resume` of a run whose run.json was edited",
+        2,
+        ("run", "--resume", "{tmp}/runs/20261123-120000-demo"),
+        {"runs/20261123-120000-demo/run.json": '{"plan": {"recipe": "x"}, "verify": true}\n'},
+    ),
+    Case(
+        "`--resume` of a run whose run.json was cut short",
+        2,
+        ("run", "--resume", "{tmp}/runs/20261123-120000-demo"),
+        {"runs/20261123-120000-demo/run.json": '{"plan": {"recipe": {"name": "demo'},
+    ),
+    Case(
+        "`--resume` of a run whose result.json was cut short",
+        2,
+        ("run", "--resume", "{tmp}/runs/20261123-120000-demo"),
+        {"runs/20261123-120000-demo/run.json": "{}\n", "runs/20261123-120000-demo/result.json": '{"status": "do'},
+    ),
+    Case("`serve` beyond loopback without `--api-key`", 2, ("serve", "{tmp}/runs/20261123-120000-demo", "--host", "0.0.0.0")),
     Case(
         "the dataset is not valid JSON",
         10,
@@ -250,6 +297,12 @@ CASES = (
     Case("`config.json` is not a JSON object", 11, run_tiny(), {**MODEL, "model/config.json": "[1, 2]\n"}),
     Case("the model's `tokenizer.json` is broken", 11, run_tiny(), {**MODEL, "model/tokenizer.json": '{"model": 1}\n'}),
     Case(
+        "the model's config names code of its own (`auto_map`)",
+        11,
+        run_tiny(),
+        {"model/config.json": REMOTE_CODE_CONFIG, "model/modeling_evil.py": "open('/tmp/pwned', 'w')\n"},
+    ),
+    Case(
         "a hub id while offline (`HF_HUB_OFFLINE=1`)",
         11,
         run_tiny(model="Qwen/Qwen2.5-0.5B-Instruct"),
@@ -337,6 +390,9 @@ CASES = (
     Case("the disk is too small for the checkpoints", 16, raises=_disk_too_small),
     Case("another program fills the GPU", 17, run_tiny(gpus="0"), MODEL, one_rtx4090(free_mib=100)),
     Case("another qwen-tune run trains on the CPU", 17, run_tiny(), MODEL, cpu_held=True),
+    Case("the lock directory can be written by other users", 22, run_tiny(), MODEL, prepare=_lock_dir_shared),
+    Case("the lock directory is a symbolic link", 22, run_tiny(), MODEL, prepare=_lock_dir_linked),
+    Case("a lock file is a symbolic link (to a file of yours)", 22, run_tiny(), MODEL, prepare=_lock_file_linked),
     Case("the model fits no profile on these GPUs", 18, ("plan", "--gpus", "4GiB")),
     Case("ms-swift is not installed", 19, run_tiny(), MODEL, {"PATH": "/usr/bin:/bin"}, bare_python=True),
     Case(
@@ -356,19 +412,24 @@ CASES = (
 
 
 def run_case(case: Case, tmp: Path) -> Outcome:
-    """Run one case in its own empty directory tmp, and see what it printed, returned and left."""
+    """Run one case in its own empty directory tmp, with its own TMPDIR beside it (its locks are its own), and see what
+    it printed, returned and left."""
     for name, text in case.files.items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     for name in case.fifos:
         os.mkfifo(tmp / name)
+    tmpdir = tmp.parent / f"{tmp.name}.tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    if case.prepare is not None:
+        case.prepare(tmp, tmpdir)
     before = _tree(tmp)
     swift_mark = tmp.parent / f"{tmp.name}.swift-ran"
     if case.raises is not None:
         code, stderr = _raise_in_process(case.raises, tmp)
     else:
         env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-        env.update(PYTHONPATH=str(FAKES), PATH=f"{FAKES / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+        env.update(PYTHONPATH=str(FAKES), PATH=f"{FAKES / 'bin'}{os.pathsep}{env.get('PATH', '')}", TMPDIR=str(tmpdir))
         env.update(FAKE_SWIFT_RAN=str(swift_mark), **case.env)
         python = sys.executable
         if case.bare_python:
@@ -391,8 +452,6 @@ def run_case(case: Case, tmp: Path) -> Outcome:
 def _cpu_held(env: dict[str, str], tmp: Path) -> Iterator[int]:
     """Another run holding the CPU's lock, as `qwen-tune run --gpus cpu` does while it trains; yields its pid.
     The case and the holder share a TMPDIR of their own, so a real run's lock on this box plays no part."""
-    env["TMPDIR"] = str(tmp.parent / f"{tmp.name}.tmpdir")
-    Path(env["TMPDIR"]).mkdir()
     with lock_held([], env=env) as pid:
         yield pid
 
@@ -432,12 +491,15 @@ def _stable(text: str, tmp: Path) -> str:
     """The same text on every box: the Python, the case's directory and the checkout become <python>, <tmp>, <repo>."""
     bare = tmp.parent / f"{tmp.name}.bin" / "python"
     # The Python first: in a virtualenv under the checkout, it would otherwise read <repo>/.venv/bin/python.
+    tmpdir = tmp.parent / f"{tmp.name}.tmpdir"
     for path, name in (
         (bare, "<python>"),
         (sys.executable, "<python>"),
+        (tmpdir.resolve(), "<tmpdir>"),
+        (tmpdir, "<tmpdir>"),
         (tmp.resolve(), "<tmp>"),
         (tmp, "<tmp>"),
         (REPO, "<repo>"),
     ):
         text = text.replace(str(path), name)
-    return text
+    return text.replace(f"qwen-tune-locks-{os.getuid()}", "qwen-tune-locks-<uid>").replace(f"uid {os.getuid()}", "uid <uid>")

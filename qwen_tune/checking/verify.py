@@ -8,7 +8,6 @@ What each answer is checked against, and the verdict, are qwen_tune.checking.ide
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,6 +15,7 @@ from typing import Literal
 from qwen_tune.checking.identity import Answer, Expectation, judge
 from qwen_tune.checking.retention import GENERAL_PROBES, Retention, score
 from qwen_tune.errors import TrainingFailed
+from qwen_tune.running.files import write_json
 from qwen_tune.swift.infer import PreloadedInfer, probe, train_probe_request
 
 MAX_NEW_TOKENS = 64
@@ -43,11 +43,11 @@ def in_training_request(expected: list[Expectation], system: str, run_dir: Path)
 
 def check_identity(
     expected: list[Expectation], system: str, train_env: dict[str, str], checkpoint: str, out_dir: Path,
-    preloaded: PreloadedInfer | None = None, in_training: Path | None = None,
+    preloaded: PreloadedInfer | None = None, in_training: Path | None = None, trust_remote_code: bool = False,
 ) -> IdentityCheck:  # fmt: skip
     out_dir.mkdir()
     returncode, probed = probe(
-        questions(expected), system, checkpoint, train_env, out_dir, MAX_NEW_TOKENS, preloaded, in_training
+        questions(expected), system, checkpoint, train_env, out_dir, MAX_NEW_TOKENS, preloaded, in_training, trust_remote_code
     )
     if returncode != 0 or probed is None:
         raise TrainingFailed(f"the identity check could not run (swift infer exit {returncode}); see {out_dir / 'infer.log'}")
@@ -58,5 +58,5 @@ def check_identity(
         asked=probed.where, seconds=probed.seconds,
         retention=score(probed.before, probed.after, tuple(t for e in expected for t in e.terms)) if probed.before else None,
     )  # fmt: skip
-    (out_dir / "verdict.json").write_text(json.dumps(asdict(check), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out_dir / "verdict.json", asdict(check))
     return check

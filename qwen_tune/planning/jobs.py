@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from qwen_tune.checking.identity import expectations, parse_bilingual
-from qwen_tune.errors import DatasetError, GpuSelectionError, UsageError
+from qwen_tune.errors import DatasetError, GpuSelectionError, ModelError, UsageError
 from qwen_tune.machine.cards import find_card, parse_gpu_spec
 from qwen_tune.machine.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
 from qwen_tune.machine.readiness import TorchFacts
@@ -30,12 +30,21 @@ from qwen_tune.planning.dataset import (
     shipped_general_prompts,
 )
 from qwen_tune.planning.memory import Tuner
-from qwen_tune.planning.models import check_reachable, check_tokenizer, hub_fetcher, hub_offline, resolve_model, use_hf
+from qwen_tune.planning.models import (
+    ModelRef,
+    check_reachable,
+    check_tokenizer,
+    hub_fetcher,
+    hub_offline,
+    remote_code,
+    resolve_model,
+    use_hf,
+)
 from qwen_tune.planning.plan import DataSummary, Job, MachineFacts, Nodes
 from qwen_tune.planning.planner import make_plan
 from qwen_tune.planning.profiles import shipped_profiles
 from qwen_tune.planning.recipes import KNOBS, Bilingual, Recipe, load_recipe, with_tuner
-from qwen_tune.running.rundir import next_run_dir
+from qwen_tune.running.rundir import next_run_dir, run_name
 from qwen_tune.swift.command import DISTILL_MAX_NEW_TOKENS
 
 DEFAULT_RECIPE = "self-cognition-qwen2.5-7b"
@@ -71,6 +80,7 @@ class JobOptions:
     general_rows: int | None = None
     general_data: str | None = None
     packing: bool | None = None  # --packing / --no-packing; None: packed wherever it runs (planner.packing_decision)
+    trust_remote_code: bool = False  # a model whose configs name code of its own (auto_map) may run it
 
 
 def inventory_for(spec: str | None, *, for_run: bool) -> Inventory:
@@ -176,6 +186,7 @@ def read_torch() -> TorchFacts:
 def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: datetime | None = None) -> Job:
     """Read the recipe, model, data and devices that the options name, and plan for them on this machine."""
     recipe = load_recipe(options.recipe)
+    original_model = recipe.model
     recipe = recipe.with_overrides(
         model=options.model,
         dataset=options.dataset,
@@ -187,11 +198,13 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     recipe = recipe.with_knobs({knob.attribute: getattr(options, knob.attribute) for knob in KNOBS})
     use_hf = options.hub == "hf" if options.hub else machine.use_hf
     model = resolve_model(recipe.model, fetch=hub_fetcher(offline=machine.hub_offline, use_hf=use_hf))
+    code = require_trust(model, options.trust_remote_code)
     inventory = inventory_for(options.gpus, for_run=for_run)
     if for_run:
         check_reachable(model, offline=machine.hub_offline)
         check_tokenizer(model)
-    name = recipe.name if options.node_rank == 0 else f"{recipe.name}-node{options.node_rank}"
+    overridden = options.model is not None and not _same_model(options.model, original_model)
+    name = run_name(recipe.name, model.source if overridden else None, options.node_rank)
     run_dir = next_run_dir(Path(options.output_dir), name, now or datetime.now())
 
     rows = None
@@ -236,7 +249,34 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     )
     if options.hub:
         plan = replace(plan, hub=options.hub)
+    if code:
+        plan = replace(plan, warnings=(*plan.warnings, f"--trust-remote-code: this model's own code runs ({', '.join(code)})"))
     return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected), general_prompts=tuple(prompts))
+
+
+def _same_model(given: str, recipes: str) -> bool:
+    """--model names the recipe's own model (its directory, or its hub id in any case, with or without Qwen/)."""
+    paths = [Path(m).expanduser() for m in (given, recipes)]
+    if all(p.exists() for p in paths):
+        return paths[0].resolve() == paths[1].resolve()
+    return given.lower().removeprefix("qwen/") == recipes.lower().removeprefix("qwen/")
+
+
+def require_trust(model: ModelRef, trust_remote_code: bool) -> list[str]:
+    """A model whose configs name code of its own (auto_map) runs only where this command line says
+    --trust-remote-code, never because a file says so; the files that would run (none: [])."""
+    folder = model.local_dir or model.files_dir or (Path(model.source) if Path(model.source).is_dir() else None)
+    code = remote_code(folder) if folder else []
+    if code and not trust_remote_code:
+        raise ModelError(untrusted_code(model.source, code))
+    return code
+
+
+def untrusted_code(source: str, code: list[str]) -> str:
+    return (
+        f"model {source} has Python code of its own, which swift would run: {', '.join(code)}; read it, then pass "
+        "--trust-remote-code to run it, or use a model without auto_map"
+    )
 
 
 def general_mix(

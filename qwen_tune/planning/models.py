@@ -473,6 +473,37 @@ def check_reachable(model: ModelRef, *, offline: bool) -> None:
         )
 
 
+# The files of a model directory where transformers finds code of the model's own (`auto_map`).
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+
+
+def remote_code(folder: Path) -> list[str]:
+    """The Python files a model directory's configs name in `auto_map`, which transformers imports and runs when
+    trusted (swift 4.6 always trusts them): 'config.json: modeling_x.py', ...; [] where there are none."""
+    found: list[str] = []
+    for name in CODE_CONFIGS:
+        try:
+            config = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if not auto_map:
+            continue
+        refs = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+        files = {_code_file(r) for ref in refs for r in (ref if isinstance(ref, list) else [ref]) if r}
+        found += [f"{name}: {f}" for f in sorted(files)]
+    return found
+
+
+def _code_file(ref: object) -> str:
+    """modeling_x.Cls -> modeling_x.py; other/repo--modeling_x.Cls -> modeling_x.py of other/repo."""
+    if not isinstance(ref, str):
+        return f"auto_map {ref!r}"
+    repo, _, module = ref.rpartition("--")
+    file = module.rsplit(".", 1)[0] + ".py"
+    return f"{file} of {repo}" if repo else file
+
+
 def shape_from_config(config_path: Path) -> ModelShape:
     try:
         if config_path.exists() and not config_path.is_file():

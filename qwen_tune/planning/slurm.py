@@ -16,6 +16,7 @@ from pathlib import Path
 
 from qwen_tune.planning.jobs import JobOptions
 from qwen_tune.planning.plan import Plan
+from qwen_tune.running.rundir import slug
 
 # A free port on the master, asked for when the job starts there: a fixed one collides with other jobs.
 FREE_PORT = "$(python3 -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')"
@@ -119,7 +120,8 @@ def sbatch_script(plan: Plan, options: JobOptions, launcher: Launcher) -> str:
         environment.append("export HF_HUB_OFFLINE=1  # the model is a local directory: nothing to download")
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={shlex.quote('qwen-tune-' + plan.recipe.name)}",
+        # A directive line is no shell line: quoting would not keep a newline in a recipe's name from ending it.
+        f"#SBATCH --job-name=qwen-tune-{slug(plan.recipe.name)}",
         f"#SBATCH --nodes={options.nnodes}",
         "#SBATCH --ntasks-per-node=1",
         *([f"#SBATCH --gpus-per-node={gpus_per_node}"] if not plan.inventory.is_cpu else []),

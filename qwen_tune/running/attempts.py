@@ -3,26 +3,40 @@ and one function that trains, plots, checks the identity and records how it ende
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shlex
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 from qwen_tune.checking.identity import Expectation, expectations
 from qwen_tune.checking.verify import check_identity, in_training_request
-from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
+from qwen_tune.errors import (
+    DiskSpaceError,
+    GpuBusyError,
+    Interrupted,
+    MissingPackage,
+    OutOfMemory,
+    OutputError,
+    TrainingFailed,
+    UsageError,
+    UserError,
+)
+from qwen_tune.machine.gpus import GIB
 from qwen_tune.machine.readiness import torch_gpu_problem
 from qwen_tune.planning.dataset import jsonl_bytes
-from qwen_tune.planning.jobs import installed_versions, read_torch
+from qwen_tune.planning.jobs import bytecode_cache, installed_versions, read_torch, require_trust
 from qwen_tune.planning.ladder import fallback
 from qwen_tune.planning.plan import Job, Plan
 from qwen_tune.planning.planner import disk_bytes_needed
 from qwen_tune.planning.profiles import Profile
-from qwen_tune.planning.recipes import Bilingual
-from qwen_tune.running.locks import run_locks
-from qwen_tune.running.outcome import RunOutcome
+from qwen_tune.running.files import read_json, write_json, write_text
+from qwen_tune.running.locks import Held, run_locks, writer_lock
+from qwen_tune.running.outcome import RunOutcome, speed_basis
 from qwen_tune.running.plot import loss_figure, loss_title, save
 from qwen_tune.running.process import Timeline, run_sft
 from qwen_tune.running.rundir import (
@@ -30,12 +44,12 @@ from qwen_tune.running.rundir import (
     check_disk_space,
     check_output_dir,
     create_run_dir,
-    launch_fields,
+    require_run_dir,
     unused_path,
-    write_json,
+    within,
 )
 from qwen_tune.swift.checkpoints import latest_checkpoint, logging_jsonl
-from qwen_tune.swift.command import require_swift, with_train_probe
+from qwen_tune.swift.command import require_swift, sft_argv, with_train_probe
 from qwen_tune.swift.deps import missing_package, plan_needs, unmet
 from qwen_tune.swift.infer import PreloadedInfer, distill
 from qwen_tune.swift.logs import Progress, epoch_ends, logged_losses
@@ -43,7 +57,7 @@ from qwen_tune.swift.logs import Progress, epoch_ends, logged_losses
 
 def execute(
     job: Job, *, verify: bool, force: bool, on_progress: Callable[[Progress | str], None], retry_with: list[Profile] | None = None,
-    on_notice: Callable[[str], None] = print,
+    on_notice: Callable[[str], None] = print, trust_remote_code: bool = False,
 ) -> RunOutcome:  # fmt: skip
     """A new run: check it can start, record it, then train and check it.
 
@@ -53,37 +67,73 @@ def execute(
     timeline = Timeline()
     check_before_run(job, force=force)
     timeline.mark("checked")
-    with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force, job.plan.nodes.rank):
-        record, plan, attempts = create_run_dir(job, verify=verify), job.plan, []
-        timeline.mark("run directory written")
-        on_notice(f"Training in {job.run_dir} (swift's full output goes to swift.log there)...")
-        while True:
-            attempts.append(_attempt(plan, len(attempts) + 1))
-            timeline.attempt = len(attempts)
-            try:
-                resume_from = latest_checkpoint(Path(record.output_dir)) if len(attempts) > 1 else None
-                outcome = train_and_check(record, on_progress, timeline, resume_from)
-                attempts[-1]["outcome"] = "done"
-                return outcome
-            except OutOfMemory as oom:
-                attempts[-1].update(outcome="out-of-memory", error=str(oom))
-                step = fallback(plan, retry_with) if retry_with is not None else None
-                if step is None:
-                    raise
-                plan, change = step
+    with _exclusive([g.index for g in job.plan.inventory.gpus], str(job.run_dir), force, job.plan.nodes.rank) as devices:
+        record = create_run_dir(job, verify=verify, trust_remote_code=trust_remote_code)
+        for lock in devices.locks if devices else []:  # the name it got (another run may have taken the first)
+            lock.note(**{**lock.holder, "run_dir": str(record.run_dir)})
+        plan, attempts = record.plan, []
+        with writer_lock(record.run_dir) as writer, own_writes(record.run_dir):
+            held = Held([*(devices.locks if devices else []), *writer.locks])
+            timeline.mark("run directory written")
+            on_notice(f"Training in {record.run_dir} (swift's full output goes to swift.log there)...")
+            while True:
+                attempts.append(_attempt(plan, len(attempts) + 1))
+                timeline.attempt = len(attempts)
                 try:
-                    check_packages(plan)
-                except MissingPackage as missing:
-                    on_notice(f"{oom}\nthe next rung ({change}) cannot run here: {missing}")
-                    raise oom from None
-                record = replace(record, **launch_fields(plan))
-                record.save()
-                on_notice(f"{oom}\nretrying with {change} (attempt {len(attempts) + 1}; --no-auto-retry stops here instead)")
-            except UserError as failure:
-                attempts[-1].update(outcome="failed", error=str(failure))
-                raise
-            finally:
-                write_json(Path(record.run_dir) / "attempts.json", attempts)
+                    resume_from = latest_checkpoint(record.output_dir) if len(attempts) > 1 else None
+                    outcome = train_and_check(record, on_progress, timeline, resume_from, held)
+                    attempts[-1]["outcome"] = "done"
+                    return outcome
+                except OutOfMemory as oom:
+                    attempts[-1].update(outcome="out-of-memory", error=str(oom))
+                    step = fallback(plan, retry_with) if retry_with is not None else None
+                    if step is None:
+                        raise
+                    plan, change = step
+                    try:
+                        check_packages(plan)
+                    except MissingPackage as missing:
+                        on_notice(f"{oom}\nthe next rung ({change}) cannot run here: {missing}")
+                        raise oom from None
+                    record = replace(record, plan=plan)
+                    record.save()
+                    on_notice(f"{oom}\nretrying with {change} (attempt {len(attempts) + 1}; --no-auto-retry stops here instead)")
+                except UserError as failure:
+                    attempts[-1].update(outcome="failed", error=str(failure))
+                    raise
+                finally:
+                    _keep(write_json, record.run_dir / "attempts.json", attempts)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@contextmanager
+def own_writes(run_dir: Path) -> Iterator[None]:
+    """qwen-tune's own writes to a run directory failing mid-run (a full disk, a directory made read-only): one line
+    with the command that continues the run, not a traceback; what was written before stays whole (files.write_text)."""
+    resume = f"qwen-tune run --resume {shlex.quote(str(run_dir))}"
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or run_dir
+        if exc.errno in DISK_FULL:
+            raise DiskSpaceError(f"the disk filled up: cannot write {where} ({exc.strerror}); free some space, then continue "
+                                 f"from the last complete checkpoint: {resume}") from None  # fmt: skip
+        if exc.errno in NOT_WRITABLE:
+            raise OutputError(f"cannot write {where} ({exc.strerror}): {run_dir} must stay writable while it runs; make it "
+                              f"writable again, then continue: {resume}") from None  # fmt: skip
+        raise
+
+
+def _keep(write, *args) -> None:
+    """A record that is written on the way out, after a failure: where it cannot be written (the disk full), the
+    failure that is on its way is what the user reads, not this one."""
+    try:
+        write(*args)
+    except OSError:
+        pass
 
 
 def check_before_run(job: Job, *, force: bool, installed=None, torch_facts=None) -> None:
@@ -119,25 +169,48 @@ def _python() -> str:
 
 
 def _attempt(plan: Plan, number: int) -> dict:
-    s, launch = plan.setup, launch_fields(plan)
-    return {"attempt": number, "profile": launch["profile"], "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
+    s = plan.setup
+    return {"attempt": number, "profile": plan.profile.name, "micro_batch_size": s.micro_batch_size, "grad_accum": plan.grad_accum,
             "gradient_checkpointing": s.gradient_checkpointing, "zero": s.zero or None, "quantization": plan.profile.quantization,
-            "estimate_peak_gib": launch["estimate_peak_gib"], "argv": launch["argv"]}  # fmt: skip
+            "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2), "argv": sft_argv(plan)}  # fmt: skip
 
 
 def resume(
-    run_dir: Path, on_progress: Callable[[Progress | str], None], *, force: bool = False, on_notice: Callable[[str], None] = print
-) -> RunOutcome:
-    """Continue an interrupted or failed run in its own directory, from its last checkpoint."""
-    record = RunRecord.load(run_dir)
+    run_dir: Path, on_progress: Callable[[Progress | str], None], *, force: bool = False, on_notice: Callable[[str], None] = print,
+    trust_remote_code: bool = False,
+) -> RunOutcome:  # fmt: skip
+    """Continue an interrupted or failed run in its own directory, from its last complete checkpoint, with the swift
+    command qwen-tune renders again from the saved plan (run.json's argv is never run as written)."""
+    require_run_dir(run_dir)
     result_file = run_dir / "result.json"
-    if result_file.is_file() and json.loads(result_file.read_text(encoding="utf-8")).get("status") == "done":
-        raise UsageError(f"{run_dir} already finished; start a new run instead")
-    with _exclusive(record.gpu_indices, record.run_dir, force, record.node_rank):
-        checkpoint = latest_checkpoint(Path(record.output_dir))
-        where = f"from {checkpoint.name}" if checkpoint else "from the start (no checkpoint was kept)"
-        on_notice(f"Resuming {run_dir} {where} (swift's output is appended to swift.log)...")
-        return train_and_check(record, on_progress, Timeline(), checkpoint)
+    if result_file.is_file():
+        try:
+            result = read_json(result_file)
+        except UsageError:
+            raise UsageError(
+                f"{result_file} is not valid JSON: it was edited or cut short; it only records how the run ended, so move it "
+                f"away and --resume again (or export the newest checkpoint: qwen-tune export {run_dir})"
+            ) from None
+        if isinstance(result, dict) and result.get("status") == "done":
+            raise UsageError(f"{run_dir} already finished; start a new run instead")
+    record = RunRecord.load(run_dir, trust_remote_code=trust_remote_code)
+    record = replace(record, plan=replace(record.plan, bytecode_cache=bytecode_cache(os.environ)))
+    if record.plan.nodes.count > 1:
+        raise UsageError(
+            f"{run_dir} is one node of a run over {record.plan.nodes.count} machines: --resume is for runs on one machine; "
+            "start the multi-node run again on every node"
+        )
+    record.own_files()
+    require_trust(record.plan.model, trust_remote_code)
+    require_swift()
+    check_packages(record.plan)
+    with _exclusive(record.gpu_indices, str(run_dir), force, record.node_rank) as devices, writer_lock(run_dir) as writer:
+        held = Held([*(devices.locks if devices else []), *writer.locks])
+        with own_writes(run_dir):
+            checkpoint = latest_checkpoint(record.output_dir)
+            where = f"from {checkpoint.name}" if checkpoint else "from the start (no complete checkpoint was kept)"
+            on_notice(f"Resuming {run_dir} {where} (swift's output is appended to swift.log)...")
+            return train_and_check(record, on_progress, Timeline(), checkpoint, held)
 
 
 def _exclusive(indices: list[int], run_dir: str, force: bool, node_rank: int):
@@ -146,35 +219,37 @@ def _exclusive(indices: list[int], run_dir: str, force: bool, node_rank: int):
 
 
 def train_and_check(
-    record: RunRecord, on_progress: Callable[[Progress | str], None], timeline: Timeline, resume_from: Path | None = None
-) -> RunOutcome:
+    record: RunRecord, on_progress: Callable[[Progress | str], None], timeline: Timeline, resume_from: Path | None = None,
+    held: Held | None = None,
+) -> RunOutcome:  # fmt: skip
     """Train, plot, check the identity, write the outcome: every way out leaves result.json and timeline.json consistent."""
-    run_dir = Path(record.run_dir)
+    run_dir = record.run_dir
     node_rank = record.node_rank
+    trust = record.trust_remote_code
     ended = RunOutcome(
         run_dir=str(run_dir), profile=record.profile, estimate_peak_gib=record.estimate_peak_gib, status="train-failed", line="",
-        resumed_from=str(resume_from) if resume_from else None,
+        resumed_from=within(run_dir, resume_from) if resume_from else None,
     )  # fmt: skip
-    if record.general_prompts and node_rank == 0:
-        _mix_general_rows(record, timeline, on_progress)
-    asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
-    launch = with_train_probe(record.argv, record.env, asks) if asks else None
-    # Where training answers the probes itself, no second swift imports beside it (the CPU and disk go to training);
-    # should it fail to answer, plain `swift infer` does.
-    preloaded = PreloadedInfer.start(record.env) if asks and not launch else None
+    preloaded = None
     try:
+        asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
+        launch = with_train_probe(record.argv, record.env, asks) if asks else None
         try:
+            if record.general_prompts and node_rank == 0:
+                _mix_general_rows(record, timeline, on_progress)
+            # Where training answers the probes itself, no second swift imports beside it (the CPU and disk go to
+            # training); should it fail to answer, plain `swift infer` does.
+            preloaded = PreloadedInfer.start(record.env, trust) if asks and not launch else None
             # Where training runs in one process, it answers the identity probes itself at its end (no second load).
-            sft = replace(record, argv=launch[0], env=launch[1]) if launch else record
-            ended.train = run_sft(sft, on_progress, timeline, resume_from)
+            ended.train = run_sft(record, launch or (record.argv, record.env), on_progress, timeline, resume_from, held)
         except Interrupted as stop:
             _end(ended, "interrupted", f"INTERRUPTED: {stop}", error=str(stop))
             raise
-        except TrainingFailed as failure:
+        except UserError as failure:
             _end(ended, "train-failed", f"FAIL training: {failure}", error=str(failure))
             raise
         result = ended.train
-        result.count_speed(record.speed if not resume_from else {})  # a resumed run trained part of the tokens
+        result.count_speed(speed_basis(record.plan) if not resume_from else None)  # a resumed run trained part of the tokens
         ended.loss_curve = "loss.png" if loss_curve(record, result.final_loss, run_dir / "loss.png") else None
         trained = f"trained: final loss {result.final_loss}, {result.wall_seconds:.0f} s"
         trained += f", {result.speed_text()}" if result.speed_text() else ""
@@ -188,10 +263,15 @@ def train_and_check(
         elif record.verify:
             try:
                 check = check_identity(
-                    _expected(record), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded,
-                    asks if launch else None,
+                    _expected(record), record.system, record.env, str(run_dir / result.checkpoint),
+                    unused_path(run_dir / "verify"), preloaded, asks if launch else None, trust,
                 )  # fmt: skip
                 timeline.mark("identity checked")
+            except Interrupted as stop:
+                resume = f"qwen-tune run --resume {shlex.quote(str(run_dir))}"
+                message = f"{stop} during the identity check; training finished ({result.checkpoint}): {resume} checks it"
+                _end(ended, "interrupted", f"INTERRUPTED: {message}", error=message)
+                raise Interrupted(message) from None
             except UserError as failure:
                 _end(ended, "verify-failed", f"FAIL: {failure}", error=str(failure))
                 raise
@@ -205,50 +285,42 @@ def train_and_check(
         ended.timeline = timeline.marks
         _end(ended, "done", line)
         return ended
+    except Interrupted as stop:  # a stop between the steps above (they record their own)
+        if not ended.line:
+            _end(ended, "interrupted", f"INTERRUPTED: {stop}", error=str(stop))
+        raise
     finally:
         if preloaded:
             preloaded.close()
-        timeline.write(run_dir / "timeline.json")
+        _keep(timeline.write, run_dir / "timeline.json")
 
 
 def loss_curve(record: RunRecord, final_loss: float | None, png: Path) -> bool:
     """loss.png from swift's logging.jsonl, titled with the recipe, the profile and the final loss;
     False when swift logged no loss."""
-    log = logging_jsonl(Path(record.output_dir))
+    log = logging_jsonl(record.output_dir)
     points = logged_losses(log) if log.is_file() else []
     if not points:
         return False
-    title = loss_title(_recipe_name(Path(record.run_dir)), record.profile, final_loss)
+    title = loss_title(record.plan.recipe.name, record.profile, final_loss)
     save(loss_figure([p[0] for p in points], [p[1] for p in points], epoch_ends(log), title), png)
     return True
-
-
-def _recipe_name(run_dir: Path) -> str:
-    """The recipe's name from plan.json; the run directory's name where it cannot be read."""
-    try:
-        return str(json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["recipe"]["name"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return run_dir.name
 
 
 def _mix_general_rows(record: RunRecord, timeline: Timeline, on_progress: Callable[[Progress | str], None]) -> None:
     """Before the first launch: the base model answers the general prompts, and its answers join dataset.jsonl;
     one line says how many were kept (an empty answer teaches nothing: its row is dropped, general/dropped.jsonl)."""
-    run_dir = Path(record.run_dir)
+    run_dir = record.run_dir
     done = run_dir / "general" / "rows.jsonl"
     if done.is_file():
         return  # a resumed run mixed them in before
-    rows, empty = distill(record.general_prompts, record.argv, record.env, run_dir / "general")
+    rows, empty = distill(record.general_prompts, record.argv, record.env, run_dir / "general", record.trust_remote_code)
     dataset = run_dir / "dataset.jsonl"
-    mixed = dataset.with_suffix(".mixing")
-    mixed.write_text(dataset.read_text(encoding="utf-8") + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                     encoding="utf-8")  # fmt: skip
-    mixed.replace(dataset)
-    (run_dir / "general" / "dropped.jsonl").write_text(
-        "".join(json.dumps({"query": q, "why": "empty answer"}, ensure_ascii=False) + "\n" for q in empty), encoding="utf-8"
-    )
-    write_json_lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    done.write_text(write_json_lines, encoding="utf-8")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_text(dataset, dataset.read_text(encoding="utf-8") + lines)
+    dropped = "".join(json.dumps({"query": q, "why": "empty answer"}, ensure_ascii=False) + "\n" for q in empty)
+    write_text(run_dir / "general" / "dropped.jsonl", dropped)
+    write_text(done, lines)  # last: its presence says the data has them
     on_progress(general_rows_line(len(record.general_prompts), len(rows)))
     timeline.mark("general rows made")
 
@@ -267,11 +339,14 @@ def general_rows_line(asked: int, kept: int) -> str:
 def _expected(record: RunRecord) -> list[Expectation]:
     """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
     if record.expectations:
-        return [Expectation(**{**e, "terms": tuple(e["terms"]), "answers": tuple(e["answers"])}) for e in record.expectations]
-    name = Bilingual(**record.identity_name)
+        return list(record.expectations)
+    name = record.plan.recipe.identity_name
     return expectations([], name, name, names_given=True)
 
 
 def _end(outcome: RunOutcome, status, line: str, error: str | None = None) -> None:
     outcome.status, outcome.line, outcome.error = status, line, error
-    outcome.write()
+    if status == "done":
+        outcome.write()  # a success that cannot be recorded is a failure (own_writes says so)
+    else:
+        _keep(outcome.write)

@@ -8,7 +8,16 @@ from typing import Literal
 
 from qwen_tune.checking.identity import Answer
 from qwen_tune.checking.retention import Retention
-from qwen_tune.running.rundir import write_json
+from qwen_tune.planning.plan import Plan, SpeedBasis
+from qwen_tune.planning.speed import peak_tflops
+from qwen_tune.running.rundir import write_json, write_text
+
+
+def speed_basis(plan: Plan) -> SpeedBasis:
+    """What a run of this plan is counted against: its tokens, its model's parameters, its devices' dense peak."""
+    peak = None if plan.inventory.is_cpu else sum(peak_tflops(g) for g in plan.inventory.gpus) * plan.nodes.count
+    return plan.speed_basis(peak)
+
 
 RunStatus = Literal["done", "interrupted", "train-failed", "verify-failed", "no-checkpoint"]
 IdentityVerdict = Literal["pass", "fail", "skipped"]
@@ -23,7 +32,7 @@ class TrainResult:
     train_seconds: float | None = None
     final_loss: float | None = None
     steps: int | None = None
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # relative to the run directory: swift/checkpoint-N
     swift_peak_reserved_gib: float | None = None
     nvml_peak_used_gib: dict[str, float] = field(default_factory=dict)
     train_tokens: int | None = None  # the rows' tokens × epochs, padding aside
@@ -32,17 +41,17 @@ class TrainResult:
     padding_fraction: float | None = None  # of the token slots computed: 0 where rows were packed
     attention: str | None = None  # what ran it: torch_varlen (packed), flash_attn, sdpa
 
-    def count_speed(self, basis: dict) -> None:
-        """tokens/s and MFU from the plan's basis (run.json's speed) and this launch's training time."""
-        if not basis:
+    def count_speed(self, basis: SpeedBasis | None) -> None:
+        """tokens/s and MFU from the plan's basis and this launch's training time (None: a resumed launch, which
+        trained only part of the tokens)."""
+        if basis is None:
             return
-        self.padding_fraction, self.attention = basis.get("padding_fraction"), basis.get("attention")
-        tokens = basis.get("train_tokens")
-        if not tokens or not self.train_seconds:
+        self.padding_fraction, self.attention = basis.padding_fraction, basis.attention
+        if not basis.train_tokens or not self.train_seconds:
             return
-        self.train_tokens, self.tokens_per_second = tokens, round(tokens / self.train_seconds)
-        if basis.get("peak_tflops"):
-            self.mfu = round(6 * basis["params"] * tokens / self.train_seconds / (basis["peak_tflops"] * 1e12), 4)
+        self.train_tokens, self.tokens_per_second = basis.train_tokens, round(basis.train_tokens / self.train_seconds)
+        if basis.peak_tflops:
+            self.mfu = round(6 * basis.params * basis.train_tokens / self.train_seconds / (basis.peak_tflops * 1e12), 4)
 
     def speed_text(self) -> str:
         """'8,734 tokens/s, MFU 40.4% (6N, bf16 dense peak), no padding (torch_varlen)'; '' where not counted."""
@@ -62,7 +71,7 @@ class RunOutcome:
     estimate_peak_gib: float
     status: RunStatus
     line: str
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # relative to the run directory
     error: str | None = None
     train: TrainResult | None = None
     loss_curve: str | None = None
@@ -99,4 +108,4 @@ class RunOutcome:
     def write(self) -> None:
         run_dir = Path(self.run_dir)
         write_json(run_dir / "result.json", self.to_json())
-        (run_dir / "result.txt").write_text(self.line + "\n", encoding="utf-8")
+        write_text(run_dir / "result.txt", self.line + "\n")

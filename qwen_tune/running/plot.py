@@ -3,9 +3,11 @@ whether training converged, and the memory each GPU used against the plan's esti
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from qwen_tune.machine.gpus import GIB
+from qwen_tune.running.files import write_bytes
 
 # The loss spans more than this factor: a log-scale y axis, or the late steps flatten into the floor.
 LOG_SCALE_SPAN = 10.0
@@ -58,9 +60,13 @@ def memory_figure(samples: dict[int, list[tuple[float, int]]], estimate_gib: flo
 
 
 def save(fig, png: Path) -> None:
-    """Write the figure and free it (pyplot keeps every open figure otherwise)."""
-    fig.savefig(png)
-    pyplot().close(fig)
+    """Write the figure (atomically, as every file of a run) and free it (pyplot keeps every open figure otherwise)."""
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        write_bytes(png, buffer.getvalue())
+    finally:
+        pyplot().close(fig)
 
 
 def loss_title(recipe: str, profile: str, final_loss: float | None) -> str:

@@ -6,23 +6,26 @@ the box, the versions, swift's own output (written by process.py), and the outco
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import re
 import shlex
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+import pydantic
+
+from qwen_tune.checking.identity import Expectation
 from qwen_tune.errors import DiskSpaceError, OutputError, UsageError
 from qwen_tune.machine.gpus import GIB, MIB
 from qwen_tune.planning.dataset import write_jsonl
 from qwen_tune.planning.plan import Job, Plan
-from qwen_tune.planning.speed import peak_tflops
 from qwen_tune.report import plan_json, plan_text
+from qwen_tune.running.files import read_json, write_json, write_text
 from qwen_tune.swift.command import sft_argv, sft_env, shell_command
 
 PACKAGES = (
@@ -46,69 +49,182 @@ def require_run_dir(run_dir: Path) -> None:
         raise UsageError(f"{run_dir} does not exist: give a run directory, e.g. one of runs/ (`ls runs`)")
 
 
+def located(plan: Plan, run_dir: Path) -> Plan:
+    """The plan's files where the run directory is now: its data and swift's output directory (a run directory
+    that was moved or copied trains and exports from its own files, not the original's)."""
+    return replace(plan, dataset_path=str(run_dir / "dataset.jsonl"), output_dir=str(run_dir / "swift"))
+
+
 @dataclass
 class RunRecord:
-    """What a run needs once planned; stored as run.json so that --resume continues it exactly."""
+    """A run directory being written: where it is, the plan it trains, and what the identity check expects.
 
-    run_dir: str
-    argv: list[str]
-    env: dict[str, str]
-    output_dir: str
-    gpu_indices: list[int]
-    system: str
-    identity_name: dict[str, str]  # zh, en
-    profile: str
-    estimate_peak_gib: float
+    Stored as run.json so that --resume continues the run. What runs is rendered again from the plan by
+    qwen_tune.swift.command, never taken from the file as written: run.json's argv and env only say what ran.
+    """
+
+    run_dir: Path
+    plan: Plan  # the latest rung of the out-of-memory ladder
     verify: bool
-    # What the identity check expects of each probe (identity.Expectation); older runs have none: identity_name then.
-    expectations: list[dict] = field(default_factory=list)
+    # What the identity check expects of each probe; older runs have none: the recipe's names then.
+    expectations: list[Expectation] = field(default_factory=list)
     general_prompts: list[str] = field(default_factory=list)  # the base model answers them before training
-    speed: dict = field(default_factory=dict)  # plan.SpeedBasis: what tokens/s and MFU are counted from
+    trust_remote_code: bool = False  # this command line's --trust-remote-code; never read from run.json
 
-    @classmethod
-    def load(cls, run_dir: Path) -> RunRecord:
-        require_run_dir(run_dir)
-        path = run_dir / "run.json"
-        if not path.is_file():
-            raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+    @property
+    def argv(self) -> list[str]:
+        return sft_argv(self.plan)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return sft_env(self.plan)
+
+    @property
+    def output_dir(self) -> Path:
+        """swift's --output_dir: checkpoints and logging.jsonl."""
+        return self.run_dir / "swift"
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        return [g.index for g in self.plan.inventory.gpus]
+
+    @property
+    def system(self) -> str:
+        return self.plan.recipe.system
+
+    @property
+    def profile(self) -> str:
+        return self.plan.profile.name
+
+    @property
+    def estimate_peak_gib(self) -> float:
+        return round(self.plan.estimate.peak_bytes / GIB, 2)
 
     @property
     def node_rank(self) -> int:
         """This machine's rank in a multi-node run: only node 0 saves the adapter and checks it."""
-        return int(self.env.get("NODE_RANK", "0"))
+        return self.plan.nodes.rank
+
+    @classmethod
+    def load(cls, run_dir: Path, *, trust_remote_code: bool = False) -> RunRecord:
+        """run.json, checked field by field: an edited or cut-short one is one line, not a traceback."""
+        require_run_dir(run_dir)
+        path = run_dir / "run.json"
+        if not path.is_file():
+            raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
+        data = read_json(path)
+        if isinstance(data, dict) and "plan" not in data and (run_dir / "plan.json").is_file():
+            data = {**data, "plan": read_json(run_dir / "plan.json")}  # written before run.json kept the plan
+        try:
+            saved = _SAVED.validate_python(data)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "the top level"
+            raise UsageError(
+                f"{path} is not what qwen-tune wrote ({where}: {first['msg']}): it was edited or cut short, so this run "
+                f"cannot be continued; start a new run (its checkpoints stay usable: qwen-tune export {run_dir})"
+            ) from None
+        # Where swift keeps compiled bytecode is this box's to say (jobs.bytecode_cache), not the file's.
+        plan = replace(located(saved.plan, run_dir), bytecode_cache=None)
+        try:  # a plan that renders no command (a model family qwen-tune does not know, say)
+            sft_argv(plan)
+            sft_env(plan)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"{path} holds a plan qwen-tune cannot render ({exc!r}): it was edited; start a new run") from None
+        return cls(run_dir, plan, saved.verify, saved.expectations, saved.general_prompts, trust_remote_code)
+
+    def own_files(self) -> None:
+        """What a resume writes or swift reads must be the run directory's own, not a link planted to elsewhere
+        (checkpoints written into another user's folder, a log appended to one of your files)."""
+        for name in ("swift", "dataset.jsonl", "swift.log", "general", "run.lock"):
+            if (self.run_dir / name).is_symlink():
+                raise UsageError(
+                    f"{self.run_dir / name} is a symbolic link; a run directory holds its own files: "
+                    "replace the link with what it points to, or start a new run"
+                )
 
     def save(self) -> None:
-        write_json(Path(self.run_dir) / "run.json", asdict(self))
+        data = {
+            "plan": self.plan.to_dict(),
+            "verify": self.verify,
+            "expectations": [asdict(e) for e in self.expectations],
+            "general_prompts": self.general_prompts,
+            "argv": self.argv,  # what ran, to read: --resume renders it again from the plan
+            "env": self.env,
+        }
+        write_json(self.run_dir / "run.json", data)
 
 
-def launch_fields(plan: Plan) -> dict:
-    """What of a RunRecord the plan decides and a retry of the OOM ladder changes."""
-    return {
-        "argv": sft_argv(plan),
-        "env": sft_env(plan),
-        "profile": plan.profile.name,
-        "estimate_peak_gib": round(plan.estimate.peak_bytes / GIB, 2),
-        "speed": asdict(
-            plan.speed_basis(
-                None if plan.inventory.is_cpu else sum(peak_tflops(g) for g in plan.inventory.gpus) * plan.nodes.count
-            )
-        ),
-    }
+@dataclass
+class _Saved:
+    """run.json's fields that a resume reads; the rest (argv, env) are there to be read by people."""
+
+    plan: Plan
+    verify: bool
+    expectations: list[Expectation] = field(default_factory=list)
+    general_prompts: list[str] = field(default_factory=list)
+
+
+_SAVED = pydantic.TypeAdapter(_Saved)
+
+# The variables of a recorded environment that export, chat and serve apply: devices and the hub, nothing that
+# loads code (PYTHONPATH, LD_PRELOAD, PYTHONPYCACHEPREFIX...) or starts several processes.
+RECORDED_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HF_HUB_OFFLINE", "PYTORCH_CUDA_ALLOC_CONF",
+                "TORCH_CUDNN_SDPA_DEPRIORITIZED", "USE_HF")  # fmt: skip
+
+
+def recorded_env(run_dir: Path) -> dict[str, str]:
+    """The allowed part of run.json's env: the devices a run trained on, and whether its model is local."""
+    require_run_dir(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a qwen-tune run directory (no run.json)")
+    data = read_json(path)
+    env = data.get("env") if isinstance(data, dict) else None
+    if not isinstance(env, dict):
+        raise UsageError(f"{path} has no env: it was edited or cut short; start a new run")
+    return {k: v for k, v in env.items() if k in RECORDED_ENV and isinstance(v, str)}
+
+
+def within(run_dir: Path, path: str | Path) -> str:
+    """A path inside the run directory, relative to it (a moved or copied run directory keeps meaning the same)."""
+    try:
+        return str(Path(path).absolute().relative_to(run_dir.absolute()))
+    except ValueError:
+        return str(path)
 
 
 def unused_path(base: Path) -> Path:
     """base, or base-2, base-3...: the first name that does not exist, so nothing is overwritten."""
     candidate, n = base, 1
-    while candidate.exists():
+    while candidate.exists() or candidate.is_symlink():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
 
 
-def next_run_dir(output_dir: Path, recipe_name: str, now: datetime) -> Path:
+def slug(text: str, limit: int = 80) -> str:
+    """text as one safe word for a path, a job name or a shell line: ASCII letters, digits, '.', '_' and '-'
+    (a recipe named `x/../../ESCAPED` or with a newline in it stays one harmless name)."""
+    word = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    word = re.sub(r"[-.]*-[-.]*", "-", word)  # no '.-.' runs: '/../' becomes one '-'
+    word = re.sub(r"\.{2,}", ".", word).strip("._-")
+    return word[:limit].rstrip("._-") or "run"
+
+
+def run_name(recipe: str, model: str | None = None, node_rank: int = 0) -> str:
+    """What a run directory is named after: the recipe, the model where --model changed it, the node."""
+    name = slug(recipe)
+    if model:
+        short = slug(Path(model.rstrip("/")).name.lower())
+        if short.lower() not in name.lower():
+            name = f"{name}-{short}"
+    return name if node_rank == 0 else f"{name}-node{node_rank}"
+
+
+def next_run_dir(output_dir: Path, name: str, now: datetime) -> Path:
     """A fresh name under output_dir; never one that exists."""
-    return unused_path(output_dir / f"{now:%Y%m%d-%H%M%S}-{recipe_name}")
+    return unused_path(output_dir / f"{now:%Y%m%d-%H%M%S}-{slug(name)}")
 
 
 def nearest_existing(path: Path) -> Path:
@@ -151,46 +267,50 @@ def _size(n: int) -> str:
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
 
 
-def create_run_dir(job: Job, *, verify: bool) -> RunRecord:
-    """Make the run directory and write everything known before training; never reuse one, never leave half of one."""
-    run_dir = job.run_dir
+def claim_run_dir(wanted: Path) -> Path:
+    """Make the run directory: wanted, or the next free name when another run took it meanwhile (two runs started
+    in the same second); never one that exists."""
     try:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir()
-    except FileExistsError:
-        raise OutputError(f"run directory {run_dir} already exists; qwen-tune never overwrites a run") from None
+        wanted.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create run directory {run_dir}: {exc.strerror}; pick another --output-dir") from None
+        raise OutputError(f"cannot create {wanted.parent}: {exc.strerror}; pick another --output-dir") from None
+    candidate = wanted
+    for _ in range(1000):
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate = unused_path(wanted)
+        except OSError as exc:
+            raise OutputError(f"cannot create run directory {candidate}: {exc.strerror}; pick another --output-dir") from None
+    raise OutputError(f"run directory {wanted} and 1,000 names after it exist; qwen-tune never overwrites a run")
+
+
+def create_run_dir(job: Job, *, verify: bool, trust_remote_code: bool = False) -> RunRecord:
+    """Make the run directory and write everything known before training; never reuse one, never leave half of one."""
+    run_dir = claim_run_dir(job.run_dir)
+    job = replace(job, run_dir=run_dir, plan=located(job.plan, run_dir))
     try:
-        return _write_run_files(job, verify=verify)
+        return _write_run_files(job, verify=verify, trust_remote_code=trust_remote_code)
     except OSError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise OutputError(
             f"cannot write run directory {run_dir}: {exc.strerror or exc}, so it was removed; free some space or pick another --output-dir"
         ) from None
+    except BaseException:  # a stop (SIGTERM, Ctrl-C) while it was being written: no half of one left
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
-def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
+def _write_run_files(job: Job, *, verify: bool, trust_remote_code: bool) -> RunRecord:
     run_dir, plan = job.run_dir, job.plan
-    record = RunRecord(
-        run_dir=str(run_dir),
-        output_dir=plan.output_dir,
-        gpu_indices=[g.index for g in plan.inventory.gpus],
-        system=plan.recipe.system,
-        identity_name=asdict(plan.recipe.identity_name),
-        verify=verify,
-        expectations=[asdict(e) for e in job.expectations],
-        general_prompts=list(job.general_prompts),
-        **launch_fields(plan),
-    )
+    record = RunRecord(run_dir, plan, verify, list(job.expectations), list(job.general_prompts), trust_remote_code)
     write_jsonl(job.rows, run_dir / "dataset.jsonl")
     write_json(run_dir / "plan.json", plan_json(plan))
-    (run_dir / "plan.txt").write_text(plan_text(plan) + "\n", encoding="utf-8")
+    write_text(run_dir / "plan.txt", plan_text(plan) + "\n")
     write_json(run_dir / "command.json", {"argv": sft_argv(plan), "env": sft_env(plan)})
     # From the directory the plan was made in, so its relative paths mean the same wherever command.sh is started.
-    command_sh = run_dir / "command.sh"
-    command_sh.write_text(f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{shell_command(plan)}\n", encoding="utf-8")
-    command_sh.chmod(0o755)
+    write_text(run_dir / "command.sh", f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{shell_command(plan)}\n", mode=0o755)
     write_json(run_dir / "inventory.json", asdict(plan.inventory))
     write_json(run_dir / "versions.json", package_versions())
     record.save()
@@ -205,7 +325,3 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")

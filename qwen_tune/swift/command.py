@@ -246,10 +246,21 @@ def export_argv(checkpoint: str, target: Path) -> list[str]:
     return ["swift", "export", *option("--adapters", checkpoint), "--merge_lora", "true", *option("--output_dir", str(target))]
 
 
-def single_process_env(train_env: dict[str, str]) -> dict[str, str]:
+def single_process_env(train_env: Mapping[str, str]) -> dict[str, str]:
     """Training's devices, as one process (infer, export): swift spreads a model over several GPUs by itself."""
-    env = {k: v for k, v in train_env.items() if k not in TORCHRUN_ENV}
-    return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    return swift_environment({k: v for k, v in train_env.items() if k not in TORCHRUN_ENV})
+
+
+def swift_environment(added: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a swift process starts with: this environment, the plan's variables on top, unbuffered output. Where
+    the hub is switched off (a local model), no MODELSCOPE_API_TOKEN: swift would log in to ModelScope with it at
+    start-up, and fail on an offline box."""
+    env = {**(os.environ if base is None else base), **added, "PYTHONUNBUFFERED": "1"}
+    if env.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        env.pop("MODELSCOPE_API_TOKEN", None)
+    for name in (LAUNCH_API_KEY_ENV, LAUNCH_HOSTS_ENV):  # only qwen-tune serve sets these, for its own server
+        env.pop(name, None)
+    return env
 
 
 def swift_executable() -> str | None:
@@ -281,20 +292,27 @@ def swift_cli_dir() -> Path | None:
     return None
 
 
-def launchable(argv: list[str], env: Mapping[str, str]) -> list[str]:
+# swift/launch.py runs swift's route script with a model's own code switched off (swift 4.6 always trusts it).
+LAUNCH = Path(__file__).with_name("launch.py")
+LAUNCH_TRUST_FLAG, LAUNCH_API_KEY_ENV, LAUNCH_HOSTS_ENV = "--trust-remote-code", "QWEN_TUNE_API_KEY", "QWEN_TUNE_ALLOWED_HOSTS"
+
+
+def launchable(argv: list[str], env: Mapping[str, str], *, trust_remote_code: bool = False) -> list[str]:
     """The argv to start, in the environment env. The printed and recorded one says `swift ...`; what runs is
     what swift's launcher would run, started directly where this Python has swift: the launcher is a Python of
-    its own that imports torch only to start another (3.7 s on the H100 box). Else the `swift` that is installed."""
+    its own that imports torch only to start another (3.7 s on the H100 box), and its route script starts through
+    swift/launch.py, which keeps a model's own code off unless trust_remote_code. Else the `swift` that is
+    installed (and qwen-tune's refusal of a model with code of its own, before the start, is the only lock)."""
     if not argv or argv[0] != "swift":
         return argv
     route, cli = (argv[1] if len(argv) > 1 else ""), swift_cli_dir()
     if cli is None or route not in _ROUTE_SCRIPTS:
         return [swift_executable() or "swift", *argv[1:]]
-    script = str(cli / _ROUTE_SCRIPTS[route])
+    script = [str(LAUNCH), *([LAUNCH_TRUST_FLAG] if trust_remote_code else []), str(cli / _ROUTE_SCRIPTS[route])]
     if route in _TORCHRUN_ROUTES and ("NPROC_PER_NODE" in env or "NNODES" in env):
         torchrun = [x for k in _TORCHRUN_FLAGS if k in env for x in (f"--{k.lower()}", env[k])]
-        return [sys.executable, "-m", "torch.distributed.run", *torchrun, script, *argv[2:]]
-    return [sys.executable, script, *argv[2:]]
+        return [sys.executable, "-m", "torch.distributed.run", *torchrun, *script, *argv[2:]]
+    return [sys.executable, *script, *argv[2:]]
 
 
 def require_swift() -> None:

@@ -16,8 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from qwen_tune.errors import TrainingFailed
-from qwen_tune.swift.command import distill_argv, infer_argv, launchable, probe_args, single_process_env
+from qwen_tune.errors import Interrupted, TrainingFailed
+from qwen_tune.running.children import Child, run_to_end
+from qwen_tune.running.files import open_log, write_json, write_text
+from qwen_tune.swift.command import (
+    LAUNCH_TRUST_FLAG,
+    distill_argv,
+    infer_argv,
+    launchable,
+    probe_args,
+    single_process_env,
+)
 
 
 @dataclass
@@ -38,17 +47,18 @@ class PreloadedInfer:
     training has exited and freed the GPU.
     """
 
-    def __init__(self, train_env: dict[str, str]):
+    def __init__(self, train_env: dict[str, str], trust_remote_code: bool = False):
+        trust = [LAUNCH_TRUST_FLAG] if trust_remote_code else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "qwen_tune.swift.infer_worker"], env=single_process_env(train_env), stdin=subprocess.PIPE,
+            [sys.executable, "-m", "qwen_tune.swift.infer_worker", *trust], env=single_process_env(train_env), stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True,  # Ctrl-C reaches swift's training through us; we end this one ourselves
         )  # fmt: skip
 
     @classmethod
-    def start(cls, train_env: dict[str, str]) -> PreloadedInfer | None:
+    def start(cls, train_env: dict[str, str], trust_remote_code: bool = False) -> PreloadedInfer | None:
         """None where this Python cannot import swift (swift installed elsewhere): then plain `swift infer` runs."""
-        return cls(train_env) if importlib.util.find_spec("swift") is not None else None
+        return cls(train_env, trust_remote_code) if importlib.util.find_spec("swift") is not None else None
 
     def run(self, args: list[str], log: Path, probe: dict | None = None) -> int | None:
         """The worker's exit code; None if it died before (a broken import): run `swift infer` instead."""
@@ -60,7 +70,12 @@ class PreloadedInfer:
             self.process.stdin.close()
         except BrokenPipeError:
             return None
-        return self.process.wait()
+        with Child(grace=10.0) as child:  # a stop of qwen-tune now reaches the worker too
+            child.adopt(self.process)
+            code = child.wait()
+        if child.stopped_by:
+            raise Interrupted(f"stopped by {child.stopped_by}")
+        return code
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -70,7 +85,7 @@ class PreloadedInfer:
 
 def ask(
     questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
-    preloaded: PreloadedInfer | None = None,
+    preloaded: PreloadedInfer | None = None, trust_remote_code: bool = False,
 ) -> tuple[int, dict[str, str] | None]:  # fmt: skip
     """swift infer's exit code and its answer to each question (None if it wrote none), greedy; files go in out_dir."""
     queries, answers_path = out_dir / "questions.jsonl", out_dir / "answers.jsonl"
@@ -83,9 +98,8 @@ def ask(
     if returncode is None:
         with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
             env = single_process_env(train_env)
-            returncode = subprocess.run(
-                launchable(argv, env), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False
-            ).returncode
+            returncode = run_to_end(launchable(argv, env, trust_remote_code=trust_remote_code), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
     if returncode != 0 or not answers_path.is_file():
         return returncode, None
     responses = {}
@@ -99,10 +113,10 @@ def ask(
 def train_probe_request(questions: list[str], system: str, max_new_tokens: int, run_dir: Path) -> Path:
     """What swift/train_probe.py asks inside training (its answers go to in_training_answers.json); stale answers removed."""
     request, result = run_dir / "in_training_probe.json", run_dir / "in_training_answers.json"
-    for stale in (result, result.with_name(result.name + ".error")):
+    for stale in (result, result.with_name(result.name + ".error"), result.with_name(result.name + ".tmp")):
         stale.unlink(missing_ok=True)
     data = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
-    request.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(request, data)
     return request
 
 
@@ -122,7 +136,7 @@ def in_training_answers(request: Path, checkpoint: str) -> Probed | None:
 
 def probe(
     questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
-    preloaded: PreloadedInfer | None, in_training: Path | None = None,
+    preloaded: PreloadedInfer | None, in_training: Path | None = None, trust_remote_code: bool = False,
 ) -> tuple[int, Probed | None]:  # fmt: skip
     """Greedy answers with the adapter on and off in one model load: training's own where it gave them (in_training,
     its request), else the worker's; where the worker fails, `swift infer`'s (after only)."""
@@ -142,25 +156,31 @@ def probe(
                 dict(zip(questions, data["before"], strict=True)),
                 data["seconds"],
             )
-    returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens)
+    returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens,
+                                trust_remote_code=trust_remote_code)  # fmt: skip
     return returncode, None if responses is None else Probed(responses, where="swift infer")
 
 
-def distill(prompts: list[str], sft: list[str], train_env: dict[str, str], out_dir: Path) -> tuple[list[dict], list[str]]:
+def distill(
+    prompts: list[str], sft: list[str], train_env: dict[str, str], out_dir: Path, trust_remote_code: bool = False
+) -> tuple[list[dict], list[str]]:
     """The base model's own greedy answers to the prompts, as messages rows, the shape of every row of dataset.jsonl
     (`swift infer` without an adapter); and the prompts it answered with nothing, which teach nothing and are dropped."""
+    if out_dir.is_symlink():
+        out_dir.unlink()  # qwen-tune's own folder of the run, not wherever a link points
     out_dir.mkdir(exist_ok=True)
     questions, answers = out_dir / "prompts.jsonl", out_dir / "answers.jsonl"
-    questions.write_text("".join(json.dumps({"query": p}, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
+    write_text(questions, "".join(json.dumps({"query": p}, ensure_ascii=False) + "\n" for p in prompts))
     answers.unlink(missing_ok=True)
     argv = distill_argv(sft, questions, answers)
-    (out_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=2, ensure_ascii=False) + "\n")
-    with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
+    write_json(out_dir / "command.json", {"argv": argv})
+    with open_log(out_dir / "infer.log") as log:
         env = single_process_env(train_env)
-        done = subprocess.run(launchable(argv, env), env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
-    if done.returncode != 0 or not answers.is_file():
+        code = run_to_end(launchable(argv, env, trust_remote_code=trust_remote_code), env=env, stdout=log,
+                          stderr=subprocess.STDOUT)  # fmt: skip
+    if code != 0 or not answers.is_file():
         raise TrainingFailed(
-            f"the base model could not answer the general prompts (swift infer exit {done.returncode}); see {out_dir / 'infer.log'}"
+            f"the base model could not answer the general prompts (swift infer exit {code}); see {out_dir / 'infer.log'}"
         )
     rows, empty = [], []
     for line in answers.read_text(encoding="utf-8").split("\n"):

@@ -19,7 +19,12 @@ import sys
 import time
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    from qwen_tune.swift.launch import ignore_recorded_plugins, refuse_remote_code
+
+    if "--trust-remote-code" not in argv:  # as swift/launch.py: a model's own code stays off unless the user said so
+        refuse_remote_code()
+    ignore_recorded_plugins()
     from swift.pipelines import infer_main  # noqa: F401  the slow part: 13-15 s on the GPU box
 
     line = sys.stdin.readline()
@@ -65,4 +70,4 @@ def probe(args: list[str], questions: list[str], system: str, max_new_tokens: in
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -7,11 +7,12 @@ import ast
 import json
 import math
 import re
+import signal
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from qwen_tune.errors import OutOfMemory, TrainingFailed
+from qwen_tune.errors import DiskSpaceError, OutOfMemory, OutputError, TrainingFailed, UserError
 
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
 # Lines of swift's output that end a phase of its start-up or shut-down: (text in the line, phase).
@@ -84,16 +85,28 @@ def parse_progress(line: str) -> Progress | None:
     )
 
 
+def logged_records(path: Path) -> list[dict]:
+    """logging.jsonl's records; a line torn by a kill or a full disk (the last one, or one a resumed swift appended
+    after) is skipped, not a crash of every later resume."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def read_logging(path: Path) -> LoggedRun:
     """Final loss, train time, checkpoint and swift's peak memory from its logging.jsonl (empty if there is none)."""
     run = LoggedRun()
-    if not path.is_file():
-        return run
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for record in logged_records(path):
         if "loss" in record:
             run.final_loss = float(record["loss"])
         if "train_runtime" in record:
@@ -129,20 +142,47 @@ def epoch_ends(logging_jsonl: Path) -> list[float]:
 def _logged_steps(logging_jsonl: Path) -> list[tuple[int, float, float | None]]:
     """(step, loss, epoch or None) of each logged training step; swift's last summary line has no loss."""
     points = []
-    for line in logging_jsonl.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+    for record in logged_records(logging_jsonl):
         if "loss" in record and "global_step/max_steps" in record:
-            epoch = record.get("epoch")
-            step = int(str(record["global_step/max_steps"]).split("/")[0])
-            points.append((step, float(record["loss"]), float(epoch) if epoch is not None else None))
+            try:
+                epoch = record.get("epoch")
+                step = int(str(record["global_step/max_steps"]).split("/")[0])
+                points.append((step, float(record["loss"]), float(epoch) if epoch is not None else None))
+            except (TypeError, ValueError):
+                continue
     return points
 
 
-def failure(lines: list[str], returncode: int, last_step: int, estimate_gib: float, log_path: Path) -> TrainingFailed:
-    """What went wrong, from swift's output of one launch: out of memory (with what ran out), or its last error."""
+DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded", "[Errno 28]", "File too large")
+READ_ONLY_MARKERS = ("Read-only file system", "[Errno 30]", "[Errno 13] Permission denied")
+KILLED_MARKERS = ("Signal 9 (SIGKILL)", "exitcode  : -9")  # torchrun's report of a worker the kernel killed
+
+
+def failure(
+    lines: list[str], returncode: int, last_step: int, estimate_gib: float, log_path: Path, resume: str = ""
+) -> UserError:
+    """What went wrong, from swift's output of one launch: out of memory (with what ran out), killed (host memory),
+    the disk full, or its last error. resume: the command that continues the run."""
     oom = [line for line in lines if any(marker in line for marker in OOM_MARKERS)]
     if oom:
         return OutOfMemory(oom_message(oom[-1], last_step, estimate_gib) + f" (log: {log_path})")
+    if returncode == -signal.SIGKILL or any(marker in line for line in lines[-200:] for marker in KILLED_MARKERS):
+        return TrainingFailed(
+            f"swift was killed (SIGKILL) after step {last_step}, likely out of host memory (see `dmesg`); "
+            f"--resume continues from the last complete checkpoint: {resume} (log: {log_path})"
+        )
+    full = [line.strip() for line in lines if any(marker in line for marker in DISK_FULL_MARKERS)]
+    if full:
+        return DiskSpaceError(
+            f"the disk filled up while swift trained ({full[-1][:200]}); free some space, then continue from the last "
+            f"complete checkpoint: {resume} (log: {log_path})"
+        )
+    locked = [line.strip() for line in lines if any(marker in line for marker in READ_ONLY_MARKERS)]
+    if locked:
+        return OutputError(
+            f"swift could not write to the run directory ({locked[-1][:200]}); make it writable again, then continue from "
+            f"the last complete checkpoint: {resume} (log: {log_path})"
+        )
     errors = [line.strip() for line in lines if "Error" in line or "error:" in line]
     last = errors[-1] if errors else (lines[-1].strip() if lines else "no output")
     return TrainingFailed(f"swift sft failed with exit code {returncode}: {last[:300]} (log: {log_path})")
