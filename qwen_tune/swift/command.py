@@ -158,6 +158,12 @@ def resume_argv(sft: list[str], checkpoint: Path | None) -> list[str]:
     return sft + (["--resume_from_checkpoint", str(checkpoint)] if checkpoint else [])
 
 
+# After training nothing runs packed: swift infer, deploy and export take the run's --attn_impl from the checkpoint's
+# args.json unless told, and torch_varlen is a name only the plugin registers, which they do not import (no plugin a
+# file names is imported: swift/launch.py). They are told sdpa, which generation runs anyway.
+AFTER_TRAINING_ATTENTION = ("--attn_impl", "sdpa")
+
+
 def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: int) -> list[str]:
     """Greedy answers of the tuned adapter: swift reads the base model, template and quantization from its args.json."""
     return [
@@ -167,6 +173,7 @@ def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: 
         "--temperature", "0",
         "--max_new_tokens", str(max_new_tokens),
         *option("--result_path", str(answers)),
+        *AFTER_TRAINING_ATTENTION,
     ]  # fmt: skip
 
 
@@ -210,6 +217,8 @@ def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
         if sft[i].split("=", 1)[0] in _BASE_MODEL_FLAGS:
             base += words
         i += len(words)
+    if "torch_varlen" in base:  # the base model answers padded batches: no plugin in this process
+        base[base.index("torch_varlen")] = "sdpa"
     return [
         "swift", "infer", *base,
         *option("--val_dataset", str(questions)),
@@ -222,12 +231,14 @@ def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
 
 def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
     """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
-    return [*option("--adapters", checkpoint), "--temperature", "0", "--max_new_tokens", str(max_new_tokens)]
+    return [*option("--adapters", checkpoint), "--temperature", "0", "--max_new_tokens", str(max_new_tokens),
+            *AFTER_TRAINING_ATTENTION]  # fmt: skip
 
 
 def chat_argv(checkpoint: str, max_new_tokens: int) -> list[str]:
     """swift's interactive chat with the tuned adapter: reads stdin, streams each answer (system prompt from args.json)."""
-    return ["swift", "infer", *option("--adapters", checkpoint), "--stream", "true", "--max_new_tokens", str(max_new_tokens)]
+    return ["swift", "infer", *option("--adapters", checkpoint), "--stream", "true", "--max_new_tokens", str(max_new_tokens),
+            *AFTER_TRAINING_ATTENTION]  # fmt: skip
 
 
 def deploy_argv(checkpoint: str, host: str, port: int, name: str) -> list[str]:
@@ -238,12 +249,14 @@ def deploy_argv(checkpoint: str, host: str, port: int, name: str) -> list[str]:
         *option("--host", host),
         "--port", str(port),
         *option("--served_model_name", name),
+        *AFTER_TRAINING_ATTENTION,
     ]  # fmt: skip
 
 
 def export_argv(checkpoint: str, target: Path) -> list[str]:
     """Merge the adapter into the base weights."""
-    return ["swift", "export", *option("--adapters", checkpoint), "--merge_lora", "true", *option("--output_dir", str(target))]
+    return ["swift", "export", *option("--adapters", checkpoint), "--merge_lora", "true", *option("--output_dir", str(target)),
+            *AFTER_TRAINING_ATTENTION]  # fmt: skip
 
 
 def single_process_env(train_env: Mapping[str, str]) -> dict[str, str]:
