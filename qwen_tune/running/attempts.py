@@ -10,7 +10,6 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from qwen_tune.checking.identity import Expectation, expectations
 from qwen_tune.checking.verify import check_identity, in_training_request
 from qwen_tune.errors import GpuBusyError, Interrupted, MissingPackage, OutOfMemory, TrainingFailed, UsageError, UserError
 from qwen_tune.machine.readiness import torch_gpu_problem
@@ -20,7 +19,6 @@ from qwen_tune.planning.ladder import fallback
 from qwen_tune.planning.plan import Job, Plan
 from qwen_tune.planning.planner import disk_bytes_needed
 from qwen_tune.planning.profiles import Profile
-from qwen_tune.planning.recipes import Bilingual
 from qwen_tune.running.locks import run_locks
 from qwen_tune.running.outcome import RunOutcome
 from qwen_tune.running.plot import loss_figure, loss_title, save
@@ -157,7 +155,7 @@ def train_and_check(
     )  # fmt: skip
     if record.general_prompts and node_rank == 0:
         _mix_general_rows(record, timeline)
-    asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
+    asks = in_training_request(record.expected_identity(), record.system, run_dir) if record.verify and node_rank == 0 else None
     launch = with_train_probe(record.argv, record.env, asks) if asks else None
     # Where training answers the probes itself, no second swift imports beside it (the CPU and disk go to training);
     # should it fail to answer, plain `swift infer` does.
@@ -186,7 +184,7 @@ def train_and_check(
         elif record.verify:
             try:
                 check = check_identity(
-                    _expected(record), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded,
+                    record.expected_identity(), record.system, record.env, result.checkpoint, unused_path(run_dir / "verify"), preloaded,
                     asks if launch else None,
                 )  # fmt: skip
                 timeline.mark("identity checked")
@@ -195,6 +193,7 @@ def train_and_check(
                 raise
             ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
             ended.identity_compared, ended.identity_asked, ended.retention = check.compared, check.asked, check.retention
+            ended.identity_hint = check.hint
             line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
         else:
             ended.identity_check = "skipped"
@@ -244,14 +243,6 @@ def _mix_general_rows(record: RunRecord, timeline: Timeline) -> None:
     write_json_lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     done.write_text(write_json_lines, encoding="utf-8")
     timeline.mark("general rows made")
-
-
-def _expected(record: RunRecord) -> list[Expectation]:
-    """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
-    if record.expectations:
-        return [Expectation(**{**e, "terms": tuple(e["terms"]), "answers": tuple(e["answers"])}) for e in record.expectations]
-    name = Bilingual(**record.identity_name)
-    return expectations([], name, name, names_given=True)
 
 
 def _end(outcome: RunOutcome, status, line: str, error: str | None = None) -> None:
