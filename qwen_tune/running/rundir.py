@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,12 +16,14 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from qwen_tune.checking.identity import Expectation, expectations
 from qwen_tune.errors import DiskSpaceError, OutputError, UsageError
 from qwen_tune.machine.gpus import GIB, MIB
 from qwen_tune.planning.dataset import write_jsonl
 from qwen_tune.planning.plan import Job, Plan
+from qwen_tune.planning.recipes import Bilingual
 from qwen_tune.report import plan_json, plan_text
-from qwen_tune.swift.command import sft_argv, sft_env, shell_command
+from qwen_tune.swift.command import rerun_script, sft_argv, sft_env
 
 PACKAGES = (
     "qwen-tune",
@@ -78,6 +79,13 @@ class RunRecord:
 
     def save(self) -> None:
         write_json(Path(self.run_dir) / "run.json", asdict(self))
+
+    def expected_identity(self) -> list[Expectation]:
+        """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
+        if self.expectations:
+            return [Expectation.from_record(e) for e in self.expectations]
+        name = Bilingual(**self.identity_name)
+        return expectations([], name, name)
 
 
 def launch_fields(plan: Plan) -> dict:
@@ -177,12 +185,12 @@ def _write_run_files(job: Job, *, verify: bool) -> RunRecord:
         **launch_fields(plan),
     )
     write_jsonl(job.rows, run_dir / "dataset.jsonl")
-    write_json(run_dir / "plan.json", plan_json(plan))
-    (run_dir / "plan.txt").write_text(plan_text(plan) + "\n", encoding="utf-8")
+    expected = job.expectations if verify else ()
+    write_json(run_dir / "plan.json", plan_json(plan, expected))
+    (run_dir / "plan.txt").write_text(plan_text(plan, expected) + "\n", encoding="utf-8")
     write_json(run_dir / "command.json", {"argv": sft_argv(plan), "env": sft_env(plan)})
-    # From the directory the plan was made in, so its relative paths mean the same wherever command.sh is started.
     command_sh = run_dir / "command.sh"
-    command_sh.write_text(f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{shell_command(plan)}\n", encoding="utf-8")
+    command_sh.write_text(rerun_script(plan, run_dir, Path.cwd(), os.environ.get("PYTHONPATH")), encoding="utf-8")
     command_sh.chmod(0o755)
     write_json(run_dir / "inventory.json", asdict(plan.inventory))
     write_json(run_dir / "versions.json", package_versions())

@@ -22,12 +22,19 @@ CHAT_MAX_NEW_TOKENS = 512
 
 
 def chat(run_dir: Path, on_notice: Callable[[str], None] = print) -> int:
-    """swift's own chat loop on this terminal: type a question at <<<, `exit` to leave. Its exit code."""
+    """swift's own chat loop on this terminal: type a question at <<<, `exit` to leave. Its exit code.
+
+    swift logs ~185 lines (its arguments, the model's layers) on stderr before its prompt: they go to RUN_DIR/chat.log,
+    so the terminal shows only the prompt and the answers, which swift writes on stdout."""
     checkpoint, env = _adapter(run_dir)
-    on_notice(f"chatting with {checkpoint} (type `exit` to leave; loading the model...)")
-    code = subprocess.run(launchable(chat_argv(checkpoint, CHAT_MAX_NEW_TOKENS), env), env=env, check=False).returncode
+    log_path = run_dir / "chat.log"
+    on_notice(f"chatting with {checkpoint}: loading the model (swift's log: {log_path}); then type a question at <<<, "
+              "`clear` to forget the conversation, `exit` to leave")  # fmt: skip
+    with open(log_path, "a", encoding="utf-8") as log:
+        argv = launchable(chat_argv(checkpoint, CHAT_MAX_NEW_TOKENS), env)
+        code = subprocess.run(argv, env=env, stderr=log, check=False).returncode
     if code != 0:  # swift 4.6's streaming chat can abort at exit when a generation thread is still alive
-        on_notice(f"swift's chat ended with exit code {code}")
+        on_notice(f"swift's chat ended with exit code {code}; see {log_path}")
     return code
 
 
