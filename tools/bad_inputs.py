@@ -100,6 +100,8 @@ CASES = (
     Case("`--output-dir` is empty", 2, ("plan", "--gpus", "h100", "--output-dir", "")),
     Case("`--gpus` names a GPU twice", 2, ("plan", "--gpus", "0,0")),
     Case("`--name`, `--author`, `--dataset`, `--model`, `--recipe` ... is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
+    Case("`--name` or `--author` names a language other than zh/en", 2, ("plan", "--gpus", "h100", "--name", "fr=Étincelle")),
+    Case("`--name` or `--author` names a language twice", 2, ("plan", "--gpus", "h100", "--author", "zh=北辰,ZH=北辰实验室")),
     Case("`plan --slurm` with a flag it would drop", 2, ("plan", "--slurm", "--gpus", "h100", "--nnodes", "2", "--json")),
     Case("`--resume` names no run directory", 2, ("run", "--resume", "{tmp}/runs/20261123-120000-demo")),
     Case("`export` names no finished run", 2, ("export", "{tmp}/runs/20261123-120000-demo")),

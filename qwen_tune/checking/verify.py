@@ -72,7 +72,7 @@ def check_identity(
     if returncode != 0 or probed is None:
         raise TrainingFailed(f"the identity check could not run (swift infer exit {returncode}); see {out_dir / 'infer.log'}")
     answers, hint = verdict(expected, probed, probed.before)
-    terms = tuple(t for e in expected for t in e.terms)
+    terms = tuple(dict.fromkeys(t for e in expected for t in e.terms))
     check = IdentityCheck(
         passed=all(a.ok for a in answers), answers=answers, compared="before-after" if probed.before else "after-only",
         asked=probed.where, seconds=probed.seconds,
