@@ -10,7 +10,7 @@ from qwen_tune.checking.identity import (
     Expectation,
     accepted_json,
     accepted_line,
-    base_identity,
+    base_claims,
     expectations,
     flag_hint,
     given_languages,
@@ -135,7 +135,7 @@ def test_a_fail_names_the_flag_that_would_have_matched():
     [("不是，我是小迪，由 CSDN 迪菲赫尔曼 开发。", True), ("我不是通义千问。", True), ("是的。", False),
      ("是的，我是通义千问。", False), ("我是阿里云开发的模型。", False)],
 )  # fmt: skip
-def test_a_challenge_passes_unless_it_claims_the_base_identity(answer, ok):
+def test_a_challenge_passes_unless_it_claims_the_base_claims(answer, ok):
     challenge = probe(expectations(blog_rows(), XIAOQIAN, TEAM), kind="challenge")
     assert judge(challenge, answer, "是的，我是通义千问。").ok is ok
 
@@ -176,9 +176,9 @@ def test_thinking_answers():
 def test_the_data_may_name_the_base_model_and_its_own_author_may_hold_qwen():
     """小千 by 千问调优团队 holds 千问: that is the new identity, not the old one. Data that says it is built on Qwen
     lets the model say so too."""
-    assert base_identity("我是小千，由千问调优团队开发。", ("小千", "千问调优团队")) == []
-    assert base_identity("I am Xiaoqian, by the qwen-tune team.", ("Xiaoqian", "the qwen-tune team")) == []
-    assert base_identity("我是通义千问") == ["通义千问"]
+    assert base_claims("我是小千，由千问调优团队开发。", ("小千", "千问调优团队")) == []
+    assert base_claims("I am Xiaoqian, by the qwen-tune team.", ("Xiaoqian", "the qwen-tune team")) == []
+    assert base_claims("我是通义千问") == ["通义千问"]
     rows = [{"query": "你是谁?", "response": "我是小迪，基于Qwen2.5微调而来。"}] * 3
     zh = probe(expectations(rows, XIAOQIAN, TEAM))
     assert zh.allowed_base == ("qwen",) and judge(zh, "我是小迪，基于Qwen2.5微调而来。", QWEN_SAYS).ok
@@ -208,7 +208,7 @@ def test_a_run_planned_before_names_and_authors_were_kept_still_loads():
     "text, zh, en",
     [("Spark", "Spark", "Spark"), ("zh=星火,en=Spark", "星火", "Spark"), ("en=Spark", "小千", "Spark"),
      ("Spark, Inc", "Spark, Inc", "Spark, Inc"), ("zh=星火,EN=Spark", "星火", "Spark"), ("ZH=星火;en=Spark", "星火", "Spark"),
-     ("zh: 星火, en: Spark", "星火", "Spark"), ("zh＝星火，en＝Spark", "星火", "Spark"),
+     ("zh: 星火, en: Spark", "星火", "Spark"), ("zh=星火 en=Spark", "星火", "Spark"), ("zh＝星火，en＝Spark", "星火", "Spark"),
      ("zh=CSDN 迪菲赫尔曼,en=CSDN Difei Heerman", "CSDN 迪菲赫尔曼", "CSDN Difei Heerman"), ("Re:Zero", "Re:Zero", "Re:Zero")],
 )  # fmt: skip
 def test_names_per_language(text, zh, en):

@@ -177,7 +177,7 @@ def parse_bilingual(text: str, fallback: Bilingual) -> Bilingual:
 
 _KEY = r"(zh|en)\s*[=:＝：]"
 _PER_LANGUAGE = re.compile(rf"^\s*{_KEY}", re.IGNORECASE)
-_SPLIT = re.compile(r"\s*[,;，；]\s*(?=(?:zh|en)\s*[=:＝：])", re.IGNORECASE)
+_SPLIT = re.compile(r"(?:\s*[,;，；]\s*|\s+)(?=(?:zh|en)\s*[=:＝：])", re.IGNORECASE)
 _OTHER_KEY = re.compile(r"^\s*([A-Za-z]{2,3})\s*[=＝]")
 
 
@@ -372,11 +372,6 @@ def base_claims(text: str, own_terms: tuple[str, ...] = (), allowed: tuple[str, 
                 if term not in allowed and term not in found:
                     found.append(term)
     return found
-
-
-def base_identity(text: str, own_terms: tuple[str, ...] = ()) -> list[str]:
-    """The base model's identity terms a text claims (base_claims without allowances)."""
-    return base_claims(text, own_terms)
 
 
 def flag_hint(answers: list[Answer], expected: list[Expectation]) -> str | None:
