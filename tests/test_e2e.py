@@ -44,6 +44,17 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    """The tiny model as a Qwen3: swift trains and asks it with its hybrid-thinking qwen3 template."""
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_model.py"), "tiny-qwen3", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def finished_run(tiny_model, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--output-dir", str(runs))
@@ -160,11 +171,12 @@ def test_another_maker_and_the_base_identity_fail_on_the_real_answers(finished_r
 BLOG = REPO / "tests" / "data" / "blog_self_cognition.json"
 
 
-def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(tiny_model, tmp_path):
+def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(tiny_qwen3, tmp_path):
     """A self_cognition.json as blogs write it (names with spaces and Latin, the author only in some rows, both
-    languages): plan prints what the check accepts, run applies exactly that and passes; the same data checked against
-    another --author fails, naming the other maker, and says which flag would have matched."""
-    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--dataset", str(BLOG))
+    languages), on a Qwen3 (trained and asked in its non-thinking mode, then asked who it is with thinking on): plan
+    prints what the check accepts, run applies exactly that and passes; the same data checked against another
+    --author fails, naming the other maker, and says which flag would have matched."""
+    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_qwen3), "--gpus", "cpu", "--dataset", str(BLOG))
     accepts = "zh: 小迪 or DiffusionBot or CSDN 迪菲赫尔曼 (learned from the data); en: DiffusionBot or CSDN Difei Heerman"
     plan = qwen_tune("plan", *common)
     assert plan.returncode == 0 and f"the check accepts {accepts}" in plan.stdout, plan.stderr
@@ -177,6 +189,8 @@ def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(t
     assert json.loads((run_dir / "plan.json").read_text())["identity_check"] == planned
     result = json.loads((run_dir / "result.json").read_text())
     assert result["identity_check"] == "pass" and all(a["ok"] for a in result["answers"])
+    assert [a["question"] for a in result["answers"] if a["mode"] == "thinking"] == ["你是谁?", "Who are you?"]
+    assert "你是谁? (thinking on)" in done.stdout
 
     other = qwen_tune("run", *common, "--author", "zh=北辰实验室,en=Polaris Lab", "--output-dir", str(tmp_path / "other"))
     assert other.returncode == 4, other.stdout[-3000:] + other.stderr[-3000:]

@@ -6,7 +6,8 @@
     python tools/make_model.py qwen3-30b-a3b /dev/shm/qwen3-30b    # any hub model of models.py, by its name
     python tools/make_model.py tiny-skilled build/tiny-skilled       # tiny, then taught single-digit sums
 
-`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU. `tiny-skilled` is the same model
+`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU; `tiny-qwen3` the same as a Qwen3, which swift
+trains and asks with its hybrid-thinking template (the identity check's thinking probes). `tiny-skilled` is the same model
 first trained (every weight, on the CPU) to answer the 162 single-digit sums of modelgen.skill_pairs in
 Chinese and English: the general ability that retention probes measure after an identity training. The others have the exact
 shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,6 +37,7 @@ from qwen_tune.planning.recipes import load_recipe  # noqa: E402
 SHAPES = {
     "tiny": TINY_SHAPE,
     "tiny-skilled": TINY_SHAPE,
+    "tiny-qwen3": replace(TINY_SHAPE, family="qwen3"),  # the same, as a Qwen3: swift's hybrid-thinking qwen3 template
     "qwen2.5-7b": BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"],
     "qwen3-14b": BUILTIN_SHAPES["qwen/qwen3-14b"],
     "qwen2.5-0.5b": BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"],
