@@ -317,3 +317,27 @@ def test_zero3_offload_needs_the_host_memory_it_pins():
     assert any("pins 137.31 GiB of host memory on each node of 256.00 GiB" in r for r in plan_with_ram(256).reasons)
     with pytest.raises(DoesNotFit):
         plan_with_ram(64)
+
+
+def test_each_card_is_timed_by_its_own_peak_and_the_plan_tells_the_whole_run():
+    """An H20 (148 dense bf16 TFLOP/s) was timed as an H100 (989): both are compute capability 9.0."""
+    from qwen_tune.planning.plan import LOAD_SECONDS_PER_GIB, STARTUP_SECONDS
+
+    h100, h20 = plan_for(gpus="h100"), plan_for(gpus="h20")
+    assert h20.step_seconds > 2 * h100.step_seconds
+    load = h100.model.shape.n_params * 2 / (1 << 30) * LOAD_SECONDS_PER_GIB
+    assert h100.estimated_seconds == round(h100.total_steps * h100.step_seconds + STARTUP_SECONDS + load, 1)
+    assert h100.download_bytes == h100.model.shape.n_params * 2
+    text = plan_text(h20)
+    assert f"Time:      about {h20.estimated_seconds / 60:.0f} min ({h20.total_steps} optimizer steps" in text
+    assert "Download:  Qwen/Qwen2.5-7B-Instruct from the hub (ModelScope unless USE_HF=1): about 14.2 GiB" in text
+    cpu = plan_for(recipe="demo-tiny-cpu", gpus="cpu")
+    assert cpu.estimated_seconds is None and cpu.download_bytes is None and "Download:  nothing" in plan_text(cpu)
+
+
+def test_the_profile_line_says_what_trains():
+    assert "Profile:   large: full fine-tuning in bfloat16; " in plan_text(
+        plan_for(recipe="self-cognition-qwen3-8b-full", gpus="h100")
+    )
+    assert "Profile:   24gb: LoRA in bfloat16; " in plan_text(plan_for(gpus="rtx4090"))
+    assert "Profile:   qlora: QLoRA (LoRA on 4-bit NF4 base weights) in float16; " in plan_text(plan_for(gpus="t4"))
