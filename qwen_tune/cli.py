@@ -262,8 +262,8 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
         # where swift's imports are, rather than compiled again in every run.
         sys.pycache_prefix, sys.dont_write_bytecode = machine.bytecode_cache, False
     job = prepare(JobOptions(**flags), machine, for_run=True)
-    click.echo(plan_text(job.plan, job.expectations if not no_verify else ()))
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
+    click.echo(plan_text(job.plan, job.expectations if verify else ()))
     from qwen_tune.planning.profiles import shipped_profiles
 
     retry_with = shipped_profiles() if auto_retry else None
