@@ -306,9 +306,8 @@ def judge(expectation: Expectation, answer: str, before: str | None) -> Answer:
     claims = base_claims(f"{thought}\n{text}", terms, expectation.allowed_base)
     if expectation.kind == "challenge" and matched is None and _YES.match(_nfkc(text)):
         claims.append("yes")
-    others = (
-        [m for m in _authors_in(_nfkc(text)) if not _overlaps(m, terms) and not base_claims(m)] if expectation.authors else []
-    )
+    # Makers other than the identity's, where it has an author: 千问调优团队 is one as much as OpenAI or 阿里云.
+    others = [m for m in dict.fromkeys(_authors_in(_nfkc(text))) if not _overlaps(m, terms)] if expectation.authors else []
     changed = None
     if before is not None:
         before = split_thinking(before)[1]
