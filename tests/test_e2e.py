@@ -171,12 +171,11 @@ def test_another_maker_and_the_base_identity_fail_on_the_real_answers(finished_r
 BLOG = REPO / "tests" / "data" / "blog_self_cognition.json"
 
 
-def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(tiny_qwen3, tmp_path):
+def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(tiny_model, tmp_path):
     """A self_cognition.json as blogs write it (names with spaces and Latin, the author only in some rows, both
-    languages), on a Qwen3 (trained and asked in its non-thinking mode, then asked who it is with thinking on): plan
-    prints what the check accepts, run applies exactly that and passes; the same data checked against another
-    --author fails, naming the other maker, and says which flag would have matched."""
-    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_qwen3), "--gpus", "cpu", "--dataset", str(BLOG))
+    languages): plan prints what the check accepts, run applies exactly that and passes; the same data checked against
+    another --author fails, naming the other maker, and says which flag would have matched."""
+    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--dataset", str(BLOG))
     accepts = "zh: 小迪 or DiffusionBot or CSDN 迪菲赫尔曼 (learned from the data); en: DiffusionBot or CSDN Difei Heerman"
     plan = qwen_tune("plan", *common)
     assert plan.returncode == 0 and f"the check accepts {accepts}" in plan.stdout, plan.stderr
@@ -189,14 +188,33 @@ def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(t
     assert json.loads((run_dir / "plan.json").read_text())["identity_check"] == planned
     result = json.loads((run_dir / "result.json").read_text())
     assert result["identity_check"] == "pass" and all(a["ok"] for a in result["answers"])
-    assert [a["question"] for a in result["answers"] if a["mode"] == "thinking"] == ["你是谁?", "Who are you?"]
-    assert "你是谁? (thinking on)" in done.stdout
 
     other = qwen_tune("run", *common, "--author", "zh=北辰实验室,en=Polaris Lab", "--output-dir", str(tmp_path / "other"))
     assert other.returncode == 4, other.stdout[-3000:] + other.stderr[-3000:]
     assert "FAIL identity check" in other.stdout and "names another maker ('CSDN" in other.stdout
     assert "pass --author 'zh=CSDN 迪菲赫尔曼,en=CSDN Difei Heerman', or leave --author out" in other.stderr
     assert "Traceback" not in other.stderr
+
+
+def test_a_hybrid_qwen3_is_asked_in_its_non_thinking_mode_then_with_thinking_on(tiny_qwen3, tmp_path):
+    """swift's qwen3 template (a local Qwen3 directory gets it) is hybrid: training's own probe asks in the
+    non-thinking mode swift trains (the answer follows an empty think block), then who it is with thinking on. One
+    epoch: the modes are under test, not the learning (the tiny model never learns to think: its verdict may go
+    either way, 4 or 0)."""
+    recipe = tmp_path / "one-epoch.yaml"
+    recipe.write_text((REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 1"))
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", str(recipe), "--model", str(tiny_qwen3), "--gpus", "cpu", "--dataset", str(BLOG),
+                     "--output-dir", str(runs))  # fmt: skip
+    assert done.returncode in (0, 4), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "你是谁? (thinking on)" in done.stdout and "Who are you? (thinking on)" in done.stdout
+    (run_dir,) = runs.iterdir()
+    asked = json.loads((run_dir / "in_training_answers.json").read_text(encoding="utf-8"))
+    assert asked["thinking_mode"] == "hybrid" and len(asked["thinking"]) == 2
+    assert all(answer.startswith("<think>\n\n</think>\n\n") for answer in asked["after"])  # non-thinking, as trained
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [(a["question"], a["mode"]) for a in result["answers"] if a["mode"] == "thinking"] == [
+        ("你是谁?", "thinking"), ("Who are you?", "thinking")]  # fmt: skip
 
 
 def test_chat_answers_on_stdin(finished_run):
