@@ -52,7 +52,7 @@ class Probed:
     after: dict[str, str]
     before: dict[str, str] | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # the model load and each pass of generation
-    where: Literal["in training", "worker", "swift infer"] = "worker"
+    where: Literal["in training", "worker", "swift infer", "merged"] = "worker"
     thinking: dict[str, str] | None = None  # the thinking questions' answers, thinking on; None where not asked
     thinking_mode: ThinkingMode = "never"
 
