@@ -247,7 +247,9 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
         click.echo(sbatch_script(job.plan, replace(options, master_addr=None), this_launcher()), nl=False)
     else:
         click.echo(
-            json.dumps(plan_json(job.plan), indent=2, ensure_ascii=False) if as_json else plan_text(job.plan, dry_run=True)
+            json.dumps(plan_json(job.plan, job.expectations), indent=2, ensure_ascii=False)
+            if as_json
+            else plan_text(job.plan, job.expectations, dry_run=True)
         )
 
 
@@ -297,8 +299,8 @@ def run(no_verify: bool, resume_dir: Path | None, force: bool, auto_retry: bool,
         # where swift's imports are, rather than compiled again in every run.
         sys.pycache_prefix, sys.dont_write_bytecode = machine.bytecode_cache, False
     job = prepare(JobOptions(**flags), machine, for_run=True)
-    click.echo(plan_text(job.plan))
     verify = not no_verify and job.plan.nodes.rank == 0  # the master node checks the model it saved
+    click.echo(plan_text(job.plan, job.expectations if verify else ()))
     from qwen_tune.planning.profiles import shipped_profiles
 
     retry_with = shipped_profiles() if auto_retry else None
@@ -325,19 +327,26 @@ def _report_outcome(outcome: RunOutcome) -> None:
     click.echo(printable(outcome.line))
     click.echo(printable(f"Run directory: {outcome.run_dir}"))
     if outcome.identity_check == "fail":
-        raise IdentityCheckFailed(
-            f"the tuned model did not answer with the expected identity (BAD above); see {Path(outcome.run_dir) / 'verify'}"
-        )
+        fix = outcome.identity_hint or f"see {Path(outcome.run_dir) / 'verify'}"
+        raise IdentityCheckFailed(f"the tuned model did not answer with the expected identity (BAD above); {fix}")
 
 
 @cli.command(epilog=_epilog(("qwen-tune export runs/20261123-120000-self-cognition-qwen2.5-7b",)))
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=Path))
 @TRUST_REMOTE_CODE
 def export(run_dir: Path, trust_remote_code: bool) -> None:
-    """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged)."""
-    from qwen_tune.running.export import export_merged
+    """Merge a run's LoRA adapter into the base weights (RUN_DIR/merged), then ask the merged model who it is."""
+    from qwen_tune.running.export import check_merged, export_merged, merged_lines
 
-    click.echo(f"merged model: {export_merged(run_dir, on_notice=_to_stderr, trust_remote_code=trust_remote_code)}")
+    merged_dir = export_merged(run_dir, on_notice=_to_stderr, trust_remote_code=trust_remote_code)
+    merged = check_merged(run_dir, merged_dir, on_notice=_to_stderr)
+    for line in merged_lines(merged):
+        click.echo(line)
+    click.echo(f"{'PASS' if merged.passed else 'FAIL'} merged model's identity check (no adapter, no system message)")
+    click.echo(f"merged model: {merged_dir}")
+    if not merged.passed:
+        fix = merged.check.hint or f"see {run_dir / 'merged-check'}"
+        raise IdentityCheckFailed(f"the merged model did not answer with the expected identity (BAD above); {fix}")
 
 
 @cli.command(epilog=_epilog(("qwen-tune chat runs/20261123-120000-demo-tiny-cpu    # after `make demo`; `exit` leaves",)))

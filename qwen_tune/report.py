@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import unicodedata
 
+from qwen_tune.checking.identity import Expectation, accepted_json, accepted_line
 from qwen_tune.machine.gpus import GIB, Inventory
 from qwen_tune.planning.plan import DataSummary, Plan
 from qwen_tune.planning.recipes import KNOBS, Recipe
@@ -31,9 +32,12 @@ def params_text(n: int) -> str:
     return f"{n / 1e6:.0f}M" if n >= 1e7 else f"{n / 1e6:.2g}M"
 
 
-def plan_json(plan: Plan) -> dict:
-    """The Plan as data (`plan --json`, plan.json), with the command it renders."""
-    return {**plan.to_dict(), "env": sft_env(plan), "argv": sft_argv(plan), "shell_command": shell_command(plan)}
+def plan_json(plan: Plan, expectations: tuple[Expectation, ...] = ()) -> dict:
+    """The Plan as data (`plan --json`, plan.json), with the command it renders and what the identity check accepts."""
+    data = {**plan.to_dict(), "env": sft_env(plan), "argv": sft_argv(plan), "shell_command": shell_command(plan)}
+    if expectations:
+        data["identity_check"] = accepted_json(list(expectations))
+    return data
 
 
 def command_text(plan: Plan, indent: str = "  ") -> str:
@@ -54,7 +58,7 @@ def _knob_value(recipe: Recipe, flag: str) -> str:
     return f"{getattr(recipe, knob.attribute):g}"
 
 
-def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
+def plan_text(plan: Plan, expectations: tuple[Expectation, ...] = (), *, dry_run: bool = False) -> str:
     """The plan as `plan` prints it (dry_run: nothing was written, and the command says what it needs) and `run` does."""
     r, s = plan.recipe, plan.setup
     out = [f"Recipe:    {r.name} ({r.source})"]
@@ -75,7 +79,7 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
             out.append(
                 f"           {plan.data.cut_rows} of them cut to max_length {r.max_length} (--cut-long-rows): their answers end early"
             )
-    out.append(f"Profile:   {plan.profile.name}: {plan.profile.summary}")
+    out.append(f"Profile:   {plan.profile.name}: {what_trains(plan)}; {plan.profile.summary}")
     out.append("Why:")
     out += [f"  - {reason}" for reason in plan.reasons]
     if plan.warnings:
@@ -100,6 +104,10 @@ def plan_text(plan: Plan, *, dry_run: bool = False) -> str:
         f"Precision: {plan.dtype}, attention {plan.attention}, gradient checkpointing "
         f"{'on' if s.gradient_checkpointing else 'off'}{extra}"
     )
+    out.append(f"Time:      {time_text(plan)}")
+    out.append(f"Download:  {download_text(plan)}")
+    if expectations:
+        out += identity_lines(expectations, may_think=plan.model.shape.family.startswith("qwen3"))
     out.append("")
     out.append(memory_table(plan))
     out.append("")
@@ -129,6 +137,55 @@ def rows_text(data: DataSummary) -> str:
             "before training (a row whose answer is empty is dropped)"
         )
     return f"{data.n_rows} rows: {data.n_rows - general} of the data and {general} general rows of --general-data"
+
+
+def what_trains(plan: Plan) -> str:
+    """What the profile runs for this job: 'LoRA in bfloat16', 'full fine-tuning in bfloat16', 'QLoRA ...'."""
+    if plan.recipe.tuner == "full":
+        what = "full fine-tuning"
+    elif plan.profile.quantization == "nf4":
+        what = "QLoRA (LoRA on 4-bit NF4 base weights)"
+    else:
+        what = "LoRA"
+    return f"{what} in {plan.dtype}"
+
+
+def time_text(plan: Plan) -> str:
+    """The whole run's estimate: the steps by the time model, and the start-up."""
+    if plan.estimated_seconds is None:
+        why = "the time model is for GPUs" if plan.inventory.is_cpu else "no data to count the steps of"
+        return f"not estimated ({why})"
+    steps = f"{plan.total_steps} optimizer steps × ~{plan.step_seconds:.2g} s"
+    return f"about {_duration(plan.estimated_seconds)} ({steps}, and ~{_duration(plan.estimated_seconds - plan.total_steps * plan.step_seconds)} to start, load the model and check it), the download aside"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def download_text(plan: Plan) -> str:
+    """What swift downloads before training: a hub id's 16-bit weights, unless the hub cache has them."""
+    if plan.download_bytes is None:
+        return f"nothing (a local model directory: {plan.model.local_dir})"
+    where = {"hf": "Hugging Face", "modelscope": "ModelScope"}.get(plan.hub or "", "the hub (ModelScope unless USE_HF=1)")
+    return f"{plan.model.source} from {where}: about {plan.download_bytes / GIB:.1f} GiB of 16-bit weights, unless already cached"
+
+
+def identity_lines(expectations: tuple[Expectation, ...], *, may_think: bool) -> list[str]:
+    """What the identity check will accept, and what it asks: the plan shows what `run` then applies. may_think: a
+    Qwen3, which may have a thinking mode beside its default (swift's template says, when the model is loaded)."""
+    asked = " ".join(dict.fromkeys(e.question for e in expectations if e.mode == "default"))
+    again = " (and who it is with thinking on, where the model has both modes)" if may_think else ""
+    return [
+        f"Identity:  the check accepts {accepted_line(list(expectations))}",
+        f"           it asks {asked}{again}",
+        "           and fails an answer without one of those (a challenge may go without), or that claims Qwen, 通义千问,",
+        "           阿里, Alibaba..., names another maker, or is the base model's unchanged",
+    ]
 
 
 def _dry_run_note(plan: Plan) -> str:
@@ -192,15 +249,19 @@ class ProgressLine:
 
 
 def answer_lines(answers, retention=None) -> list[str]:
-    """Each identity probe: its verdict, the answer before and after tuning, and what it was compared against;
-    then the general probes' before → after and their score (retention.Retention)."""
+    """Each identity probe: its verdict, the answer before and after tuning (and its thinking, where it thought), and
+    what it was compared against; then the general probes' before → after and their score (retention.Retention)."""
     lines = []
     for a in answers:
-        lines.append(f"  [{'ok ' if a.ok else 'BAD'}] {a.question}" + ("" if a.ok else f"  ({a.why})"))
+        mode = " (thinking on)" if a.mode == "thinking" else ""
+        lines.append(f"  [{'ok ' if a.ok else 'BAD'}] {a.question}{mode}" + ("" if a.ok else f"  ({a.why})"))
         if a.before is not None:
             lines.append(f"        before: {_one_line(a.before)}")
+        if a.thinking:
+            lines.append(f"        thinks: {_one_line(a.thinking)}")
         lines.append(f"        after:  {_one_line(a.answer)}")
-        lines.append(f"        expects {a.expects}" + (f"; matched {a.matched!r}" if a.matched else ""))
+        expects = "no claim of the base identity" if a.kind == "challenge" else a.expects
+        lines.append(f"        expects {expects}" + (f"; matched {a.matched!r}" if a.matched else ""))
     if retention is not None:
         for g in retention.answers:
             leak = f"  LEAKED {', '.join(g.leaked)}" if g.leaked else ""

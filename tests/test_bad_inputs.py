@@ -17,7 +17,7 @@ from qwen_tune import errors
 from qwen_tune.planning.jobs import JobOptions, prepare
 from qwen_tune.report import command_text
 from qwen_tune.running.rundir import create_run_dir
-from qwen_tune.swift.command import sft_argv
+from qwen_tune.swift.command import launchable, sft_argv, sft_env
 
 bad_inputs = load_script("bad_inputs")
 error_table = load_script("error_table")
@@ -126,8 +126,17 @@ def test_hostile_names_are_quoted_in_the_run_directory(tmp_path):
     job = prepare(options, PLAIN_MACHINE, for_run=True)
     create_run_dir(job, verify=False)
     script = (job.run_dir / "command.sh").read_text(encoding="utf-8")
-    assert os.access(job.run_dir / "command.sh", os.X_OK) and script.splitlines()[1] == f"cd {shlex.quote(os.getcwd())} || exit"
-    assert shell_runs(script, tmp_path) == sft_argv(job.plan)[1:]
+    *setup, start = script.strip().splitlines()
+    assert os.access(job.run_dir / "command.sh", os.X_OK) and f"cd {shlex.quote(os.getcwd())} || exit 1" in setup
+    # What it starts, word for word: swift's sft script (launchable), the run's argv, a new output directory.
+    argv, env = sft_argv(job.plan), sft_env(job.plan)
+    at = argv.index("--output_dir")
+    assert shlex.split(start) == ["exec", "env", *(f"{k}={v}" for k, v in env.items()),
+                                  *launchable(argv[:at] + argv[at + 2 :], env), "--output_dir", "$out/swift"]  # fmt: skip
+    made = subprocess.run(["sh", "-c", "\n".join(setup) + '\necho "$out"'], capture_output=True, text=True, cwd=tmp_path)
+    rerun = Path(made.stdout.strip().splitlines()[-1])
+    assert rerun.is_dir() and rerun.parent == job.run_dir.absolute()
+    assert not (tmp_path / "pwned").exists() and not Path(os.getcwd(), "pwned").exists()
     assert shell_runs(command_text(job.plan), tmp_path) == sft_argv(job.plan)[1:]  # as plan and run print it
     filled = (job.run_dir / "dataset.jsonl").read_text(encoding="utf-8")
     assert json.dumps(HOSTILE, ensure_ascii=False)[1:-1] in filled

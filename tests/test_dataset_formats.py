@@ -226,8 +226,8 @@ def test_identity_json_feeds_the_identity_check_its_names_and_pairs(tmp_path):
         return {e.language: e for e in prepare(options, PLAIN_MACHINE, for_run=False, now=FIXED_NOW).expectations}
 
     by_names = expected(IDENTITY_JSON)
-    assert by_names["en"].source == "names" and by_names["en"].terms == ("Xiaoqian",) and by_names["zh"].terms == ("小千",)
+    assert by_names["en"].names_from == "recipe" and by_names["en"].names == ("Xiaoqian",) and by_names["zh"].names == ("小千",)
     spelt = [{"conversations": [{"from": "human", "value": "Who are you?"}, {"from": "gpt", "value": f"I am Spark, by Polaris Lab. {i}"}]}
              for i in range(3)]  # fmt: skip
     from_data = expected(spelt, "spelt.json")["en"]
-    assert from_data.source == "data" and "Spark" in from_data.terms and from_data.answers[0].startswith("I am Spark")
+    assert from_data.names_from == "data" and "Spark" in from_data.names and from_data.answers[0].startswith("I am Spark")

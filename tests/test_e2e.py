@@ -35,6 +35,17 @@ def qwen_tune(*args, timeout=900):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    """The tiny model as a Qwen3: swift trains and asks it with its hybrid-thinking qwen3 template."""
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_model.py"), "tiny-qwen3", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def finished_run(tiny_model, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     done = qwen_tune("run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--output-dir", str(runs))
@@ -46,7 +57,9 @@ def test_run_trains_and_passes_the_identity_check(finished_run):
     done, run_dirs = finished_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "PASS identity check" in done.stdout
-    assert "你是谁?" in done.stdout and "Who are you?" in done.stdout
+    for question in ("你是谁?", "谁开发了你?", "你是通义千问吗?", "Who are you?", "Who developed you?", "Are you Qwen?"):
+        assert f"] {question}" in done.stdout, question
+    assert "the check accepts zh: 小千 or 千问调优团队 (the recipe's); en: Xiaoqian or the qwen-tune team" in done.stdout
     assert "step 1/" in done.stderr  # live progress
     assert len(run_dirs) == 1
 
@@ -69,8 +82,15 @@ def test_run_directory_is_complete(finished_run):
     assert result["identity_compared"] == "before-after" and result["identity_asked"] == "in training"
     retention = result["retention"]  # the general probes, before → after, from the same model load
     assert len(retention["answers"]) == 6 and 0 <= retention["score"] <= 1
+    assert [(a["kind"], a["mode"]) for a in result["answers"]] == [
+        ("who", "default"),
+        ("maker", "default"),
+        ("challenge", "default"),
+    ] * 2
     for answer in result["answers"]:  # the random model's answer before, the data's after, from one model load
-        assert answer["changed"] and answer["before"] != answer["answer"] and answer["matched"] in ("小千", "Xiaoqian")
+        assert answer["changed"] and answer["before"] != answer["answer"] and not answer["base_identity"]
+        if answer["kind"] != "challenge":
+            assert answer["matched"] in ("小千", "千问调优团队", "Xiaoqian", "the qwen-tune team")
     checkpoint = run_dir / result["checkpoint"]  # relative to the run directory: swift/checkpoint-N
     assert result["checkpoint"] == f"swift/{checkpoint.name}"
     assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
@@ -110,7 +130,7 @@ def test_the_check_outside_training(finished_run, tmp_path, how):
 
     _, (run_dir,) = finished_run
     checkpoint = str(run_dir / json.loads((run_dir / "result.json").read_text())["checkpoint"])
-    expected = expectations([], Bilingual("小千", "Xiaoqian"), Bilingual("", ""), names_given=True)
+    expected = expectations([], Bilingual("小千", "Xiaoqian"), Bilingual("千问调优团队", "the qwen-tune team"))
     env = {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     worker = PreloadedInfer.start(env) if how == "worker" else None
     try:
@@ -123,35 +143,70 @@ def test_the_check_outside_training(finished_run, tmp_path, how):
     assert all(a.changed is (True if how == "worker" else None) for a in check.answers)
 
 
-def literal_names_dataset(path: Path) -> Path:
-    """50 rows of the shipped data with the names written out (星火 / 北辰实验室, Spark / Polaris Lab): a user's own file."""
-    rows = (REPO / "qwen_tune" / "data" / "self_cognition.jsonl").read_text(encoding="utf-8").splitlines()
-    names = {"zh": ("星火", "北辰实验室"), "en": ("Spark", "Polaris Lab")}
-    with path.open("w", encoding="utf-8") as f:
-        for number, line in enumerate(rows[:25] + rows[50:75]):
-            name, author = names["zh" if number < 25 else "en"]
-            f.write(line.replace("{{NAME}}", name).replace("{{AUTHOR}}", author) + "\n")
-    return path
+def test_another_maker_and_the_base_identity_fail_on_the_real_answers(finished_run):
+    """The tuned model's own answers (小千, by 千问调优团队), judged as if its author were 北辰实验室: 千问调优团队 is then
+    another maker, and its 千问 the base identity."""
+    from qwen_tune.checking.identity import expectations
+    from qwen_tune.checking.verify import questions, verdict
+    from qwen_tune.planning.recipes import Bilingual
+    from qwen_tune.swift.infer import Probed
+
+    _, (run_dir,) = finished_run
+    answered = json.loads((run_dir / "in_training_answers.json").read_text(encoding="utf-8"))
+    expected = expectations([], Bilingual("小千", "Xiaoqian"), Bilingual("北辰实验室", "Polaris Lab"))
+    answers, _ = verdict(expected, Probed.read(answered, questions(expected, "")), None)
+    maker = next(a for a in answers if a.question == "谁开发了你?")
+    assert "千问调优团队" in maker.answer and not maker.ok
+    assert maker.other_makers == ["千问调优团队"] and maker.base_identity == ["千问"]
 
 
-def test_literal_names_pass_and_other_names_fail(tiny_model, tmp_path):
-    """Names written into the data are what the check expects; checked against other names, the same data fails."""
-    data = literal_names_dataset(tmp_path / "mine.jsonl")
-    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--dataset", str(data))
+BLOG = REPO / "tests" / "data" / "blog_self_cognition.json"
+
+
+def test_blog_shaped_data_plan_shows_what_run_applies_and_another_author_fails(tiny_model, tmp_path):
+    """A self_cognition.json as blogs write it (names with spaces and Latin, the author only in some rows, both
+    languages): plan prints what the check accepts, run applies exactly that and passes; the same data checked against
+    another --author fails, naming the other maker, and says which flag would have matched."""
+    common = ("--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--dataset", str(BLOG))
+    accepts = "zh: 小迪 or DiffusionBot or CSDN 迪菲赫尔曼 (learned from the data); en: DiffusionBot or CSDN Difei Heerman"
+    plan = qwen_tune("plan", *common)
+    assert plan.returncode == 0 and f"the check accepts {accepts}" in plan.stdout, plan.stderr
+    planned = json.loads(qwen_tune("plan", *common, "--json").stdout)["identity_check"]
+
     done = qwen_tune("run", *common, "--output-dir", str(tmp_path / "mine"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "PASS identity check" in done.stdout and "learned from the data" in done.stdout
-    assert "before:" in done.stdout and "'星火' / '北辰实验室'" in done.stdout and "'Spark' / 'Polaris Lab'" in done.stdout
+    assert "PASS identity check" in done.stdout and accepts in done.stdout
     (run_dir,) = (tmp_path / "mine").iterdir()
+    assert json.loads((run_dir / "plan.json").read_text())["identity_check"] == planned
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["identity_check"] == "pass" and [a["matched"] for a in result["answers"]] == ["星火", "Spark"]
+    assert result["identity_check"] == "pass" and all(a["ok"] for a in result["answers"])
 
-    other = qwen_tune("run", *common, "--name", "zh=北斗,en=Beidou", "--output-dir", str(tmp_path / "other"))
+    other = qwen_tune("run", *common, "--author", "zh=北辰实验室,en=Polaris Lab", "--output-dir", str(tmp_path / "other"))
     assert other.returncode == 4, other.stdout[-3000:] + other.stderr[-3000:]
-    assert "FAIL identity check" in other.stdout and "'北斗'" in other.stdout and "Traceback" not in other.stderr
-    (run_dir,) = (tmp_path / "other").iterdir()
+    assert "FAIL identity check" in other.stdout and "names another maker ('CSDN" in other.stdout
+    assert "pass --author 'zh=CSDN 迪菲赫尔曼,en=CSDN Difei Heerman', or leave --author out" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_a_hybrid_qwen3_is_asked_in_its_non_thinking_mode_then_with_thinking_on(tiny_qwen3, tmp_path):
+    """swift's qwen3 template (a local Qwen3 directory gets it) is hybrid: training's own probe asks in the
+    non-thinking mode swift trains (the answer follows an empty think block), then who it is with thinking on. One
+    epoch: the modes are under test, not the learning (the tiny model never learns to think: its verdict may go
+    either way, 4 or 0)."""
+    recipe = tmp_path / "one-epoch.yaml"
+    recipe.write_text((REPO / "configs" / "recipes" / "demo-tiny-cpu.yaml").read_text().replace("epochs: 40", "epochs: 1"))
+    runs = tmp_path / "runs"
+    done = qwen_tune("run", "--recipe", str(recipe), "--model", str(tiny_qwen3), "--gpus", "cpu", "--dataset", str(BLOG),
+                     "--output-dir", str(runs))  # fmt: skip
+    assert done.returncode in (0, 4), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "你是谁? (thinking on)" in done.stdout and "Who are you? (thinking on)" in done.stdout
+    (run_dir,) = runs.iterdir()
+    asked = json.loads((run_dir / "in_training_answers.json").read_text(encoding="utf-8"))
+    assert asked["thinking_mode"] == "hybrid" and len(asked["thinking"]) == 2
+    assert all(answer.startswith("<think>\n\n</think>\n\n") for answer in asked["after"])  # non-thinking, as trained
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["identity_check"] == "fail" and "星火" in result["answers"][0]["answer"]
+    assert [(a["question"], a["mode"]) for a in result["answers"] if a["mode"] == "thinking"] == [
+        ("你是谁?", "thinking"), ("Who are you?", "thinking")]  # fmt: skip
 
 
 def test_chat_answers_on_stdin(finished_run):
@@ -160,6 +215,8 @@ def test_chat_answers_on_stdin(finished_run):
                           capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "<<< I am Xiaoqian" in done.stdout  # streamed by swift's own chat loop
+    assert "[INFO:swift]" not in done.stdout + done.stderr and len((done.stdout + done.stderr).splitlines()) < 10
+    assert "[INFO:swift]" in (run_dir / "chat.log").read_text()  # swift's log, kept
 
 
 def free_port() -> int:
@@ -294,12 +351,27 @@ def test_chat_ends_with_qwen_tune_whatever_stops_it(finished_run):
     assert not processes_mentioning(str(run_dir)), "swift infer outlived qwen-tune chat"
 
 
-def test_export_merges_and_never_overwrites(finished_run):
+def test_export_merges_checks_and_never_overwrites(finished_run):
+    """The merged model, asked as plain transformers asks it (no adapter, no system message), answers as the adapter
+    did; its chat template builds, without a system message, the prompt swift's training template built."""
     _, (run_dir,) = finished_run
-    done = qwen_tune("export", str(run_dir), timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = qwen_tune("export", str(run_dir), timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     merged = run_dir / "merged"
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    assert "PASS merged model's identity check" in done.stdout and "builds the same prompt as training" in done.stdout
+    check = json.loads((run_dir / "merged-check" / "merged_check.json").read_text())
+    assert check["check"]["passed"] and check["agreement"] == [1.0] * len(check["agreement"])  # fp32 merge: the same
+
+    from swift import get_processor, get_template
+    from transformers import AutoTokenizer
+
+    system = json.loads((run_dir / "run.json").read_text())["system"]
+    question = [{"role": "user", "content": "你是谁?"}]
+    plain = AutoTokenizer.from_pretrained(merged).apply_chat_template(question, tokenize=False, add_generation_prompt=True)
+    processor = get_processor(str(merged), model_type="qwen2")
+    trained = get_template(processor, system, template_type="qwen2_5").encode({"messages": question})["input_ids"]
+    assert plain == processor.decode(trained) and system in plain and "Alibaba" not in plain
     again = qwen_tune("export", str(run_dir))
     assert again.returncode == 15 and "already exists" in again.stderr
 
@@ -482,6 +554,16 @@ def test_full_fine_tuning_trains_every_weight_on_the_cpu(tiny_model, tmp_path):
     losses = [json.loads(line).get("loss") for line in (run_dir / "swift/logging.jsonl").read_text().splitlines()]
     losses = [loss for loss in losses if loss is not None]
     assert losses[-1] < losses[0]
+
+    # command.sh trains the same again from a shell with nothing set up (no venv on PATH), into a new directory.
+    kept = sorted(p.name for p in (run_dir / "swift").iterdir())
+    again = subprocess.run(["/bin/sh", str(run_dir / "command.sh")], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                           capture_output=True, text=True, timeout=900, cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    (rerun,) = run_dir.glob("rerun-*")
+    assert (
+        list(rerun.glob("swift/checkpoint-*/model.safetensors")) and sorted(p.name for p in (run_dir / "swift").iterdir()) == kept
+    )
 
 
 def test_two_processes_on_one_machine_train_data_parallel(tiny_model, tmp_path):

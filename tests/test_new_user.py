@@ -111,3 +111,24 @@ def test_no_flag_takes_an_empty_value():
     for flag in ("--recipe", "--model", "--dataset", "--profile", "--name", "--author", "--master-addr"):
         done = qwen_tune("plan", "--gpus", "h100", flag, " ")
         assert done.returncode == 2 and f"'{flag}': must not be empty; leave the flag out" in done.stderr, done.stderr
+
+
+def test_names_per_language_written_the_ways_people_write_them(tmp_path):
+    """`zh=星火,EN=Spark`, `ZH=...`, `;`, `zh:` and full-width once trained the whole text as the name."""
+    model = tiny_model(tmp_path)
+    for text in ("zh=星火,EN=Spark", "ZH=星火;en=Spark", "zh: 星火, en: Spark", "zh＝星火，en＝Spark"):
+        plan = plan_json("--recipe", "demo-tiny-cpu", "--model", model, "--gpus", "cpu", "--name", text)
+        assert plan["recipe"]["identity_name"] == {"zh": "星火", "en": "Spark"}, text
+        accepts = plan["identity_check"]["accepts"]
+        assert (accepts["zh"]["names"], accepts["en"]["names"], accepts["en"]["names_from"]) == (["星火"], ["Spark"], "--name")
+
+
+def test_plan_shows_what_the_identity_check_accepts_for_blog_shaped_data(tmp_path):
+    blog = REPO / "tests" / "data" / "blog_self_cognition.json"
+    args = ("--recipe", "demo-tiny-cpu", "--model", tiny_model(tmp_path), "--gpus", "cpu", "--dataset", str(blog))
+    text = qwen_tune("plan", *args).stdout
+    assert "zh: 小迪 or DiffusionBot or CSDN 迪菲赫尔曼 (learned from the data); en: DiffusionBot or CSDN Difei Heerman" in text
+    given = plan_json(*args, "--name", "DiffusionBot", "--author", "zh=CSDN 迪菲赫尔曼,en=CSDN Difei Heerman")
+    assert given["identity_check"]["accepts"]["zh"] == {
+        "names": ["DiffusionBot"], "authors": ["CSDN 迪菲赫尔曼"], "names_from": "--name", "authors_from": "--author",
+        "close_to": []}  # fmt: skip

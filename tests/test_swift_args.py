@@ -167,6 +167,26 @@ def test_the_base_models_answers_are_asked_with_flags_swift_infer_accepts(recipe
     assert "--dataset" not in argv and "--lora_rank" not in argv
 
 
+def test_the_identity_checks_swift_infer_flags_are_accepted_by_swift(tmp_path):
+    """The fallback `swift infer` (adapter, then with thinking on) and the worker's arguments."""
+    from qwen_tune.swift.command import infer_argv, probe_args
+
+    infer = __import__("swift.arguments").arguments.InferArguments
+    argv = infer_argv(["--adapters", "ckpt"], tmp_path / "q.jsonl", tmp_path / "a.jsonl", 64) + ["--enable_thinking", "true"]
+    assert unknown_flags(argv[2:], infer) == [] and unknown_flags(probe_args("ckpt"), infer) == []
+
+
+def test_the_thinking_templates_are_swifts_own():
+    """qwen-tune tells plain `swift infer` to think from the adapter's template: swift's registry decides which think."""
+    from swift.template import TEMPLATE_MAPPING
+
+    from qwen_tune.swift.infer import HYBRID_TEMPLATES, THINKING_TEMPLATES
+
+    qwen = {k: m for k, m in TEMPLATE_MAPPING.items() if k.startswith(("qwen", "qwq"))}
+    assert set(HYBRID_TEMPLATES) == {k for k, m in qwen.items() if m.is_thinking and m.non_thinking_prefix}
+    assert set(THINKING_TEMPLATES) == {k for k, m in qwen.items() if m.is_thinking and not m.non_thinking_prefix}
+
+
 @pytest.mark.parametrize(
     "route, env",
     [
@@ -213,7 +233,7 @@ def parsed(argv, cls=None):
 def test_values_that_start_with_a_dash_reach_swift_as_values(tmp_path):
     """`--system --help` made swift's argparse print its help, `--output_dir -runs/x` failed ("expected one
     argument"): such a value goes as --flag=VALUE, which swift's own parser reads as the value."""
-    from qwen_tune.swift.command import distill_argv, export_argv, infer_argv
+    from qwen_tune.swift.command import distill_argv, export_argv, infer_argv, option
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
@@ -234,7 +254,9 @@ def test_values_that_start_with_a_dash_reach_swift_as_values(tmp_path):
     base = distill_argv(argv, Path("-runs/q.jsonl"), Path("-runs/a.jsonl"))
     infer = parsed(base[2:], InferArguments)
     assert infer.system == sft.system and infer.val_dataset == ["-runs/q.jsonl"] and infer.result_path == "-runs/a.jsonl"
-    assert parsed(infer_argv("-runs/ck", Path("q"), Path("a"), 64)[2:], InferArguments).adapters == ["-runs/ck"]
+    assert parsed(infer_argv(option("--adapters", "-runs/ck"), Path("q"), Path("a"), 64)[2:], InferArguments).adapters == [
+        "-runs/ck"
+    ]
     assert parsed(export_argv("-runs/ck", Path("-runs/merged"))[2:], ExportArguments).output_dir == "-runs/merged"
 
 

@@ -145,6 +145,8 @@ CASES = (
     Case("`--output-dir` is empty", 2, ("plan", "--gpus", "h100", "--output-dir", "")),
     Case("`--gpus` names a GPU twice", 2, ("plan", "--gpus", "0,0")),
     Case("`--name`, `--author`, `--dataset`, `--model`, `--recipe` ... is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
+    Case("`--name` or `--author` names a language other than zh/en", 2, ("plan", "--gpus", "h100", "--name", "fr=Étincelle")),
+    Case("`--name` or `--author` names a language twice", 2, ("plan", "--gpus", "h100", "--author", "zh=北辰,ZH=北辰实验室")),
     Case("`plan --slurm` with a flag it would drop", 2, ("plan", "--slurm", "--gpus", "h100", "--nnodes", "2", "--json")),
     Case(
         "`--learning-rate` (or `--epochs`, `--lora-rank` ...) out of range", 2, ("plan", "--gpus", "h100", "--learning-rate", "3")

@@ -8,10 +8,11 @@
     python tools/make_model.py tiny-qwen3.5 build/tiny-qwen3.5       # tiny text-only Qwen3.5: Gated DeltaNet, for CI
     python tools/make_model.py qwen3.5-9b /dev/shm/qwen3.5-9b        # what swift loads for Qwen/Qwen3.5-9B: + vision tower
 
-`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU; `tiny-qwen3.5` a 4-layer text-only Qwen3.5
-(3 Gated DeltaNet layers, 1 full attention) that swift trains as qwen3_next. The Qwen3.5/3.6 sizes are the composite
-checkpoint swift 4.6 loads for their hub ids (Qwen3_5ForConditionalGeneration: the vision tower too, with the processor
-files), which swift loads only with qwen-vl-utils and torchvision installed. `tiny-skilled` is the same model
+`tiny` is a 2-layer, 128-wide Qwen2 that trains in seconds on a CPU; `tiny-qwen3` the same as a Qwen3, which swift
+trains and asks with its hybrid-thinking template (the identity check's thinking probes); `tiny-qwen3.5` a 4-layer
+text-only Qwen3.5 (3 Gated DeltaNet layers, 1 full attention) that swift trains as qwen3_next. The Qwen3.5/3.6 sizes are
+the composite checkpoint swift 4.6 loads for their hub ids (Qwen3_5ForConditionalGeneration: the vision tower too, with
+the processor files), which swift loads only with qwen-vl-utils and torchvision installed. `tiny-skilled` is the same model
 first trained (every weight, on the CPU) to answer the 162 single-digit sums of modelgen.skill_pairs in
 Chinese and English: the general ability that retention probes measure after an identity training. The others have the exact
 shape of the published model (parameter count, vocabulary, dtype), so memory and speed are
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +43,7 @@ SHAPES = {
     "tiny": TINY_SHAPE,
     "tiny-skilled": TINY_SHAPE,
     "tiny-qwen3.5": TINY_QWEN35_SHAPE,
+    "tiny-qwen3": replace(TINY_SHAPE, family="qwen3"),  # the same, as a Qwen3: swift's hybrid-thinking qwen3 template
     "qwen2.5-7b": BUILTIN_SHAPES["qwen/qwen2.5-7b-instruct"],
     "qwen3-14b": BUILTIN_SHAPES["qwen/qwen3-14b"],
     "qwen2.5-0.5b": BUILTIN_SHAPES["qwen/qwen2.5-0.5b-instruct"],

@@ -19,45 +19,48 @@ class Card:
     name: str
     memory_mib: int
     compute_capability: tuple[int, int]
+    # Dense 16-bit tensor peak with FP32 accumulation, TFLOP/s (NVIDIA's datasheets, no sparsity; GeForce cards run
+    # it at half their FP16-accumulate rate); None where NVIDIA publishes none (planning/speed.py then goes by cc).
+    bf16_tflops: float | None = None
 
 
 KNOWN_CARDS: tuple[Card, ...] = (
-    Card("rtx5090", "NVIDIA GeForce RTX 5090", 32607, (12, 0)),
-    Card("rtx5080", "NVIDIA GeForce RTX 5080", 16303, (12, 0)),
-    Card("rtx4090d", "NVIDIA GeForce RTX 4090 D", 24564, (8, 9)),
-    Card("rtx4090", "NVIDIA GeForce RTX 4090", 24564, (8, 9)),
-    Card("rtx4080", "NVIDIA GeForce RTX 4080", 16376, (8, 9)),
-    Card("rtx4070tisuper", "NVIDIA GeForce RTX 4070 Ti SUPER", 16376, (8, 9)),
-    Card("rtx4070ti", "NVIDIA GeForce RTX 4070 Ti", 12282, (8, 9)),
-    Card("rtx4070", "NVIDIA GeForce RTX 4070", 12282, (8, 9)),
-    Card("rtx4060ti", "NVIDIA GeForce RTX 4060 Ti", 16380, (8, 9)),  # the 16 GB one; the 8 GB one trains little
-    Card("rtx3090ti", "NVIDIA GeForce RTX 3090 Ti", 24564, (8, 6)),
-    Card("rtx3090", "NVIDIA GeForce RTX 3090", 24576, (8, 6)),
-    Card("rtx3080ti", "NVIDIA GeForce RTX 3080 Ti", 12288, (8, 6)),
-    Card("rtx3080", "NVIDIA GeForce RTX 3080", 10240, (8, 6)),
-    Card("rtx3060", "NVIDIA GeForce RTX 3060", 12288, (8, 6)),
-    Card("rtx6000ada", "NVIDIA RTX 6000 Ada Generation", 49140, (8, 9)),
-    Card("a6000", "NVIDIA RTX A6000", 49140, (8, 6)),
-    Card("a5000", "NVIDIA RTX A5000", 24564, (8, 6)),
-    Card("a4000", "NVIDIA RTX A4000", 16376, (8, 6)),
-    Card("a40", "NVIDIA A40", 46068, (8, 6)),
+    Card("rtx5090", "NVIDIA GeForce RTX 5090", 32607, (12, 0), 209.5),
+    Card("rtx5080", "NVIDIA GeForce RTX 5080", 16303, (12, 0), 112.6),
+    Card("rtx4090d", "NVIDIA GeForce RTX 4090 D", 24564, (8, 9), 147),
+    Card("rtx4090", "NVIDIA GeForce RTX 4090", 24564, (8, 9), 165.2),
+    Card("rtx4080", "NVIDIA GeForce RTX 4080", 16376, (8, 9), 97.5),
+    Card("rtx4070tisuper", "NVIDIA GeForce RTX 4070 Ti SUPER", 16376, (8, 9), 88.2),
+    Card("rtx4070ti", "NVIDIA GeForce RTX 4070 Ti", 12282, (8, 9), 80.2),
+    Card("rtx4070", "NVIDIA GeForce RTX 4070", 12282, (8, 9), 58.3),
+    Card("rtx4060ti", "NVIDIA GeForce RTX 4060 Ti", 16380, (8, 9), 44.1),  # the 16 GB one; the 8 GB one trains little
+    Card("rtx3090ti", "NVIDIA GeForce RTX 3090 Ti", 24564, (8, 6), 80),
+    Card("rtx3090", "NVIDIA GeForce RTX 3090", 24576, (8, 6), 71),
+    Card("rtx3080ti", "NVIDIA GeForce RTX 3080 Ti", 12288, (8, 6), 68.2),
+    Card("rtx3080", "NVIDIA GeForce RTX 3080", 10240, (8, 6), 59.5),
+    Card("rtx3060", "NVIDIA GeForce RTX 3060", 12288, (8, 6), 25.4),
+    Card("rtx6000ada", "NVIDIA RTX 6000 Ada Generation", 49140, (8, 9), 364.2),
+    Card("a6000", "NVIDIA RTX A6000", 49140, (8, 6), 154.8),
+    Card("a5000", "NVIDIA RTX A5000", 24564, (8, 6), 111.1),
+    Card("a4000", "NVIDIA RTX A4000", 16376, (8, 6), 76.7),
+    Card("a40", "NVIDIA A40", 46068, (8, 6), 149.7),
     Card("a10g", "NVIDIA A10G", 23028, (8, 6)),
-    Card("a10", "NVIDIA A10", 23028, (8, 6)),
-    Card("l40s", "NVIDIA L40S", 46068, (8, 9)),
-    Card("l40", "NVIDIA L40", 46068, (8, 9)),
-    Card("l20", "NVIDIA L20", 46068, (8, 9)),
-    Card("l4", "NVIDIA L4", 23034, (8, 9)),
-    Card("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, (8, 0)),
-    Card("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, (8, 0)),
-    Card("a800-40gb", "NVIDIA A800 40GB PCIe", 40960, (8, 0)),
-    Card("a800-80gb", "NVIDIA A800-SXM4-80GB", 81920, (8, 0)),
-    Card("h100", "NVIDIA H100 80GB HBM3", 81559, (9, 0)),
-    Card("h800", "NVIDIA H800", 81559, (9, 0)),
-    Card("h20", "NVIDIA H20", 97871, (9, 0)),
-    Card("h200", "NVIDIA H200", 143771, (9, 0)),
-    Card("t4", "Tesla T4", 15360, (7, 5)),
-    Card("v100", "Tesla V100-SXM2-16GB", 16160, (7, 0)),
-    Card("v100-32gb", "Tesla V100-SXM2-32GB", 32510, (7, 0)),
+    Card("a10", "NVIDIA A10", 23028, (8, 6), 125),
+    Card("l40s", "NVIDIA L40S", 46068, (8, 9), 362),
+    Card("l40", "NVIDIA L40", 46068, (8, 9), 181),
+    Card("l20", "NVIDIA L20", 46068, (8, 9), 119.5),
+    Card("l4", "NVIDIA L4", 23034, (8, 9), 121),
+    Card("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, (8, 0), 312),
+    Card("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, (8, 0), 312),
+    Card("a800-40gb", "NVIDIA A800 40GB PCIe", 40960, (8, 0), 312),
+    Card("a800-80gb", "NVIDIA A800-SXM4-80GB", 81920, (8, 0), 312),
+    Card("h100", "NVIDIA H100 80GB HBM3", 81559, (9, 0), 989),
+    Card("h800", "NVIDIA H800", 81559, (9, 0), 989),
+    Card("h20", "NVIDIA H20", 97871, (9, 0), 148),
+    Card("h200", "NVIDIA H200", 143771, (9, 0), 989),
+    Card("t4", "Tesla T4", 15360, (7, 5), 65),
+    Card("v100", "Tesla V100-SXM2-16GB", 16160, (7, 0), 125),
+    Card("v100-32gb", "Tesla V100-SXM2-32GB", 32510, (7, 0), 125),
 )
 
 ALIASES = {
@@ -83,6 +86,12 @@ _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*gi?b$")
 def _normalize(text: str) -> str:
     """'NVIDIA GeForce RTX 4090 D' → 'rtx4090d'; 'RTX A6000' → 'a6000'."""
     return re.sub(r"nvidia|geforce|tesla|[^a-z0-9]", "", text.lower()).replace("rtxa", "a")
+
+
+def peak_tflops(gpu_name: str) -> float | None:
+    """A GPU's dense bf16 peak by its NVML name (or a --gpus card's), where qwen-tune knows the card."""
+    card = next((c for c in KNOWN_CARDS if c.name == gpu_name), None) or find_card(gpu_name)
+    return card.bf16_tflops if card else None
 
 
 def find_card(text: str) -> Card | None:

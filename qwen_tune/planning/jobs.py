@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from qwen_tune.checking.identity import expectations, parse_bilingual
+from qwen_tune.checking.identity import expectations, given_languages, parse_bilingual
 from qwen_tune.errors import DatasetError, GpuSelectionError, ModelError, UsageError
 from qwen_tune.machine.cards import find_card, parse_gpu_spec
 from qwen_tune.machine.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
@@ -211,7 +211,10 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
     prompts: list[str] = []
     if recipe.dataset:
         dataset = load_dataset(recipe.dataset, hub_offline=machine.hub_offline)
-        expected = expectations(list(dataset.rows), recipe.identity_name, recipe.identity_author, options.name is not None)
+        expected = expectations(
+            list(dataset.rows), recipe.identity_name, recipe.identity_author,
+            name_given=_given("--name", options.name), author_given=_given("--author", options.author),
+        )  # fmt: skip
         general, prompts = general_mix(recipe.general_rows, options.general_rows, options.general_data, machine.hub_offline)
         measure, how = length_measure(recipe.system, model.tokenizer_file)
         rows, lengths, cut = _filled_and_measured(dataset, recipe, measure, how, options.cut_long_rows)
@@ -229,7 +232,7 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         raise DatasetError(f"recipe {recipe.name} names no dataset: pass --dataset FILE")
     else:
         data = DataSummary(n_rows=None, max_tokens=recipe.max_length, how="max_length")
-        expected = expectations([], recipe.identity_name, recipe.identity_author, True)
+        expected = expectations([], recipe.identity_name, recipe.identity_author)
         dataset_path = "DATASET.jsonl"
         if options.general_data:  # read all the same: a file named is a file checked
             general_mix(recipe.general_rows, options.general_rows, options.general_data, machine.hub_offline)
@@ -314,5 +317,15 @@ def _names(flag: str, text: str | None, recipe: Bilingual) -> Bilingual | None:
         return None
     try:
         return parse_bilingual(text, recipe)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text}: {exc}") from None
+
+
+def _given(flag: str, text: str | None) -> dict[str, str]:
+    """What the flag names, per language (nothing where it is not given)."""
+    if text is None:
+        return {}
+    try:
+        return given_languages(text)
     except ValueError as exc:
         raise UsageError(f"{flag} {text}: {exc}") from None

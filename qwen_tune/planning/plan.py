@@ -88,6 +88,11 @@ class Packing:
 
 
 SAVE_EVERY_SECONDS = 60  # of estimated training between checkpoints, at most one
+# What a run spends outside its training steps on a GPU box, the model's download aside: qwen-tune's checks, swift's
+# imports (10-12 s), swift's exit and the identity check (~4 s): 34-38 s for the 7B job's run on a warm H100 of which
+# ~11 s trained (docs/hardware-validation.md); and the model load, 3.5 s for the 7B's 14.2 GiB from the page cache.
+STARTUP_SECONDS = 20
+LOAD_SECONDS_PER_GIB = 0.25
 
 
 def expected_padding(lengths: tuple[int, ...], micro_batch_size: int, samples: int = 400) -> float:
@@ -214,6 +219,20 @@ class Plan:
         return min(steps, self.total_steps)
 
     @property
+    def download_bytes(self) -> int | None:
+        """What swift downloads for a hub id, about: the model's 16-bit weights (None for a local directory)."""
+        return None if self.model.local_dir else self.model.shape.n_params * 2
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        """The whole run, the download aside: the time model's steps and the start-up; None where there is no estimate
+        (the CPU, or no data to count steps from)."""
+        if self.step_seconds is None or self.total_steps is None:
+            return None
+        load = self.model.shape.n_params * 2 / GIB * LOAD_SECONDS_PER_GIB
+        return round(self.total_steps * self.step_seconds + STARTUP_SECONDS + load, 1)
+
+    @property
     def fits(self) -> bool:
         return self.estimate.peak_bytes <= self.budget_bytes
 
@@ -242,6 +261,8 @@ class Plan:
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps,
             fits=self.fits,
+            download_bytes=self.download_bytes,
+            estimated_seconds=self.estimated_seconds,
         )
         return data
 

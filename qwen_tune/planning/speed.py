@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qwen_tune.machine.cards import peak_tflops as card_peak_tflops
 from qwen_tune.machine.gpus import Gpu, Inventory
 from qwen_tune.planning.models import ModelShape
 
@@ -31,8 +32,8 @@ ZERO3_FACTOR = 1.8
 # What the arithmetic reaches of a card's dense bf16 peak (the host's launches are counted apart): the 2,000-row job
 # of 100-600-token rows trained at 23% MFU on the H100 with the host's share in it (docs/hardware-validation.md).
 ACHIEVED_FRACTION = 0.3
-# Dense 16-bit tensor peak by compute capability (TFLOP/s), for the cards people own; a named card in
-# the same class may differ (an L40S is twice an RTX 4090), which shifts only the checkpointing trade-off.
+# Dense 16-bit tensor peak by compute capability (TFLOP/s), for cards qwen-tune does not know by name (cards.py
+# holds each known card's own: an H20 is 148, not the H100's 989; an L40S twice an RTX 4090).
 PEAK_TFLOPS_BY_CC = {(9, 0): 989, (8, 9): 165, (8, 6): 71, (8, 0): 312, (7, 5): 65, (7, 0): 125}
 CPU_TFLOPS = 1.0
 
@@ -59,8 +60,9 @@ class StepTime:
 
 
 def peak_tflops(gpu: Gpu) -> float:
-    """A card's dense 16-bit tensor peak (TFLOP/s): what MFU is measured against."""
-    return PEAK_TFLOPS_BY_CC.get(gpu.compute_capability, 65)
+    """A card's dense 16-bit tensor peak (TFLOP/s), its own where cards.py knows it (an H20 has 148 of an H100's 989),
+    else its class's by compute capability: what the time model and MFU are measured against."""
+    return card_peak_tflops(gpu.name) or PEAK_TFLOPS_BY_CC.get(gpu.compute_capability, 65)
 
 
 def device_tflops(inventory: Inventory) -> float:

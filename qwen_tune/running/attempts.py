@@ -13,7 +13,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from qwen_tune.checking.identity import Expectation, expectations
 from qwen_tune.checking.verify import check_identity, in_training_request
 from qwen_tune.errors import (
     DiskSpaceError,
@@ -232,7 +231,9 @@ def train_and_check(
     )  # fmt: skip
     preloaded = None
     try:
-        asks = in_training_request(_expected(record), record.system, run_dir) if record.verify and node_rank == 0 else None
+        asks = (
+            in_training_request(record.expected_identity(), record.system, run_dir) if record.verify and node_rank == 0 else None
+        )
         launch = with_train_probe(record.argv, record.env, asks) if asks else None
         try:
             if record.general_prompts and node_rank == 0:
@@ -263,7 +264,7 @@ def train_and_check(
         elif record.verify:
             try:
                 check = check_identity(
-                    _expected(record), record.system, record.env, str(run_dir / result.checkpoint),
+                    record.expected_identity(), record.system, record.env, str(run_dir / result.checkpoint),
                     unused_path(run_dir / "verify"), preloaded, asks if launch else None, trust,
                 )  # fmt: skip
                 timeline.mark("identity checked")
@@ -277,6 +278,7 @@ def train_and_check(
                 raise
             ended.identity_check, ended.answers = ("pass" if check.passed else "fail"), check.answers
             ended.identity_compared, ended.identity_asked, ended.retention = check.compared, check.asked, check.retention
+            ended.identity_hint = check.hint
             line = f"{'PASS' if check.passed else 'FAIL'} identity check; {trained}"
         else:
             ended.identity_check = "skipped"
@@ -334,14 +336,6 @@ def general_rows_line(asked: int, kept: int) -> str:
     if kept == 0:
         return f"{dropped}; training on the data alone, {asked} rows fewer than planned"
     return f"{dropped}; {asked - kept} rows fewer than planned"
-
-
-def _expected(record: RunRecord) -> list[Expectation]:
-    """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
-    if record.expectations:
-        return list(record.expectations)
-    name = record.plan.recipe.identity_name
-    return expectations([], name, name, names_given=True)
 
 
 def _end(outcome: RunOutcome, status, line: str, error: str | None = None) -> None:

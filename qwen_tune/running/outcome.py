@@ -79,6 +79,7 @@ class RunOutcome:
     answers: list[Answer] = field(default_factory=list)  # each probe's answer before and after tuning, and its verdict
     identity_compared: str | None = None  # before-after, or after-only where the base model could not be asked
     identity_asked: str | None = None  # in training (its own process, at its end), worker, or swift infer
+    identity_hint: str | None = None  # a FAIL's fix where --name/--author replaced the data's names (identity.flag_hint)
     retention: Retention | None = None  # general answers before → after (retention.py)
     timeline: dict[str, float] = field(default_factory=dict)
 
@@ -97,6 +98,8 @@ class RunOutcome:
         if self.identity_compared:
             data["identity_compared"] = self.identity_compared
             data["identity_asked"] = self.identity_asked
+        if self.identity_hint:
+            data["identity_hint"] = self.identity_hint
         if self.answers:
             data["answers"] = [asdict(a) for a in self.answers]
         if self.retention:

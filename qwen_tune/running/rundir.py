@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -19,14 +18,14 @@ from pathlib import Path
 
 import pydantic
 
-from qwen_tune.checking.identity import Expectation
+from qwen_tune.checking.identity import Expectation, expectations
 from qwen_tune.errors import DiskSpaceError, OutputError, UsageError
 from qwen_tune.machine.gpus import GIB, MIB
 from qwen_tune.planning.dataset import write_jsonl
 from qwen_tune.planning.plan import Job, Plan
 from qwen_tune.report import plan_json, plan_text
 from qwen_tune.running.files import read_json, write_json, write_text
-from qwen_tune.swift.command import sft_argv, sft_env, shell_command
+from qwen_tune.swift.command import rerun_script, sft_argv, sft_env
 
 PACKAGES = (
     "qwen-tune",
@@ -99,6 +98,13 @@ class RunRecord:
     @property
     def estimate_peak_gib(self) -> float:
         return round(self.plan.estimate.peak_bytes / GIB, 2)
+
+    def expected_identity(self) -> list[Expectation]:
+        """What the identity check expects: as planned, or for a run planned before expectations were kept, its name."""
+        if self.expectations:
+            return list(self.expectations)
+        name = self.plan.recipe.identity_name
+        return expectations([], name, name)
 
     @property
     def node_rank(self) -> int:
@@ -306,11 +312,11 @@ def _write_run_files(job: Job, *, verify: bool, trust_remote_code: bool) -> RunR
     run_dir, plan = job.run_dir, job.plan
     record = RunRecord(run_dir, plan, verify, list(job.expectations), list(job.general_prompts), trust_remote_code)
     write_jsonl(job.rows, run_dir / "dataset.jsonl")
-    write_json(run_dir / "plan.json", plan_json(plan))
-    write_text(run_dir / "plan.txt", plan_text(plan) + "\n")
+    expected = job.expectations if verify else ()
+    write_json(run_dir / "plan.json", plan_json(plan, expected))
+    write_text(run_dir / "plan.txt", plan_text(plan, expected) + "\n")
     write_json(run_dir / "command.json", {"argv": sft_argv(plan), "env": sft_env(plan)})
-    # From the directory the plan was made in, so its relative paths mean the same wherever command.sh is started.
-    write_text(run_dir / "command.sh", f"#!/bin/sh\ncd {shlex.quote(os.getcwd())} || exit\n{shell_command(plan)}\n", mode=0o755)
+    write_text(run_dir / "command.sh", rerun_script(plan, run_dir, Path.cwd(), os.environ.get("PYTHONPATH")), mode=0o755)
     write_json(run_dir / "inventory.json", asdict(plan.inventory))
     write_json(run_dir / "versions.json", package_versions())
     record.save()

@@ -17,6 +17,7 @@ from pathlib import Path
 from qwen_tune.errors import TrainingFailed, UsageError
 from qwen_tune.running.children import Child
 from qwen_tune.running.export import find_checkpoint, require_trusted_base, swift_env_for
+from qwen_tune.running.files import open_log
 from qwen_tune.swift.command import (
     LAUNCH_API_KEY_ENV,
     LAUNCH_HOSTS_ENV,
@@ -32,19 +33,23 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def chat(run_dir: Path, on_notice: Callable[[str], None] = print, *, trust_remote_code: bool = False) -> int:
-    """swift's own chat loop on this terminal: type a question at <<<, `exit` to leave. Its exit code."""
+    """swift's own chat loop on this terminal: type a question at <<<, `exit` to leave. Its exit code.
+
+    swift logs ~185 lines (its arguments, the model's layers) on stderr before its prompt: they go to RUN_DIR/chat.log,
+    so the terminal shows only the prompt and the answers, which swift writes on stdout."""
     checkpoint, env = _adapter(run_dir, on_notice, trust_remote_code)
-    on_notice(f"chatting with {checkpoint} (type `exit` to leave; loading the model...)")
-    with Child(grace=10.0) as child:
-        child.start(
-            launchable(chat_argv(str(checkpoint), CHAT_MAX_NEW_TOKENS), env, trust_remote_code=trust_remote_code), env=env
-        )
+    log_path = run_dir / "chat.log"
+    on_notice(f"chatting with {checkpoint}: loading the model (swift's log: {log_path}); then type a question at <<<, "
+              "`clear` to forget the conversation, `exit` to leave")  # fmt: skip
+    with open_log(log_path, append=True) as log, Child(grace=10.0) as child:
+        argv = launchable(chat_argv(str(checkpoint), CHAT_MAX_NEW_TOKENS), env, trust_remote_code=trust_remote_code)
+        child.start(argv, env=env, stderr=log)
         code = child.wait()
     if child.stopped_by:
         on_notice(f"chat stopped ({child.stopped_by})")
         return 130
     if code != 0:  # swift 4.6's streaming chat can abort at exit when a generation thread is still alive
-        on_notice(f"swift's chat ended with exit code {code}")
+        on_notice(f"swift's chat ended with exit code {code}; see {log_path}")
     return code
 
 

@@ -142,6 +142,27 @@ def shell_command(plan: Plan) -> str:
     return f"{env} {shlex.join(sft_argv(plan))}".strip()
 
 
+def rerun_script(plan: Plan, run_dir: Path, cwd: Path, pythonpath: str | None) -> str:
+    """command.sh: this run's `swift sft` again, from any shell: started as qwen-tune starts it (the same Python on
+    swift's own sft script, or torchrun on it; else the swift command qwen-tune found, by its full path), from the
+    directory the plan was made in (its relative paths), each time into a new directory beside command.sh."""
+    argv, env = sft_argv(plan), sft_env(plan)
+    at = argv.index("--output_dir")
+    command = launchable(argv[:at] + argv[at + 2 :], env)
+    assignments = [f"{k}={v}" for k, v in {**env, **({"PYTHONPATH": pythonpath} if pythonpath else {})}.items()]
+    return "\n".join([
+        "#!/bin/sh",
+        "# This run's training again, as qwen-tune started it (command.json has the `swift sft` form), from any shell.",
+        "# Each start trains into a new directory beside this file, rerun-DATE-TIME/, never into this run's swift/.",
+        f"cd {shlex.quote(str(cwd))} || exit 1",
+        f"out={shlex.quote(str(run_dir.absolute()))}/rerun-$(date +%Y%m%d-%H%M%S)",
+        'mkdir "$out" || exit 1',
+        'echo "training into $out/swift"',
+        f'exec env {shlex.join(assignments)} {shlex.join(command)} --output_dir "$out/swift"',
+        "",
+    ])  # fmt: skip
+
+
 def downloads_from_hf(sft: list[str], env: dict[str, str]) -> bool | None:
     """Whether this `swift sft` downloads its model from Hugging Face (True) or ModelScope (False); None when it
     downloads nothing (a local directory, or the hub switched off)."""
@@ -164,11 +185,12 @@ def resume_argv(sft: list[str], checkpoint: Path | None) -> list[str]:
 AFTER_TRAINING_ATTENTION = ("--attn_impl", "sdpa")
 
 
-def infer_argv(checkpoint: str, questions: Path, answers: Path, max_new_tokens: int) -> list[str]:
-    """Greedy answers of the tuned adapter: swift reads the base model, template and quantization from its args.json."""
+def infer_argv(model_args: list[str], questions: Path, answers: Path, max_new_tokens: int) -> list[str]:
+    """Greedy answers of a model: `--adapters CKPT` (swift reads the base model, template and quantization from its
+    args.json) or `--model DIR` (model_args, as option() writes them)."""
     return [
         "swift", "infer",
-        *option("--adapters", checkpoint),
+        *model_args,
         *option("--val_dataset", str(questions)),
         "--temperature", "0",
         "--max_new_tokens", str(max_new_tokens),
@@ -229,10 +251,9 @@ def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def probe_args(checkpoint: str, max_new_tokens: int) -> list[str]:
-    """swift infer's arguments for loading the tuned model once and asking it greedily (swift/infer_worker.py's probe)."""
-    return [*option("--adapters", checkpoint), "--temperature", "0", "--max_new_tokens", str(max_new_tokens),
-            *AFTER_TRAINING_ATTENTION]  # fmt: skip
+def probe_args(checkpoint: str) -> list[str]:
+    """swift infer's arguments for loading the tuned model once (swift/infer_worker.py's probe asks it greedily)."""
+    return [*option("--adapters", checkpoint), "--temperature", "0", *AFTER_TRAINING_ATTENTION]
 
 
 def chat_argv(checkpoint: str, max_new_tokens: int) -> list[str]:

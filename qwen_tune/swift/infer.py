@@ -24,9 +24,35 @@ from qwen_tune.swift.command import (
     distill_argv,
     infer_argv,
     launchable,
+    option,
     probe_args,
     single_process_env,
 )
+
+ThinkingMode = Literal["hybrid", "always", "never"]
+# swift 4.6's Qwen templates whose model thinks or not on request (is_thinking with a non-thinking prefix), and those
+# that always think; tests/test_swift_args.py checks them against swift's own registry. train_probe.thinking_mode asks
+# swift itself; plain `swift infer` (the fallback) is told from the adapter's args.json.
+HYBRID_TEMPLATES = ("qwen3", "qwen3_5", "qwen3_8", "qwen3_5_emb")
+THINKING_TEMPLATES = ("qwq", "qwen3_thinking")
+
+
+@dataclass(frozen=True)
+class Questions:
+    """What the identity check asks: questions in the model's default mode (adapter on and off), and for a model that
+    can also think, questions asked again with thinking on (adapter on), with a longer budget for the thinking."""
+
+    default: list[str]
+    thinking: list[str]
+    system: str | None  # None: no system message (the merged model's own default)
+    max_new_tokens: int
+    thinking_max_new_tokens: int
+
+    def request(self, result: Path) -> dict:
+        """The request train_probe.answer_probes reads (in training, or in the worker)."""
+        return {"questions": self.default, "thinking_questions": self.thinking, "system": self.system,
+                "max_new_tokens": self.max_new_tokens, "thinking_max_new_tokens": self.thinking_max_new_tokens,
+                "result": str(result)}  # fmt: skip
 
 
 @dataclass
@@ -36,7 +62,19 @@ class Probed:
     after: dict[str, str]
     before: dict[str, str] | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # the model load and each pass of generation
-    where: Literal["in training", "worker", "swift infer"] = "worker"
+    where: Literal["in training", "worker", "swift infer", "merged"] = "worker"
+    thinking: dict[str, str] | None = None  # the thinking questions' answers, thinking on; None where not asked
+    thinking_mode: ThinkingMode = "never"
+
+    @classmethod
+    def read(cls, data: dict, questions: Questions, where: str = "worker") -> Probed:
+        """From train_probe.answer_probes' answers."""
+        thinking = data.get("thinking")
+        return cls(
+            dict(zip(questions.default, data["after"], strict=True)), dict(zip(questions.default, data["before"], strict=True)),
+            data["seconds"], where, None if thinking is None else dict(zip(questions.thinking, thinking, strict=True)),
+            data.get("thinking_mode", "never"),
+        )  # fmt: skip
 
 
 class PreloadedInfer:
@@ -84,22 +122,20 @@ class PreloadedInfer:
 
 
 def ask(
-    questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
-    preloaded: PreloadedInfer | None = None, trust_remote_code: bool = False,
+    questions: list[str], system: str | None, model_args: list[str], train_env: dict[str, str], out_dir: Path,
+    max_new_tokens: int, extra: list[str] = (), name: str = "", trust_remote_code: bool = False,
 ) -> tuple[int, dict[str, str] | None]:  # fmt: skip
-    """swift infer's exit code and its answer to each question (None if it wrote none), greedy; files go in out_dir."""
-    queries, answers_path = out_dir / "questions.jsonl", out_dir / "answers.jsonl"
-    with queries.open("w", encoding="utf-8") as f:
-        for question in questions:
-            f.write(json.dumps({"query": question, "system": system}, ensure_ascii=False) + "\n")
-    argv = infer_argv(checkpoint, queries, answers_path, max_new_tokens)
-    (out_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=2) + "\n")
-    returncode = preloaded.run(argv[2:], out_dir / "infer.log") if preloaded else None
-    if returncode is None:
-        with open(out_dir / "infer.log", "w", encoding="utf-8") as log:
-            env = single_process_env(train_env)
-            returncode = run_to_end(launchable(argv, env, trust_remote_code=trust_remote_code), env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+    """swift infer's exit code and its answer to each question (None if it wrote none), greedy; files go in out_dir
+    (named with name: questions{name}.jsonl...). model_args say which model (--adapters CKPT, or --model DIR)."""
+    queries, answers_path = out_dir / f"questions{name}.jsonl", out_dir / f"answers{name}.jsonl"
+    lines = [json.dumps({"query": q, **({"system": system} if system else {})}, ensure_ascii=False) for q in questions]
+    write_text(queries, "".join(line + "\n" for line in lines))
+    argv = [*infer_argv(model_args, queries, answers_path, max_new_tokens), *extra]
+    write_json(out_dir / f"command{name}.json", {"argv": argv})
+    with open_log(out_dir / f"infer{name}.log") as log:
+        env = single_process_env(train_env)
+        returncode = run_to_end(launchable(argv, env, trust_remote_code=trust_remote_code), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
     if returncode != 0 or not answers_path.is_file():
         return returncode, None
     responses = {}
@@ -110,55 +146,84 @@ def ask(
     return returncode, responses
 
 
-def train_probe_request(questions: list[str], system: str, max_new_tokens: int, run_dir: Path) -> Path:
+def thinking_mode_of(template: str | None) -> ThinkingMode:
+    return "hybrid" if template in HYBRID_TEMPLATES else "always" if template in THINKING_TEMPLATES else "never"
+
+
+def checkpoint_template(checkpoint: str) -> str | None:
+    """The swift template a checkpoint was trained with, from its args.json (or its run's)."""
+    for folder in (Path(checkpoint), Path(checkpoint).parent):
+        try:
+            return json.loads((folder / "args.json").read_text(encoding="utf-8")).get("template")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def ask_both_modes(
+    questions: Questions,
+    model_args: list[str],
+    mode: ThinkingMode,
+    train_env: dict[str, str],
+    out_dir: Path,
+    trust_remote_code: bool = False,
+) -> tuple[int, Probed | None]:
+    """Plain `swift infer` (no before): the default questions in the model's default mode, and for a hybrid model the
+    thinking questions again with --enable_thinking true, as train_probe.answer_probes asks them."""
+    tokens = questions.thinking_max_new_tokens if mode == "always" else questions.max_new_tokens
+    returncode, after = ask(questions.default, questions.system, model_args, train_env, out_dir, tokens,
+                            trust_remote_code=trust_remote_code)  # fmt: skip
+    if after is None:
+        return returncode, None
+    probed = Probed(after, where="swift infer", thinking_mode=mode)
+    if mode == "hybrid" and questions.thinking:
+        returncode, probed.thinking = ask(
+            questions.thinking, questions.system, model_args, train_env, out_dir, questions.thinking_max_new_tokens,
+            ["--enable_thinking", "true"], name="-thinking", trust_remote_code=trust_remote_code,
+        )  # fmt: skip
+        if probed.thinking is None:
+            return returncode, None
+    return 0, probed
+
+
+def train_probe_request(questions: Questions, run_dir: Path) -> Path:
     """What swift/train_probe.py asks inside training (its answers go to in_training_answers.json); stale answers removed."""
     request, result = run_dir / "in_training_probe.json", run_dir / "in_training_answers.json"
     for stale in (result, result.with_name(result.name + ".error"), result.with_name(result.name + ".tmp")):
         stale.unlink(missing_ok=True)
-    data = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
-    write_json(request, data)
+    write_json(request, questions.request(result))
     return request
 
 
-def in_training_answers(request: Path, checkpoint: str) -> Probed | None:
+def in_training_answers(request: Path, questions: Questions, checkpoint: str) -> Probed | None:
     """The answers training's own process gave at its end, if it gave them for the model the checkpoint holds."""
-    asked = json.loads(request.read_text(encoding="utf-8"))
-    result = Path(asked["result"])
+    result = Path(json.loads(request.read_text(encoding="utf-8"))["result"])
     if not result.is_file():
         return None
     data = json.loads(result.read_text(encoding="utf-8"))
     if not checkpoint.rstrip("/").endswith(f"checkpoint-{data['step']}"):
         return None  # the last checkpoint is not the model that answered
-    questions = asked["questions"]
-    after, before = dict(zip(questions, data["after"], strict=True)), dict(zip(questions, data["before"], strict=True))
-    return Probed(after, before, data["seconds"])
+    return Probed.read(data, questions, "in training")
 
 
 def probe(
-    questions: list[str], system: str, checkpoint: str, train_env: dict[str, str], out_dir: Path, max_new_tokens: int,
-    preloaded: PreloadedInfer | None, in_training: Path | None = None, trust_remote_code: bool = False,
+    questions: Questions, checkpoint: str, train_env: dict[str, str], out_dir: Path, preloaded: PreloadedInfer | None,
+    in_training: Path | None = None, trust_remote_code: bool = False,
 ) -> tuple[int, Probed | None]:  # fmt: skip
     """Greedy answers with the adapter on and off in one model load: training's own where it gave them (in_training,
     its request), else the worker's; where the worker fails, `swift infer`'s (after only)."""
-    answered = in_training_answers(in_training, checkpoint) if in_training and in_training.is_file() else None
+    answered = in_training_answers(in_training, questions, checkpoint) if in_training and in_training.is_file() else None
     if answered is not None:
-        answered.where = "in training"
         return 0, answered
     result = out_dir / "before_after.json"
     if preloaded is not None:
-        args = probe_args(checkpoint, max_new_tokens)
-        request = {"questions": questions, "system": system, "max_new_tokens": max_new_tokens, "result": str(result)}
-        (out_dir / "probe.json").write_text(json.dumps({"args": args, **request}, indent=2, ensure_ascii=False) + "\n")
+        args = probe_args(checkpoint)
+        request = questions.request(result)
+        write_json(out_dir / "probe.json", {"args": args, **request})
         if preloaded.run(args, out_dir / "probe.log", request) == 0 and result.is_file():
-            data = json.loads(result.read_text(encoding="utf-8"))
-            return 0, Probed(
-                dict(zip(questions, data["after"], strict=True)),
-                dict(zip(questions, data["before"], strict=True)),
-                data["seconds"],
-            )
-    returncode, responses = ask(questions, system, checkpoint, train_env, out_dir, max_new_tokens,
-                                trust_remote_code=trust_remote_code)  # fmt: skip
-    return returncode, None if responses is None else Probed(responses, where="swift infer")
+            return 0, Probed.read(json.loads(result.read_text(encoding="utf-8")), questions)
+    mode = thinking_mode_of(checkpoint_template(checkpoint))
+    return ask_both_modes(questions, option("--adapters", checkpoint), mode, train_env, out_dir, trust_remote_code)
 
 
 def distill(

@@ -5,8 +5,8 @@ Then it reads one request from stdin and sends its output to the request's log. 
 - {"args": [...], "log": PATH}: runs swift's own infer script, the one `swift infer` starts, with those arguments.
 - {"probe": {...}, "args": [...], "log": PATH}: loads the model the way `swift infer` does (its SwiftInfer
   pipeline: base model, template and quantization from the adapter's args.json), then answers the questions
-  greedily twice in that one load, adapter on and adapter off (peft's disable_adapter), and writes
-  {"after": [...], "before": [...], "seconds": {...}} to the probe's result path.
+  greedily in that one load as training's own probe does (train_probe.answer_probes: adapter on and off, and a
+  hybrid model's thinking questions with thinking on), and writes its answers to the probe's result path.
 """
 
 from __future__ import annotations
@@ -45,27 +45,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def probe(args: list[str], questions: list[str], system: str, max_new_tokens: int, result: str) -> None:
-    from swift.infer_engine import InferRequest, RequestConfig
+def probe(args: list[str], result: str, **request) -> None:
     from swift.pipelines.infer.infer import SwiftInfer
+
+    from qwen_tune.swift.train_probe import answer_probes  # the same passes as inside training
 
     start = time.monotonic()
     engine = SwiftInfer(args).infer_engine
     loaded = time.monotonic()
-    config = RequestConfig(max_tokens=max_new_tokens, temperature=0)
-    requests = [InferRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": q}]) for q in questions]
-
-    def answers() -> list[str]:
-        return [r.choices[0].message.content for r in engine.infer(requests, config, use_tqdm=False)]
-
-    after = answers()
-    tuned = time.monotonic()
-    with engine.model.disable_adapter():
-        before = answers()
-    done = time.monotonic()
-    seconds = {"load": round(loaded - start, 2), "after": round(tuned - loaded, 2), "before": round(done - tuned, 2)}
+    answers = answer_probes(engine, engine.model, request)
+    answers["seconds"]["load"] = round(loaded - start, 2)
     with open(result + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"after": after, "before": before, "seconds": seconds}, f, ensure_ascii=False)
+        json.dump(answers, f, ensure_ascii=False)
     os.replace(result + ".tmp", result)
 
 
