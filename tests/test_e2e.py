@@ -366,7 +366,7 @@ def test_export_merges_checks_and_never_overwrites(finished_run):
     from swift import get_processor, get_template
     from transformers import AutoTokenizer
 
-    system = json.loads((run_dir / "run.json").read_text())["system"]
+    system = json.loads((run_dir / "run.json").read_text())["plan"]["recipe"]["system"]
     question = [{"role": "user", "content": "你是谁?"}]
     plain = AutoTokenizer.from_pretrained(merged).apply_chat_template(question, tokenize=False, add_generation_prompt=True)
     processor = get_processor(str(merged), model_type="qwen2")
