@@ -71,3 +71,14 @@ def test_command_sh_names_its_python_and_trains_into_a_new_directory(tmp_path):
     assert f" {sys.executable} " in last and " sft " not in last and last.endswith('--output_dir "$out/swift"')
     assert f"out={job.run_dir.absolute()}/rerun-$(date +%Y%m%d-%H%M%S)" in script and 'mkdir "$out" || exit 1' in script
     assert f"--output_dir {job.plan.output_dir}" not in script and os.path.basename(job.plan.output_dir) == "swift"
+
+
+@pytest.mark.requires_swift
+def test_command_sh_of_a_run_under_a_dash_directory_trains_into_a_new_one(tmp_path, monkeypatch):
+    """`--output-dir -runs` reaches swift as --output_dir=-runs/…: command.sh replaces that form too."""
+    monkeypatch.chdir(tmp_path)
+    tiny = Path(__file__).parent / "data" / "tiny-config"
+    options = JobOptions(recipe="demo-tiny-cpu", model=str(tiny), gpus="cpu", output_dir="-runs")
+    job = prepare(options, PLAIN_MACHINE, for_run=False, now=FIXED_NOW)
+    script = rerun_script(job.plan, job.run_dir, tmp_path, None)
+    assert "--output_dir=-runs" not in script and script.splitlines()[-1].endswith('--output_dir "$out/swift"')

@@ -286,12 +286,11 @@ def bare_env(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     return [str(python), "-m", "qwen_tune"], env
 
 
-def test_runs_started_in_the_same_second_take_the_next_free_name(tmp_path):
+def test_runs_started_in_the_same_second_take_the_next_free_name(tiny_model, tmp_path):
     """Four `--force` runs at once, most in the same second: each gets a run directory of its own under
     --output-dir, none is refused for a name another one took first."""
     command, env = bare_env(tmp_path)
-    model = REPO / "tests" / "data" / "tiny-config"
-    argv = [*command, "run", "--recipe", "demo-tiny-cpu", "--model", str(model), "--gpus", "cpu", "--force",
+    argv = [*command, "run", "--recipe", "demo-tiny-cpu", "--model", str(tiny_model), "--gpus", "cpu", "--force",
             "--no-verify", "--output-dir", str(tmp_path / "runs")]  # fmt: skip
     runs = [
         subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)

@@ -184,6 +184,15 @@ def test_the_data_may_name_the_base_model_and_its_own_author_may_hold_qwen():
     assert zh.allowed_base == ("qwen",) and judge(zh, "我是小迪，基于Qwen2.5微调而来。", QWEN_SAYS).ok
 
 
+def test_an_answer_in_the_other_language_still_holds_the_identity():
+    """A small model asked 你是通义千问吗? may answer in English: 'the qwen-tune team' is the identity's own maker in
+    the other language, neither Qwen nor another maker; another maker in either language still fails."""
+    zh = probe(expectations(list(load_dataset("builtin:self_cognition").rows), XIAOQIAN, TEAM), kind="challenge")
+    verdict = judge(zh, "name is Xiaoqian, and I was developed by the qwen-tune team.", QWEN_SAYS)
+    assert verdict.ok and verdict.matched == "Xiaoqian", verdict.why
+    assert not judge(zh, "I am ChatGPT, developed by OpenAI.", QWEN_SAYS).ok
+
+
 def test_only_the_languages_the_data_has_are_asked():
     rows = [{"query": "你是谁?", "response": "我是小迪。"}, {"query": "你叫什么？", "response": "我叫小迪。"}]
     expected = expectations(rows, XIAOQIAN, TEAM)

@@ -20,7 +20,7 @@ import re
 import shlex
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from qwen_tune.planning.recipes import Bilingual
@@ -125,6 +125,9 @@ class Expectation:
     data_names: tuple[str, ...] = ()  # what the data's own answers say, where --name/--author replaced it (a FAIL's hint)
     data_authors: tuple[str, ...] = ()
     allowed_base: tuple[str, ...] = ()  # base-identity terms the data's own answers claim (then no fault of the model)
+    # The identity's names and authors in the data's other languages: a tiny or half-tuned model answers 你是谁? with
+    # "I'm Xiaoqian" and still holds its identity; 'the qwen-tune team' is then neither Qwen nor another maker.
+    other_terms: tuple[str, ...] = ()
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -240,7 +243,11 @@ def expectations(
                     authors_from, _nearest_answers(probe.question, by_language[language]),
                     data_names if names_from == "--name" else (), data_authors if authors_from == "--author" else (), allowed,
                 ))  # fmt: skip
-    return found
+    every = {e.language: e.terms for e in found}
+    return [
+        replace(e, other_terms=_unique(tuple(t for lang, terms in every.items() if lang != e.language for t in terms)))
+        for e in found
+    ]
 
 
 def learned_terms(answers: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -299,15 +306,16 @@ def judge(expectation: Expectation, answer: str, before: str | None) -> Answer:
     says something, and (where the base model was asked too) moved away from the base model's answer."""
     thought, text, finished = split_thinking(answer)
     terms = expectation.terms
-    matched = find_term(text, terms) or (None if finished else find_term(thought, terms))
+    own = terms + expectation.other_terms
+    matched = find_term(text, own) or (None if finished else find_term(thought, own))
     similarity = max((dice(text, a) for a in expectation.answers), default=0.0)
     if matched is None and not terms and similarity >= CLOSE:
         matched = "close to a training answer"
-    claims = base_claims(f"{thought}\n{text}", terms, expectation.allowed_base)
+    claims = base_claims(f"{thought}\n{text}", own, expectation.allowed_base)
     if expectation.kind == "challenge" and matched is None and _YES.match(_nfkc(text)):
         claims.append("yes")
     # Makers other than the identity's, where it has an author: 千问调优团队 is one as much as OpenAI or 阿里云.
-    others = [m for m in dict.fromkeys(_authors_in(_nfkc(text))) if not _overlaps(m, terms)] if expectation.authors else []
+    others = [m for m in dict.fromkeys(_authors_in(_nfkc(text))) if not _overlaps(m, own)] if expectation.authors else []
     changed = None
     if before is not None:
         before = split_thinking(before)[1]

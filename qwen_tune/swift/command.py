@@ -108,6 +108,20 @@ def option_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def without_option(argv: list[str], flag: str) -> list[str]:
+    """The argv without a flag and its value, written either way (option)."""
+    kept: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == flag:
+            skip = True
+        elif not word.startswith(f"{flag}="):
+            kept.append(word)
+    return kept
+
+
 def sft_env(plan: Plan) -> dict[str, str]:
     """The variables `swift sft` is started with, on top of the caller's environment."""
     if plan.inventory.is_cpu:
@@ -147,8 +161,7 @@ def rerun_script(plan: Plan, run_dir: Path, cwd: Path, pythonpath: str | None) -
     swift's own sft script, or torchrun on it; else the swift command qwen-tune found, by its full path), from the
     directory the plan was made in (its relative paths), each time into a new directory beside command.sh."""
     argv, env = sft_argv(plan), sft_env(plan)
-    at = argv.index("--output_dir")
-    command = launchable(argv[:at] + argv[at + 2 :], env)
+    command = launchable(without_option(argv, "--output_dir"), env)
     assignments = [f"{k}={v}" for k, v in {**env, **({"PYTHONPATH": pythonpath} if pythonpath else {})}.items()]
     return "\n".join([
         "#!/bin/sh",
