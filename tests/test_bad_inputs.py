@@ -64,13 +64,14 @@ def test_readme_lists_every_exit_code():
 
 def test_readme_table_is_what_the_cases_print(outcomes):
     rendered = error_table.render(CASES, outcomes)
-    assert error_table.table_in(README()) == rendered, "README.md is stale: run python tools/error_table.py --write"
+    assert error_table.SECTION.read(README()) == rendered, "README.md is stale: run python tools/error_table.py --write"
 
 
 def test_table_goes_between_the_markers():
-    readme = f"# x\n\n{error_table.START}\nold\n{error_table.END}\n\nrest\n"
-    assert error_table.with_table(readme, "| new |\n") == f"# x\n\n{error_table.START}\n| new |\n{error_table.END}\n\nrest\n"
-    assert error_table.table_in(error_table.with_table(readme, "| new |\n")) == "| new |\n"
+    section = error_table.SECTION
+    readme = f"# x\n\n{section.start}\nold\n{section.end}\n\nrest\n"
+    assert section.replaced(readme, "| new |\n") == f"# x\n\n{section.start}\n| new |\n{section.end}\n\nrest\n"
+    assert section.read(section.replaced(readme, "| new |\n")) == "| new |\n"
 
 
 def README() -> str:

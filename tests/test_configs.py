@@ -193,8 +193,8 @@ def test_readme_recipe_template_is_current_and_loads(tmp_path):
     from conftest import load_script
 
     template = load_script("recipe_template")
-    readme = template.README.read_text(encoding="utf-8")
-    assert template.block_in(readme) == template.render(), "README.md is stale: run python tools/recipe_template.py --write"
+    readme = load_script("readme_section").README.read_text(encoding="utf-8")
+    assert template.SECTION.read(readme) == template.render(), "README.md is stale: run python tools/recipe_template.py --write"
     path = tmp_path / "my-recipe.yaml"
     path.write_text(template.template_yaml(template.render()), encoding="utf-8")
     recipe = load_recipe(str(path))

@@ -16,12 +16,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
-START, END = "<!-- error-table:start -->", "<!-- error-table:end -->"
-
 sys.path[:0] = [str(REPO), str(REPO / "tools")]
 
 from bad_inputs import CASES, Case, Outcome, run_case  # noqa: E402
+from readme_section import Section  # noqa: E402
+
+SECTION = Section("error-table", "error_table")
 
 
 def run_all(cases: tuple[Case, ...] = CASES) -> list[Outcome]:
@@ -46,19 +46,6 @@ def _code(text: str) -> str:
     return "`` " + text.replace("|", "\\|") + " ``"
 
 
-def table_in(readme: str) -> str:
-    """The table between the markers, as render() gives it."""
-    if START not in readme or END not in readme:
-        raise SystemExit(f"error_table: {README} has no {START} ... {END} section")
-    return readme.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
-
-
-def with_table(readme: str, table: str) -> str:
-    table_in(readme)  # the markers are there
-    head, rest = readme.split(START, 1)
-    return f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="rewrite README.md's table instead of printing it")
@@ -67,11 +54,7 @@ def main() -> int:
     if not args.write:
         print(table, end="")
         return 0
-    readme = README.read_text(encoding="utf-8")
-    updated = with_table(readme, table)
-    if updated != readme:
-        README.write_text(updated, encoding="utf-8")
-    print(f"error_table: {README.name} {'updated' if updated != readme else 'already up to date'}", file=sys.stderr)
+    SECTION.write(table)
     return 0
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
-START, END = "<!-- recipe-template:start -->", "<!-- recipe-template:end -->"
+sys.path[:0] = [str(REPO), str(REPO / "tools")]
 
-sys.path.insert(0, str(REPO))
+from readme_section import Section  # noqa: E402
 
 from qwen_tune.planning.config import documented_fields, expects  # noqa: E402
 from qwen_tune.planning.recipes import FLAGS, RecipeFile  # noqa: E402
+
+SECTION = Section("recipe-template", "recipe_template")
 
 WIDTH = 116
 
@@ -77,18 +78,6 @@ def template_yaml(block: str) -> str:
     return block.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
-def block_in(readme: str) -> str:
-    if START not in readme or END not in readme:
-        raise SystemExit(f"recipe_template: {README} has no {START} ... {END} section")
-    return readme.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
-
-
-def with_block(readme: str, block: str) -> str:
-    block_in(readme)  # the markers are there
-    head, rest = readme.split(START, 1)
-    return f"{head}{START}\n{block}{END}{rest.split(END, 1)[1]}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="rewrite README.md's template instead of printing it")
@@ -97,11 +86,7 @@ def main() -> int:
     if not args.write:
         print(block, end="")
         return 0
-    readme = README.read_text(encoding="utf-8")
-    updated = with_block(readme, block)
-    if updated != readme:
-        README.write_text(updated, encoding="utf-8")
-    print(f"recipe_template: {README.name} {'updated' if updated != readme else 'already up to date'}", file=sys.stderr)
+    SECTION.write(block)
     return 0
 
 
