@@ -240,6 +240,10 @@ def plan(as_json: bool, slurm: bool, **flags) -> None:
         ignored = ignored_flags(options, as_json=as_json)
         if ignored:
             raise UsageError(f"--slurm prints a script, and SLURM gives each node its rank and master: drop {', '.join(ignored)}")
+        if options.gpus is None:  # a login node has other cards, or none: the job is sized for the nodes it runs on
+            raise UsageError(
+                "--slurm sizes the job for the cluster's nodes, not this machine: pass --gpus with one node's cards, e.g. --gpus 8xh100"
+            )
         # Every node plans for itself at run time; plan here as rank 0 to size the job.
         options = replace(options, master_addr="MASTER")
     job = prepare(options, probe_machine(os.environ), for_run=False)
@@ -381,7 +385,7 @@ def serve(run_dir: Path, host: str, port: int, api_key: str | None, trust_remote
     """Serve a run's tuned model over an OpenAI-compatible HTTP API (swift deploy), until Ctrl-C."""
     from qwen_tune.running.talk import serve as serve_model
 
-    sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr, api_key=api_key or None, trust_remote_code=trust_remote_code))
+    sys.exit(serve_model(run_dir, host, port, on_notice=_to_stderr, api_key=api_key, trust_remote_code=trust_remote_code))
 
 
 def error_line(error: UserError) -> str:
@@ -416,6 +420,9 @@ def main() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         _say("qwen-tune: aborted")
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `qwen-tune` alone, or a group without its command: the help
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.ClickException as exc:  # a bad flag: click's own message, on one line like ours
         context = getattr(exc, "ctx", None)
         hint = f"; see `{context.command_path} --help`" if context is not None else ""

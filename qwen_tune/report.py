@@ -130,7 +130,7 @@ def rows_text(data: DataSummary) -> str:
     """How many rows train: the data's, and the general rows mixed in; at most, where the base model's answers are to come."""
     general = data.general_rows + data.general_answers
     if not general:
-        return f"{data.n_rows} rows"
+        return f"{data.n_rows} row{'' if data.n_rows == 1 else 's'}"
     if data.general_answers:
         return (
             f"{data.n_rows} rows at most: {data.n_rows - general} of the data and {general} general rows the base model answers "

@@ -156,3 +156,8 @@ def test_a_run_is_named_after_the_model_that_runs():
     assert run_dir().endswith("-self-cognition-qwen2.5-7b")
     assert run_dir("--model", "qwen2.5-7b-instruct").endswith("-self-cognition-qwen2.5-7b")  # the recipe's own, any case
     assert run_dir("--model", "Qwen/Qwen3-8B").endswith("-self-cognition-qwen2.5-7b-qwen3-8b")
+
+
+def test_qwen_tune_alone_prints_its_help():
+    done = qwen_tune()
+    assert done.returncode == 0 and done.stdout.startswith("Usage: qwen-tune") and "plan" in done.stdout and not done.stderr

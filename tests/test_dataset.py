@@ -171,3 +171,23 @@ def test_cut_rows_shortens_only_the_last_answer(tmp_path):
     assert len(" ".join(row_texts(rows[1])).split()) == 20
     with pytest.raises(DatasetError, match="row 1: its question alone"):
         cut_rows("dataset d.jsonl", [pair_row("a " * 30, "b")], 20, words)
+
+
+def test_a_row_no_limit_fits_is_refused_without_tokenizing_all_of_it(tmp_path):
+    """A 20 MB row counts as more than any --max-length from its size alone (a token holds at most the vocabulary's
+    longest entry), and a 1 MiB one from its first MiB; the identity check reads only a row's start."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from qwen_tune.checking.identity import expectations
+    from qwen_tune.planning.dataset import PREFIX_CHARS, length_measure
+    from qwen_tune.planning.recipes import MAX_LENGTH_LIMIT
+
+    tokenizer = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1, "x" * 64: 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))  # its longest entry: 64 bytes
+    measure, how = length_measure("Be brief.", tmp_path / "tokenizer.json")
+    huge = {"messages": [{"role": "user", "content": "a" * (20 << 20)}, {"role": "assistant", "content": "b"}]}
+    prefix = {"messages": [{"role": "user", "content": "a " * PREFIX_CHARS}, {"role": "assistant", "content": "b"}]}
+    assert how == "tokenized" and measure(huge) == MAX_LENGTH_LIMIT + 1
+    assert MAX_LENGTH_LIMIT < measure(prefix) <= PREFIX_CHARS // 2 + 1  # its first MiB counted: 2 chars a token
+    assert expectations([huge] * 3, Bilingual("小千", "Xiaoqian"), Bilingual("团队", "team"))

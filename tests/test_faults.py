@@ -146,8 +146,8 @@ def test_a_killed_swift_a_second_writer_a_corrupt_checkpoint_and_a_moved_copy_st
     copy = tmp_path / "copy"
     shutil.copytree(moved, copy, symlinks=True)
     shutil.rmtree(moved)  # the original is gone: the copy uses its own checkpoint
-    exported = qwen_tune("export", copy, env=env)
-    assert exported.returncode == 0, exported.stderr[-3000:]
+    exported = qwen_tune("export", copy, env=env)  # 4 epochs need not teach a tiny model its name: PASS or FAIL (4)
+    assert exported.returncode in (0, 4) and "merged model's identity check" in exported.stdout, exported.stderr[-3000:]
     assert (copy / "merged" / "config.json").is_file() and not (tmp_path / "ran-sitecustomize").exists()
 
 
@@ -227,8 +227,9 @@ def test_a_full_disk_and_a_read_only_run_directory_each_end_in_one_line_and_the_
     assert code == 0, lines[-10:]
     assert json.loads((real / "final" / "result.json").read_text())["status"] == "done"
     every_json_parses(real / "final")
-    code, lines = phase(4)
-    assert code == 0, lines[-5:]
+    code, lines = phase(4)  # merged, and its identity asked (4 epochs need not teach a tiny model: FAIL is exit 4)
+    assert code in (0, 4) and "Traceback" not in "\n".join(lines), lines[-5:]
+    assert any("asking the merged model the identity probes" in line for line in lines), lines[-5:]
 
 
 MODELING = """import os, pathlib

@@ -218,7 +218,8 @@ def test_a_run_planned_before_names_and_authors_were_kept_still_loads():
     [("Spark", "Spark", "Spark"), ("zh=星火,en=Spark", "星火", "Spark"), ("en=Spark", "小千", "Spark"),
      ("Spark, Inc", "Spark, Inc", "Spark, Inc"), ("zh=星火,EN=Spark", "星火", "Spark"), ("ZH=星火;en=Spark", "星火", "Spark"),
      ("zh: 星火, en: Spark", "星火", "Spark"), ("zh=星火 en=Spark", "星火", "Spark"), ("zh＝星火，en＝Spark", "星火", "Spark"),
-     ("zh=CSDN 迪菲赫尔曼,en=CSDN Difei Heerman", "CSDN 迪菲赫尔曼", "CSDN Difei Heerman"), ("Re:Zero", "Re:Zero", "Re:Zero")],
+     ("zh=CSDN 迪菲赫尔曼,en=CSDN Difei Heerman", "CSDN 迪菲赫尔曼", "CSDN Difei Heerman"), ("Re:Zero", "Re:Zero", "Re:Zero"),
+     ("zh=星火;en=Spark;", "星火", "Spark"), ("zh=星火,en=Spark,", "星火", "Spark"), ("zh=星火；en=Spark；", "星火", "Spark")],
 )  # fmt: skip
 def test_names_per_language(text, zh, en):
     assert parse_bilingual(text, XIAOQIAN) == Bilingual(zh, en)
@@ -226,8 +227,23 @@ def test_names_per_language(text, zh, en):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("zh=,en=Spark", "gives no name"), ("zh=星火,zh=Spark", "zh is given twice"), ("fr=Étincelle", "'fr' is no language")],
-)
+    [("zh=,en=Spark", "gives no name"), ("zh=星火,zh=Spark", "zh is given twice"), ("fr=Étincelle", "'fr' is no language"),
+     (",,,", "no letter or digit"), (";", "no letter or digit"), ("{{NAME}}", "holds braces"), ("zh=a{{AUTHOR}},en=b", "holds braces"),
+     ("Spark\nrm", "line break")],
+)  # fmt: skip
 def test_names_that_cannot_be_meant_are_refused(text, message):
     with pytest.raises(ValueError, match=message):
         parse_bilingual(text, XIAOQIAN)
+
+
+def test_plan_warns_where_name_flags_train_nothing():
+    """Data with its names written out: --name Spark changes the check, not what is learned (the plan says so);
+    --name naming what the data says changes nothing and is not warned about."""
+    from qwen_tune.planning.jobs import flags_that_train_nothing
+
+    spark = expectations(blog_rows(), XIAOQIAN, TEAM, name_given=given_languages("Spark"))
+    warning = flags_that_train_nothing(spark)
+    assert warning and warning.startswith("--name only changes what the identity check accepts") and "小迪" in warning
+    same = expectations(blog_rows(), XIAOQIAN, TEAM, name_given=given_languages("zh=小迪,en=DiffusionBot"))
+    assert flags_that_train_nothing(same) is None
+    assert flags_that_train_nothing(expectations(list(load_dataset("builtin:self_cognition").rows), SPARK, POLARIS)) is None

@@ -141,11 +141,12 @@ def test_a_packed_run_trains_on_the_cpu(tmp_path):
     assert result["steps"] == plan_json["total_steps"]  # swift made as many packs as the plan said
     assert "Packing" in (run_dir / "swift.log").read_text(errors="replace")
     assert "tokens/s" in done.stdout
-    # After training nothing runs packed: export loads the adapter with sdpa, not the plugin's name from args.json.
+    # After training nothing runs packed: export loads the adapter with sdpa, not the plugin's name from args.json, and
+    # the merged model answers the probes (24 rows need not teach a tiny model its name: PASS, or FAIL's exit 4).
     merged = subprocess.run([sys.executable, "-m", "qwen_tune", "export", str(run_dir)], capture_output=True, text=True,
                             timeout=900, cwd=REPO)  # fmt: skip
-    assert merged.returncode == 0, merged.stderr[-3000:]
-    assert (run_dir / "merged" / "config.json").is_file()
+    assert merged.returncode in (0, 4), merged.stderr[-3000:]
+    assert (run_dir / "merged" / "config.json").is_file() and (run_dir / "merged-check" / "merged_check.json").is_file()
 
 
 def test_pack_count_is_swifts_own_packing():

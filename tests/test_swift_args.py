@@ -273,3 +273,12 @@ def test_the_cli_takes_an_output_dir_that_starts_with_a_dash(tmp_path):
     assert done.returncode == 0, done.stderr
     argv = json.loads(done.stdout)["argv"]
     assert any(word.startswith("--output_dir=-runs/") for word in argv) and parsed(argv[2:]).output_dir.startswith("-runs/")
+
+
+def test_a_recipes_module_names_reach_swift_as_its_list(tmp_path):
+    """`target_modules: q_proj, v_proj` is two names to swift (one word 'q_proj,v_proj' would match no module)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((REPO / "configs/recipes/demo-tiny-cpu.yaml").read_text().replace("all-linear", "q_proj, v_proj"))
+    argv = sft_argv(plan_for(recipe=str(recipe), model=str(REPO / "tests/data/tiny-config"), gpus="cpu"))
+    parsed, _ = strict_parser(sft_arguments()).parse_known_args(argv[2:])
+    assert parsed.target_modules == ["q_proj", "v_proj"]

@@ -147,7 +147,9 @@ CASES = (
     Case("`--name`, `--author`, `--dataset`, `--model`, `--recipe` ... is empty", 2, ("plan", "--gpus", "h100", "--name", "")),
     Case("`--name` or `--author` names a language other than zh/en", 2, ("plan", "--gpus", "h100", "--name", "fr=Étincelle")),
     Case("`--name` or `--author` names a language twice", 2, ("plan", "--gpus", "h100", "--author", "zh=北辰,ZH=北辰实验室")),
+    Case("`--name` or `--author` holds a placeholder, not a name", 2, ("plan", "--gpus", "h100", "--name", "{{NAME}}")),
     Case("`plan --slurm` with a flag it would drop", 2, ("plan", "--slurm", "--gpus", "h100", "--nnodes", "2", "--json")),
+    Case("`plan --slurm` without `--gpus` (a login node's cards are not the job's)", 2, ("plan", "--slurm", "--nnodes", "2")),
     Case(
         "`--learning-rate` (or `--epochs`, `--lora-rank` ...) out of range", 2, ("plan", "--gpus", "h100", "--learning-rate", "3")
     ),
@@ -181,7 +183,18 @@ CASES = (
         ("run", "--resume", "{tmp}/runs/20261123-120000-demo"),
         {"runs/20261123-120000-demo/run.json": "{}\n", "runs/20261123-120000-demo/result.json": '{"status": "do'},
     ),
+    Case(
+        "`export` of a checkpoint (or the runs folder), not its run directory",
+        2,
+        ("export", "{tmp}/runs/20261123-120000-demo/swift/checkpoint-10"),
+        {"runs/20261123-120000-demo/run.json": "{}\n", "runs/20261123-120000-demo/swift/checkpoint-10/adapter_config.json": "{}"},
+    ),
     Case("`serve` beyond loopback without `--api-key`", 2, ("serve", "{tmp}/runs/20261123-120000-demo", "--host", "0.0.0.0")),
+    Case(
+        "`serve` with a blank or short `--api-key`",
+        2,
+        ("serve", "{tmp}/runs/20261123-120000-demo", "--host", "0.0.0.0", "--api-key", " "),
+    ),
     Case(
         "the dataset is not valid JSON",
         10,
@@ -337,6 +350,24 @@ CASES = (
             "recipe.yaml": DEMO_RECIPE.replace("epochs: 40", "epoch: 40")
             .replace("rank: 64", "rank: 0")
             .replace("system:", "sytem:"),
+        },
+    ),
+    Case(
+        "the recipe's `target_modules` is no module name",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {
+            **MODEL,
+            "recipe.yaml": DEMO_RECIPE.replace("target_modules: all-linear", "target_modules: --custom_register_path=x.py"),
+        },
+    ),
+    Case(
+        "the recipe's system prompt holds a placeholder",
+        12,
+        run_tiny(recipe="{tmp}/recipe.yaml"),
+        {
+            **MODEL,
+            "recipe.yaml": DEMO_RECIPE.replace("system: You are a helpful assistant.", "system: '{{NAME}}, by {{AUTHOR}}'"),
         },
     ),
     Case(

@@ -443,8 +443,33 @@ def length_measure(system: str, tokenizer_file: Path | None) -> tuple[Callable[[
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # the tokenizers library raises its own kinds for a broken file
             raise ModelError(f"cannot read the model's tokenizer {tokenizer_file}: {str(exc)[:200]}") from None
-        return lambda row: len(tokenizer.encode(chat_text(row, system), add_special_tokens=False).ids), "tokenized"
+        return _bounded_count(tokenizer, system), "tokenized"
     return lambda row: estimate_tokens(chat_text(row, system)), "estimated"
+
+
+# A row this many characters long is counted from its start first: past MAX_LENGTH_LIMIT tokens no limit fits it,
+# and tokenizing a 200 MB row whole took minutes (about 3 s a MiB) before its refusal.
+PREFIX_CHARS = 1 << 20
+
+
+def _bounded_count(tokenizer, system: str) -> Callable[[dict], int]:
+    """A row's tokens, or, for a row no --max-length can fit, a count above MAX_LENGTH_LIMIT reached without
+    tokenizing all of it: a token holds at most the vocabulary's longest entry in bytes (byte-level BPE)."""
+    longest_token = max((len(t) for t in tokenizer.get_vocab()), default=1)
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def tokens(row: dict) -> int:
+        text = chat_text(row, system)
+        if len(text) > PREFIX_CHARS:
+            if len(text.encode("utf-8")) > MAX_LENGTH_LIMIT * longest_token:
+                return MAX_LENGTH_LIMIT + 1
+            if (head := count(text[:PREFIX_CHARS])) > MAX_LENGTH_LIMIT:
+                return head
+        return count(text)
+
+    return tokens
 
 
 def cut_rows(source: str, rows: list[dict], max_length: int, measure: Callable[[dict], int]) -> tuple[list[dict], list[int]]:
@@ -504,9 +529,11 @@ def check_lengths(source: str, lengths: list[int], max_length: int, how: str) ->
         return
     rows = ", ".join(map(str, over[:10])) + (f" and {len(over) - 10} more" if len(over) > 10 else "")
     counted = "tokens" if how == "tokenized" else "tokens, estimated without the model's tokenizer"
+    longest = max(lengths)
+    has = f"more than {MAX_LENGTH_LIMIT}" if longest > MAX_LENGTH_LIMIT else str(longest)  # counted no further
     raise DatasetError(
         f"{source}: swift would skip rows longer than max_length {max_length}: "
-        f"row{'s' if len(over) > 1 else ''} {rows} of {len(lengths)} (the longest has {max(lengths)} {counted}); "
+        f"row{'s' if len(over) > 1 else ''} {rows} of {len(lengths)} (the longest has {has} {counted}); "
         f"{_raise_to(max(lengths))}--cut-long-rows to shorten their answers, or shorten them yourself"
     )
 

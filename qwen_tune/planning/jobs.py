@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from qwen_tune.checking.identity import expectations, given_languages, parse_bilingual
+from qwen_tune.checking.identity import Expectation, expectations, find_term, given_languages, parse_bilingual
 from qwen_tune.errors import DatasetError, GpuSelectionError, ModelError, UsageError
 from qwen_tune.machine.cards import find_card, parse_gpu_spec
 from qwen_tune.machine.gpus import Inventory, cpu_inventory, parse_indices, read_inventory
@@ -254,7 +254,25 @@ def prepare(options: JobOptions, machine: MachineFacts, *, for_run: bool, now: d
         plan = replace(plan, hub=options.hub)
     if code:
         plan = replace(plan, warnings=(*plan.warnings, f"--trust-remote-code: this model's own code runs ({', '.join(code)})"))
+    if untrained := flags_that_train_nothing(expected):
+        plan = replace(plan, warnings=(*plan.warnings, untrained))
     return Job(plan=plan, rows=rows, run_dir=run_dir, expectations=tuple(expected), general_prompts=tuple(prompts))
+
+
+def flags_that_train_nothing(expected: list[Expectation]) -> str | None:
+    """--name/--author on data that writes its names out (no {{NAME}}/{{AUTHOR}} to fill): they change only what the
+    check accepts; the model still learns the data's own names, and the check may pass on the other term alone."""
+    replaced = [(flag, data) for e in expected for flag, given, data in (("--name", e.names, e.data_names),
+                ("--author", e.authors, e.data_authors)) if data and not find_term(" ".join(data), given)]  # fmt: skip
+    if not replaced:
+        return None
+    flags = " and ".join(dict.fromkeys(flag for flag, _ in replaced))
+    taught = " / ".join(dict.fromkeys(terms[0] for _, terms in replaced))
+    return (
+        f"{flags} only {'change' if ' and ' in flags else 'changes'} what the identity check accepts: the data writes its names out (no {{{{NAME}}}} or "
+        f"{{{{AUTHOR}}}} to fill), so the model learns {taught}; to teach another name write {{{{NAME}}}} in the "
+        f"data, or drop {flags}"
+    )
 
 
 def _same_model(given: str, recipes: str) -> bool:

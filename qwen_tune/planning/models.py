@@ -188,9 +188,10 @@ class ModelShape:
         it to module names that peft 0.20 rewrites, on transformers 5, into target_parameters on the fused routed
         experts (gate_up_proj, down_proj), which refuse lora_dropout (a ValueError) and would adapt all 512 experts of
         every layer (docs/models.md). Its attention, Gated DeltaNet and shared-expert gate are named instead."""
-        if requested == "all-linear" and self.family == "qwen3_next":
+        names = [name.strip() for name in requested.split(",") if name.strip()]  # q_proj,v_proj: swift takes a list
+        if names == ["all-linear"] and self.family == "qwen3_next":
             return list(QWEN3_NEXT_LORA_TARGETS)
-        return [requested]
+        return names
 
 
 # Gated DeltaNet beside full attention, a vision tower beside the text model (qwen3_5, qwen3_5_moe); qwen3_next, and the

@@ -7,11 +7,13 @@ planner works with: the file's values, flat, after the flags.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from qwen_tune.errors import ConfigError, UsageError
 from qwen_tune.planning.config import Integer, Number, Section, Text, configs_dir, field_ref, find_config, load_yaml, parse
@@ -26,9 +28,40 @@ BUILTIN_PREFIX = "builtin:"
 # The file -----------------------------------------------------------------------------------------------------
 
 
+def identity_text(value: str) -> str:
+    """A name or an author as it will be trained: trailing separators dropped ('zh=a;en=b;' names b, not 'b;'); a
+    ValueError, one line, for one with no letter or digit, a line break, or braces (a placeholder such as {{NAME}}
+    is what it fills, not a name)."""
+    given, value = value, value.strip().rstrip(",;，；").strip()
+    if not any(c.isalnum() for c in value):
+        raise ValueError(f"{given!r} is no name: it has no letter or digit")
+    if "{" in value or "}" in value:
+        raise ValueError(f"{value!r} holds braces: give the name itself ({{{{NAME}}}} in the data is what it fills)")
+    if any(unicodedata.category(c)[0] == "C" for c in value):
+        raise ValueError(f"{value!r} holds a line break or another control character")
+    return value
+
+
+IdentityText = Annotated[str, AfterValidator(identity_text)]
+_PLACEHOLDER = re.compile(r"\{\{\s*\w+\s*\}\}")
+
+
+def no_placeholder(value: str) -> str:
+    """The system prompt is trained as written, in both languages: a {{NAME}} there would be learned as braces."""
+    if _PLACEHOLDER.search(value) or not value.strip():
+        raise ValueError("holds a placeholder")
+    return value
+
+
+SystemText = Annotated[str, AfterValidator(no_placeholder)]
+
+
+NAME_TEXT = {"expects": "a name: a letter or digit at least, no braces or line breaks"}
+
+
 class BilingualText(Section):
-    zh: Text = Field(description="Used in Chinese rows and probes.", examples=["星火"])
-    en: Text = Field(description="Used in every other row and probe.", examples=["Spark"])
+    zh: IdentityText = Field(description="Used in Chinese rows and probes.", json_schema_extra=NAME_TEXT, examples=["星火"])
+    en: IdentityText = Field(description="Used in every other row and probe.", json_schema_extra=NAME_TEXT, examples=["Spark"])
 
 
 def _both_languages(value: Any) -> Any:
@@ -80,14 +113,22 @@ class TrainingSection(Section):
     )
 
 
+def _joined(value: Any) -> Any:
+    """`target_modules: [q_proj, v_proj]`, a YAML list, is the same as `q_proj, v_proj`."""
+    return ", ".join(map(str, value)) if isinstance(value, list) and value else value
+
+
 class LoraSection(Section):
     rank: Integer = Field(ge=1, le=1024, description="The adapter's rank r: its size, and how much it can learn.", examples=[8])
     alpha: Integer = Field(
         ge=1, le=4096, description="LoRA's alpha: the adapter's output is scaled by alpha / rank.", examples=[32]
     )
     dropout: Number = Field(ge=0, le=0.9, description="Dropout on the adapter's input while training.", examples=[0.05])
-    target_modules: Text = Field(
-        description="Which layers get an adapter: all-linear, or swift's module names (q_proj,v_proj).", examples=["all-linear"]
+    target_modules: Annotated[str, BeforeValidator(_joined)] = Field(
+        pattern=r"^\s*[A-Za-z_][\w.*-]*(\s*,\s*[A-Za-z_][\w.*-]*)*\s*$",
+        description="Which layers get an adapter: all-linear, or swift's module names (q_proj,v_proj).",
+        json_schema_extra={"expects": "all-linear, or module names separated by commas (or a YAML list)"},
+        examples=["all-linear"],
     )
 
 
@@ -114,8 +155,9 @@ class RecipeFile(Section):
         "builtin:self_cognition is qwen-tune's own.",
         examples=["my_identity.jsonl"],
     )
-    system: Text = Field(
+    system: SystemText = Field(
         description="The system prompt, in training and in every answer the tuned model gives here.",
+        json_schema_extra={"expects": "non-empty text with no placeholder ({{NAME}} is filled in the data only)"},
         examples=["You are a helpful assistant."],
     )
     identity: IdentitySection = Field(description="Who the tuned model says it is.")

@@ -17,6 +17,8 @@ import psutil
 from qwen_tune.errors import Interrupted
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# swift/launch.py ends swift when this process is gone, even by SIGKILL, which no handler here sees.
+PARENT_PID_ENV = "QWEN_TUNE_PARENT_PID"
 # After a stop is forwarded: how long swift may take to stop (a checkpoint being saved), then SIGKILL.
 GRACE_SECONDS = 120.0
 
@@ -43,8 +45,9 @@ class Child:
             self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
-    def start(self, argv: list[str], **popen) -> subprocess.Popen:
-        return self.adopt(subprocess.Popen(argv, start_new_session=True, **popen))
+    def start(self, argv: list[str], env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+        env = {**(os.environ if env is None else env), PARENT_PID_ENV: str(os.getpid())}
+        return self.adopt(subprocess.Popen(argv, start_new_session=True, env=env, **popen))
 
     def adopt(self, process: subprocess.Popen) -> subprocess.Popen:
         """A child already started in a session of its own (the preloaded worker): stops reach it from now on."""

@@ -26,7 +26,7 @@ from qwen_tune.running.children import run_to_end
 from qwen_tune.running.files import open_log, read_json, write_json, write_text
 from qwen_tune.running.rundir import RunRecord, recorded_env, require_run_dir, unused_path
 from qwen_tune.swift.checkpoints import is_complete, latest_checkpoint
-from qwen_tune.swift.command import export_argv, launchable, require_swift, single_process_env
+from qwen_tune.swift.command import export_argv, is_adapter, launchable, require_swift, single_process_env
 from qwen_tune.swift.infer import Probed
 
 # Marks a chat template qwen-tune gave a default system prompt, so that it is never given two.
@@ -113,6 +113,11 @@ def export_merged(run_dir: Path, on_notice: Callable[[str], None] = print, *, tr
     """`swift export --merge_lora` into RUN_DIR/merged, which must not exist yet; its template defaults to the training
     system prompt."""
     checkpoint = find_checkpoint(run_dir, on_notice)
+    if not is_adapter(str(checkpoint)):
+        raise UsageError(
+            f"{run_dir} trained every weight (full fine-tuning): {checkpoint} is already the whole model, with nothing "
+            "to merge; load that directory itself (README 'Using the tuned model elsewhere')"
+        )
     target = run_dir / "merged"
     if target.exists() or target.is_symlink():
         raise OutputError(f"{target} already exists; qwen-tune never overwrites it (move it away to export again)")

@@ -46,6 +46,15 @@ def require_run_dir(run_dir: Path) -> None:
     """A RUN_DIR argument that names nothing: say so, not that it lacks some file."""
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir} does not exist: give a run directory, e.g. one of runs/ (`ls runs`)")
+    if (run_dir / "run.json").is_file():
+        return
+    # A natural slip: the run's swift/ or a checkpoint inside it, or the runs/ folder that holds the runs.
+    owner = next((p for p in list(run_dir.resolve().parents)[:3] if (p / "run.json").is_file()), None)
+    if owner is not None:
+        raise UsageError(f"{run_dir} is inside the run directory {owner}: give that directory itself")
+    runs = sorted((p for p in run_dir.iterdir() if (p / "run.json").is_file()), key=lambda p: p.name)
+    if runs:
+        raise UsageError(f"{run_dir} holds run directories, not one run: give one of them, e.g. the newest, {runs[-1]}")
 
 
 def located(plan: Plan, run_dir: Path) -> Plan:

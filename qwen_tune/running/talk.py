@@ -63,8 +63,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_API_KEY = 12
+
+
 def check_exposure(host: str, api_key: str | None) -> str | None:
     """Beyond loopback, a server must have an API key: refused without one; with one, the warning to print."""
+    if api_key is not None and (len(api_key) < MIN_API_KEY or any(c.isspace() for c in api_key)):
+        raise UsageError(
+            f"--api-key must be at least {MIN_API_KEY} characters with no spaces (a blank key can never be sent, a short "
+            "one can be guessed); for example: --api-key $(openssl rand -hex 16)"
+        )
     if is_loopback(host):
         return None
     where = f"--host {host!r}" if host else "--host '' (every interface)"

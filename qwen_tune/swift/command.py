@@ -264,22 +264,33 @@ def distill_argv(sft: list[str], questions: Path, answers: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def is_adapter(checkpoint: str) -> bool:
+    """A LoRA checkpoint (an adapter on the base model), not full fine-tuning's whole model."""
+    return (Path(checkpoint) / "adapter_config.json").is_file()
+
+
+def tuned_model(checkpoint: str) -> list[str]:
+    """How swift loads the tuned model: the adapter on its base model, or full fine-tuning's checkpoint as the model
+    (swift then reads its args.json as it does an adapter's)."""
+    return option("--adapters" if is_adapter(checkpoint) else "--model", checkpoint)
+
+
 def probe_args(checkpoint: str) -> list[str]:
-    """swift infer's arguments for loading the tuned model once (swift/infer_worker.py's probe asks it greedily)."""
+    """swift infer's arguments for loading the tuned adapter once (swift/infer_worker.py's probe asks it greedily)."""
     return [*option("--adapters", checkpoint), "--temperature", "0", *AFTER_TRAINING_ATTENTION]
 
 
 def chat_argv(checkpoint: str, max_new_tokens: int) -> list[str]:
-    """swift's interactive chat with the tuned adapter: reads stdin, streams each answer (system prompt from args.json)."""
-    return ["swift", "infer", *option("--adapters", checkpoint), "--stream", "true", "--max_new_tokens", str(max_new_tokens),
+    """swift's interactive chat with the tuned model: reads stdin, streams each answer (system prompt from args.json)."""
+    return ["swift", "infer", *tuned_model(checkpoint), "--stream", "true", "--max_new_tokens", str(max_new_tokens),
             *AFTER_TRAINING_ATTENTION]  # fmt: skip
 
 
 def deploy_argv(checkpoint: str, host: str, port: int, name: str) -> list[str]:
-    """swift's OpenAI-compatible server (/v1/models, /v1/chat/completions) for the tuned adapter."""
+    """swift's OpenAI-compatible server (/v1/models, /v1/chat/completions) for the tuned model."""
     return [
         "swift", "deploy",
-        *option("--adapters", checkpoint),
+        *tuned_model(checkpoint),
         *option("--host", host),
         "--port", str(port),
         *option("--served_model_name", name),

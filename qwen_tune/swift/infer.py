@@ -23,10 +23,11 @@ from qwen_tune.swift.command import (
     LAUNCH_TRUST_FLAG,
     distill_argv,
     infer_argv,
+    is_adapter,
     launchable,
-    option,
     probe_args,
     single_process_env,
+    tuned_model,
 )
 
 ThinkingMode = Literal["hybrid", "always", "never"]
@@ -216,14 +217,14 @@ def probe(
     if answered is not None:
         return 0, answered
     result = out_dir / "before_after.json"
-    if preloaded is not None:
+    if preloaded is not None and is_adapter(checkpoint):  # it asks with the adapter on and off; a full model has none
         args = probe_args(checkpoint)
         request = questions.request(result)
         write_json(out_dir / "probe.json", {"args": args, **request})
         if preloaded.run(args, out_dir / "probe.log", request) == 0 and result.is_file():
             return 0, Probed.read(json.loads(result.read_text(encoding="utf-8")), questions)
     mode = thinking_mode_of(checkpoint_template(checkpoint))
-    return ask_both_modes(questions, option("--adapters", checkpoint), mode, train_env, out_dir, trust_remote_code)
+    return ask_both_modes(questions, tuned_model(checkpoint), mode, train_env, out_dir, trust_remote_code)
 
 
 def distill(

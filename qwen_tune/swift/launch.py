@@ -10,6 +10,8 @@ run it, with what qwen-tune must add before swift starts:
   is the second lock: transformers' loader of that code refuses here.
 - No plugin runs that a checkpoint's or a model's args.json names: swift imports the `external_plugins` recorded
   there where the command line names none, so a run directory from elsewhere would run its Python on export.
+- It ends with the qwen-tune that started it, even one killed by SIGKILL (no handler of qwen-tune's runs then): a
+  `swift deploy` left behind went on answering on its port, adopted by init; a `swift infer` waited on its stdin.
 - `swift deploy` (qwen-tune serve) takes its API key from QWEN_TUNE_API_KEY, not from its argv, where every user of
   the box could read it (`ps`); it refuses media in requests (qwen-tune serves text models: a path sent as an image
   would be read from the server's disk); on loopback it answers only to a Host header naming loopback (a web page
@@ -27,6 +29,22 @@ import sys
 TRUST_FLAG = "--trust-remote-code"
 API_KEY_ENV = "QWEN_TUNE_API_KEY"
 ALLOWED_HOSTS_ENV = "QWEN_TUNE_ALLOWED_HOSTS"  # comma-separated; unset: any Host (a server beyond loopback has a key)
+PARENT_PID_ENV = "QWEN_TUNE_PARENT_PID"  # the qwen-tune that started this process (running/children.py sets it)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """SIGTERM to this process when the qwen-tune that started it is gone (Linux's parent-death signal). Under
+    torchrun the parent is torchrun, which ends its workers itself."""
+    expected = os.environ.pop(PARENT_PID_ENV, "")
+    if not expected.isdigit() or not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" in os.environ:
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(expected):  # qwen-tune was gone before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def refuse_remote_code() -> None:
@@ -101,6 +119,7 @@ def guard_deploy(api_key: str, allowed_hosts: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    die_with_parent()
     trusted = bool(argv) and argv[0] == TRUST_FLAG
     script, *args = argv[1:] if trusted else argv
     sys.path[0] = os.path.dirname(script)  # as if the script had been started itself (not this file's folder)
