@@ -2,7 +2,7 @@ import pytest
 
 from qwen_tune.errors import GpuSelectionError, UsageError
 from qwen_tune.machine.cards import KNOWN_CARDS, find_card, parse_gpu_spec
-from qwen_tune.machine.gpus import GIB, Gpu, _visible_filter
+from qwen_tune.machine.gpus import GIB, Gpu, _visible_filter, parse_indices
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,21 @@ def test_cuda_visible_devices_filters_like_cuda():
         _visible_filter(gpus, "9")
     with pytest.raises(GpuSelectionError):
         _visible_filter(gpus, "")
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [("h100-80gb", "h100"), ("A100-80G", "a100-80gb"), ("a100 80GB", "a100-80gb"), ("rtx3090-24g", "rtx3090"),
+     ("4060", "rtx4060"), ("2080ti", "rtx2080ti"), ("H20-96GB", "h20")],
+)  # fmt: skip
+def test_cards_as_people_write_them(text, key):
+    assert find_card(text).key == key
+
+
+def test_a_size_the_card_does_not_come_in_is_no_card():
+    assert find_card("h100-40gb") is None
+
+
+def test_two_kinds_of_card_in_one_gpus_is_one_line():
+    with pytest.raises(UsageError, match="one kind of card"):
+        parse_indices("rtx4090,rtx3090")

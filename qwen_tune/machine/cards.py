@@ -34,11 +34,13 @@ KNOWN_CARDS: tuple[Card, ...] = (
     Card("rtx4070ti", "NVIDIA GeForce RTX 4070 Ti", 12282, (8, 9), 80.2),
     Card("rtx4070", "NVIDIA GeForce RTX 4070", 12282, (8, 9), 58.3),
     Card("rtx4060ti", "NVIDIA GeForce RTX 4060 Ti", 16380, (8, 9), 44.1),  # the 16 GB one; the 8 GB one trains little
+    Card("rtx4060", "NVIDIA GeForce RTX 4060", 8188, (8, 9)),
     Card("rtx3090ti", "NVIDIA GeForce RTX 3090 Ti", 24564, (8, 6), 80),
     Card("rtx3090", "NVIDIA GeForce RTX 3090", 24576, (8, 6), 71),
     Card("rtx3080ti", "NVIDIA GeForce RTX 3080 Ti", 12288, (8, 6), 68.2),
     Card("rtx3080", "NVIDIA GeForce RTX 3080", 10240, (8, 6), 59.5),
     Card("rtx3060", "NVIDIA GeForce RTX 3060", 12288, (8, 6), 25.4),
+    Card("rtx2080ti", "NVIDIA GeForce RTX 2080 Ti", 11264, (7, 5)),  # no bf16: fp16 plans
     Card("rtx6000ada", "NVIDIA RTX 6000 Ada Generation", 49140, (8, 9), 364.2),
     Card("a6000", "NVIDIA RTX A6000", 49140, (8, 6), 154.8),
     Card("a5000", "NVIDIA RTX A5000", 24564, (8, 6), 111.1),
@@ -81,6 +83,7 @@ ASSUMED_CC = (8, 0)
 
 _COUNT = re.compile(r"^(?:(\d+)\s*[x×*]\s*)?(.+)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*gi?b$")
+_SIZE = re.compile(r"(\d{1,3})gb?")
 
 
 def _normalize(text: str) -> str:
@@ -95,12 +98,17 @@ def peak_tflops(gpu_name: str) -> float | None:
 
 
 def find_card(text: str) -> Card | None:
+    """A card by any way people write it: 'RTX 4090', '4090', 'a100-80gb', 'A100-80G', 'h100-80gb'."""
     key = _normalize(text)
     key = "rtx" + key if re.fullmatch(r"\d{4}.*", key) else key
-    key = ALIASES.get(key, key)
-    for card in KNOWN_CARDS:
-        plain = card.key.replace("-", "")
-        if key == plain:
+    key = ALIASES.get(key, key).replace("-", "")
+    plain = {card.key.replace("-", ""): card for card in KNOWN_CARDS}
+    if key in plain:
+        return plain[key]
+    # A memory size after the name ('h10080gb', 'rtx309024g'): the card of that name, where it has that memory.
+    for name, card in plain.items():
+        size = _SIZE.fullmatch(key[len(name) :]) if key.startswith(name) else None
+        if size and abs(card.memory_mib / 1024 - int(size.group(1))) <= 0.1 * int(size.group(1)):
             return card
     return None
 

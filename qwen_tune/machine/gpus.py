@@ -71,6 +71,10 @@ def parse_indices(spec: str) -> tuple[int, ...]:
     if "" in items:
         raise UsageError(f"--gpus {spec!r}: an empty GPU index; give indices like 0,1 (`qwen-tune gpus` lists them)")
     bad = [item for item in items if not item.isdigit()]
+    if bad and len(items) > 1 and all(not item.isdigit() for item in items):
+        raise UsageError(
+            f"--gpus {spec!r}: a plan is for one kind of card, as many as the box has: 2xrtx3090, or GPU indices (0,1)"
+        )
     if bad:
         raise UsageError(f"--gpus {spec!r}: {bad[0]} is no GPU index; indices start at 0 (`qwen-tune gpus` lists them)")
     indices = tuple(int(item) for item in items)
