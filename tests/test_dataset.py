@@ -191,3 +191,15 @@ def test_a_row_no_limit_fits_is_refused_without_tokenizing_all_of_it(tmp_path):
     assert how == "tokenized" and measure(huge) == MAX_LENGTH_LIMIT + 1
     assert MAX_LENGTH_LIMIT < measure(prefix) <= PREFIX_CHARS // 2 + 1  # its first MiB counted: 2 chars a token
     assert expectations([huge] * 3, Bilingual("小千", "Xiaoqian"), Bilingual("团队", "team"))
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [('{"query": "a", "response": "b", "response": "c"}\n{"query": "d", "response": "e"}\n', "line 1"),
+     ('[{"query": "a", "query": "b", "response": "c"}]', "a row")],
+)  # fmt: skip
+def test_a_key_given_twice_in_a_row_is_refused(tmp_path, text, where):
+    path = tmp_path / "data.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DatasetError, match=f"{where} gives the key '(response|query)' twice"):
+        load_dataset(str(path))

@@ -171,17 +171,37 @@ def _not_found(spec: str, path: Path, hub_offline: bool, what: str) -> str:
     )
 
 
+class _KeyTwice(ValueError):
+    """A JSON object that gives a key twice: json keeps the last value without a word."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        seen: set[str] = set()
+        raise _KeyTwice(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return row
+
+
+def _key_twice(what: str, path: Path, where: str, key: str) -> DatasetError:
+    return DatasetError(f"{what} {path}: {where} gives the key {key!r} twice (JSON would keep the last silently); keep one")
+
+
 def _parse_rows(path: Path, text: str, what: str) -> list:
     """A JSON array (or one object) as a whole, else JSON Lines: one row a line, lines ending in \\n only
-    (U+2028 or U+0085 inside a string are text, not line ends)."""
+    (U+2028 or U+0085 inside a string are text, not line ends). A key given twice in a row is refused."""
+    whole = None
     try:
-        whole = json.loads(text)
+        whole = json.loads(text, object_pairs_hook=_unique_keys)
+    except _KeyTwice as exc:
+        if text.lstrip().startswith("["):
+            raise _key_twice(what, path, "a row", str(exc)) from None  # JSON Lines: the line is named below
     except (json.JSONDecodeError, RecursionError) as exc:
         if text.lstrip().startswith("["):
             if isinstance(exc, RecursionError):
                 raise DatasetError(f"{what} {path}: JSON nested too deep to read; rows are flat objects") from None
             raise DatasetError(f"{what} {path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    else:
+    if whole is not None:
         if isinstance(whole, list):
             return whole
         lists = [key for key, value in whole.items() if _holds_rows(value)] if isinstance(whole, dict) else []
@@ -196,7 +216,9 @@ def _parse_rows(path: Path, text: str, what: str) -> list:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(json.loads(line, object_pairs_hook=_unique_keys))
+        except _KeyTwice as exc:
+            raise _key_twice(what, path, f"line {line_number}", str(exc)) from None
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{what} {path}: line {line_number} is not valid JSON: {exc.msg}") from None
         except RecursionError:

@@ -203,7 +203,8 @@ def resume(
     require_trust(record.plan.model, trust_remote_code)
     require_swift()
     check_packages(record.plan)
-    with _exclusive(record.gpu_indices, str(run_dir), force, record.node_rank) as devices, writer_lock(run_dir) as writer:
+    # The run's own writer first: a run still training is that, whatever the device lock would say of it.
+    with writer_lock(run_dir) as writer, _exclusive(record.gpu_indices, str(run_dir), force, record.node_rank) as devices:
         held = Held([*(devices.locks if devices else []), *writer.locks])
         with own_writes(run_dir):
             checkpoint = latest_checkpoint(record.output_dir)
