@@ -401,20 +401,20 @@ def _refusal(job: SetupSearch, candidates: list[Profile], seq_len: int) -> str:
         nearest.append("the CPU demo's tiny model (`make demo`), or a GPU: see a card's plan with --gpus rtx4090")
     if not job.inventory.is_cpu and needed / (1 - MARGIN_FRACTION) <= LARGEST_CARD_BYTES:
         nearest.append(f"a GPU with at least {math.ceil(needed / (1 - MARGIN_FRACTION) / GIB)} GiB")
-    if not job.inventory.is_cpu and job.recipe.tuner == "full":
+    if not job.inventory.is_cpu:
         nearest += _more_gpus(job, seq_len)
     return f"{message}; would fit: {' or '.join(nearest)}" if nearest else message
 
 
 def _more_gpus(job: SetupSearch, seq_len: int) -> list[str]:
-    """For full fine-tuning: the fewest of these cards that ZeRO-3 (or zero3_offload) fits, and LoRA here if it fits."""
+    """The fewest of these cards that ZeRO-3 (or zero3_offload) fits; for full fine-tuning, LoRA here if it fits."""
     card, options = job.inventory.gpus[0].name, []
-    for n in (2, 4, 8, 16, 32, 64):
+    for n in (2, 4, 8, 16, 32, 64) if job.recipe.tuner == "full" else (2, 4, 8):  # LoRA: one node's cards at most
         if n <= job.n_devices:
             continue
         fitting = [
             z
-            for z in ("zero3", "zero3_offload")
+            for z in (("zero3", "zero3_offload") if job.recipe.tuner == "full" else ("zero3",))  # host memory: full only
             if estimate(job.train_setup(Setup(1, True, z), seq_len, n_gpus=n)).peak_bytes <= job.budget
         ]
         if fitting:
@@ -422,6 +422,8 @@ def _more_gpus(job: SetupSearch, seq_len: int) -> list[str]:
             pinned = f" and {math.ceil(host / GIB)} GiB of host memory" if host else ""
             options.append(f"{n}× {card} with {fitting[0]}{pinned}")
             break
+    if job.recipe.tuner != "full":
+        return options
     # QLoRA at micro-batch 1 with checkpointing is the leanest LoRA: name LoRA only if that fits.
     lora = replace(job, recipe=replace(job.recipe, tuner="lora"))
     if estimate(lora.train_setup(Setup(1, True), seq_len, "nf4")).peak_bytes <= job.budget:
