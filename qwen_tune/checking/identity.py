@@ -198,7 +198,7 @@ def given_languages(text: str) -> dict[Language, str]:
     values: dict[Language, str] = {}
     for part in _SPLIT.split(text.strip()):
         key_value = _PER_LANGUAGE.match(part)
-        key, value = key_value.group(1).lower(), part[key_value.end() :].strip().rstrip(",;，；").strip()
+        key, value = key_value.group(1).lower(), part[key_value.end() :].strip()
         if not value:
             raise ValueError(f"{part.strip()!r} gives no name; write zh=NAME,en=NAME")
         value = identity_text(value)
