@@ -88,7 +88,7 @@ def node_command(options: JobOptions, plan: Plan) -> str:
         elif option.name in PATHS:
             argv += [flag, _absolute(str(value), always=option.name == "output_dir")]
         else:
-            argv += [flag, str(value)]
+            argv += [flag, str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)]  # --epochs 3
     per_node = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in PER_NODE.items() if value)
     return f"exec {shlex.join(argv)} {per_node}"
 
