@@ -297,7 +297,11 @@ def test_serve_answers_over_loopback_http(finished_run):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    assert server.returncode == 0 and "server stopped (SIGTERM)" in server.stdout.read()
+    output = server.stdout.read()
+    assert server.returncode == 0 and "server stopped (SIGTERM)" in output
+    # Quiet: qwen-tune's own lines on the terminal, swift's arguments, model and requests in serve.log.
+    assert f"ready: http://127.0.0.1:{port}/v1" in output and len(output.strip().splitlines()) <= 4, output
+    assert "/v1/chat/completions" in (run_dir / "serve.log").read_text(errors="replace")
     assert not processes_mentioning(str(run_dir)), "swift deploy outlived qwen-tune serve"
 
 
@@ -329,6 +333,7 @@ def test_serve_beyond_loopback_needs_the_key_it_keeps_out_of_the_process_list(fi
             server.wait()
     output = server.stdout.read()
     assert server.returncode == 0 and "WARNING: serving beyond this machine" in output and key not in output
+    assert key not in (run_dir / "serve.log").read_text(errors="replace")
     assert not processes_mentioning(str(run_dir)), "swift deploy outlived qwen-tune serve"
 
 

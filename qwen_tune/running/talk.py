@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -113,20 +114,55 @@ def serve(
     env.update(SWIFT_MEDIA_ALLOWED_DIRS=no_media, SWIFT_URL_ALLOWED_HOSTS="no-media.invalid")
     if warning:
         on_notice(warning)
-    on_notice(f"serving {checkpoint} as model {name!r} at http://{_url_host(host)}:{port}/v1 (OpenAI-compatible; "
-              "text only; Ctrl-C stops it)")  # fmt: skip
+    url, log_path = f"http://{_url_host(host)}:{port}/v1", run_dir / "serve.log"
+    on_notice(f"loading {checkpoint} to serve it as model {name!r} at {url} (swift's output and each request: "
+              f"{log_path}; Ctrl-C stops it)")  # fmt: skip
     try:
-        with Child(grace=30.0) as child:
-            child.start(launchable(argv, env, trust_remote_code=trust_remote_code), env=env)
-            code = child.wait()
+        with open_log(log_path, append=True) as log, Child(grace=30.0) as child:
+            child.start(launchable(argv, env, trust_remote_code=trust_remote_code), env=env, stdout=log,
+                        stderr=subprocess.STDOUT)  # fmt: skip
+            code = _serve_until_stopped(child, host, port, lambda: on_notice(f"ready: {url} (OpenAI-compatible, text only)"))
     finally:
         shutil.rmtree(no_media, ignore_errors=True)
     if child.stopped_by:  # a stop is how a server ends: swift shut down, then it is a clean stop
         on_notice(f"server stopped ({child.stopped_by})")
         return 0
     if code != 0:
-        raise TrainingFailed(f"swift deploy exited with code {code}")
+        raise TrainingFailed(f"swift deploy exited with code {code}: {_last_line(log_path)}; see {log_path}")
     return 0
+
+
+def _serve_until_stopped(child: Child, host: str, port: int, on_ready: Callable[[], None]) -> int:
+    """Wait for the server's end, saying once when its port first accepts a connection."""
+    assert child.process is not None
+    ready = False
+    while True:
+        try:
+            return child.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            child.check_overdue()
+        if not ready and child.stopped_by is None and _accepts(host or "127.0.0.1", port):
+            ready = True
+            on_ready()
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Something listens there (swift deploy binds only once the model is loaded)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _last_line(log_path: Path) -> str:
+    """The last line of swift's output that says something (its error, most often)."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1][:300] if lines else "no output"
 
 
 def _url_host(host: str) -> str:
