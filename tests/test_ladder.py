@@ -103,3 +103,15 @@ def test_resume_refuses_flags_that_would_change_the_run(flag, tmp_path):
 
     result = CliRunner().invoke(cli, ["run", "--resume", str(tmp_path), flag], standalone_mode=False)
     assert f"drop {flag}" in str(result.exception)
+
+
+def test_a_checkpoint_torch_cannot_read_is_named_where_the_run_resumed_from_it(tmp_path: Path):
+    """A foreign or corrupt scheduler.pt (valid pickle, not tensors): torch refuses it, nothing runs; the line says
+    which checkpoint to move away. A first launch with the same error is swift's last error as it is."""
+    log = tmp_path / "swift.log"
+    refused = "_pickle.UnpicklingError: Weights only load failed. This file can still be loaded, to do so you have two options"
+    log.write_text(f"{LAUNCH_HEADER} swift sft =====\n{refused}\n")
+    resume = "qwen-tune run --resume runs/x"
+    error = failure(last_launch_lines(log), 1, 0, 10.0, log, resume, resumed_from="checkpoint-208")
+    assert "could not read checkpoint-208, which it resumed from" in str(error) and resume in str(error)
+    assert "could not read" not in str(failure(last_launch_lines(log), 1, 0, 10.0, log, resume))

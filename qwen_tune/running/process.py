@@ -121,7 +121,8 @@ def run_sft(
         where = f"{kept.name} is kept" if kept else "no checkpoint was written yet"
         raise Interrupted(f"stopped by {child.stopped_by}; {where}; continue with: {resume}")
     if process.returncode != 0:
-        raise failure(list(tail), process.returncode, last_step, record.estimate_peak_gib, log_path, resume)
+        raise failure(list(tail), process.returncode, last_step, record.estimate_peak_gib, log_path, resume,
+                      resumed_from=resume_from.name if resume_from else None)  # fmt: skip
     return result
 
 

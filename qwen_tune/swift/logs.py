@@ -156,13 +156,17 @@ def _logged_steps(logging_jsonl: Path) -> list[tuple[int, float, float | None]]:
 DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded", "[Errno 28]", "File too large")
 READ_ONLY_MARKERS = ("Read-only file system", "[Errno 30]", "[Errno 13] Permission denied")
 KILLED_MARKERS = ("Signal 9 (SIGKILL)", "exitcode  : -9")  # torchrun's report of a worker the kernel killed
+# torch refusing a checkpoint file it cannot unpickle as plain tensors (a foreign or corrupt scheduler.pt, say).
+UNREADABLE_CHECKPOINT_MARKERS = ("Weights only load failed", "UnpicklingError", "PytorchStreamReader failed")
 
 
 def failure(
-    lines: list[str], returncode: int, last_step: int, estimate_gib: float, log_path: Path, resume: str = ""
-) -> UserError:
+    lines: list[str], returncode: int, last_step: int, estimate_gib: float, log_path: Path, resume: str = "",
+    resumed_from: str | None = None,
+) -> UserError:  # fmt: skip
     """What went wrong, from swift's output of one launch: out of memory (with what ran out), killed (host memory),
-    the disk full, or its last error. resume: the command that continues the run."""
+    the disk full, a checkpoint it resumed from that torch cannot read, or its last error. resume: the command that
+    continues the run; resumed_from: the checkpoint this launch started from."""
     oom = [line for line in lines if any(marker in line for marker in OOM_MARKERS)]
     if oom:
         return OutOfMemory(oom_message(oom[-1], last_step, estimate_gib) + f" (log: {log_path})")
@@ -182,6 +186,12 @@ def failure(
         return OutputError(
             f"swift could not write to the run directory ({locked[-1][:200]}); make it writable again, then continue from "
             f"the last complete checkpoint: {resume} (log: {log_path})"
+        )
+    unreadable = [line.strip() for line in lines if any(marker in line for marker in UNREADABLE_CHECKPOINT_MARKERS)]
+    if unreadable and resumed_from:
+        return TrainingFailed(
+            f"swift could not read {resumed_from}, which it resumed from ({unreadable[-1][:160]}); move it out of the "
+            f"run's swift/ folder, then continue from the checkpoint before it: {resume} (log: {log_path})"
         )
     errors = [line.strip() for line in lines if "Error" in line or "error:" in line]
     last = errors[-1] if errors else (lines[-1].strip() if lines else "no output")
