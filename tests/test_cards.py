@@ -94,14 +94,17 @@ def test_cuda_visible_devices_filters_like_cuda():
 @pytest.mark.parametrize(
     "text, key",
     [("h100-80gb", "h100"), ("A100-80G", "a100-80gb"), ("a100 80GB", "a100-80gb"), ("rtx3090-24g", "rtx3090"),
-     ("4060", "rtx4060"), ("2080ti", "rtx2080ti"), ("H20-96GB", "h20")],
+     ("4060", "rtx4060"), ("2080ti", "rtx2080ti"), ("H20-96GB", "h20"), ("h100-80GiB", "h100"), ("ｈ１００", "h100")],
 )  # fmt: skip
 def test_cards_as_people_write_them(text, key):
     assert find_card(text).key == key
 
 
-def test_a_size_the_card_does_not_come_in_is_no_card():
-    assert find_card("h100-40gb") is None
+def test_a_size_besides_the_tables_is_that_card_with_that_memory():
+    """rtx4060ti-8g, rtx3080-12g: sold with other memory than the table's; the user knows their card."""
+    card = find_card("rtx4060ti-8g")
+    assert card.memory_mib == 8 * 1024 and card.compute_capability == (8, 9) and card.name.endswith("(8 GB)")
+    assert find_card("a100-80").key == "a100-80gb" and find_card("a100-48gb") is None  # not the A10 with 048 GB
 
 
 def test_two_kinds_of_card_in_one_gpus_is_one_line():

@@ -207,7 +207,7 @@ def test_what_runs_is_what_swifts_launcher_would_run(route, env, monkeypatch):
 
     from swift.cli import main as swift_main
 
-    from qwen_tune.swift.command import LAUNCH, launchable
+    from qwen_tune.swift.command import LAUNCH, LAUNCH_MODULE_FLAG, launchable
 
     argv = ["swift", route, "--model", "m", "--system", "a b"]
     started: list[list[str]] = []
@@ -219,9 +219,13 @@ def test_what_runs_is_what_swifts_launcher_would_run(route, env, monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda args: started.append(args) or subprocess.CompletedProcess(args, 0))
     swift_main.cli_main()
     ran = launchable(argv, env)
+    if ran[1:3] == [str(LAUNCH), LAUNCH_MODULE_FLAG]:  # torchrun, through swift/launch.py as `python -m` would run it
+        ran = [ran[0], "-m", *ran[3:]]
     at = ran.index(str(LAUNCH))
     assert ran[:at] + ran[at + 1 :] == started[0]
-    assert launchable(argv, env, trust_remote_code=True)[at : at + 2] == [str(LAUNCH), "--trust-remote-code"]
+    trusted = launchable(argv, env, trust_remote_code=True)
+    last = len(trusted) - 1 - trusted[::-1].index(str(LAUNCH))  # the one before the route script
+    assert trusted[last + 1] == "--trust-remote-code"
 
 
 def parsed(argv, cls=None):

@@ -185,6 +185,7 @@ _KEY = r"(zh|en)\s*[=:＝：]"
 _PER_LANGUAGE = re.compile(rf"^\s*{_KEY}", re.IGNORECASE)
 _SPLIT = re.compile(r"(?:\s*[,;，；]\s*|\s+)(?=(?:zh|en)\s*[=:＝：])", re.IGNORECASE)
 _OTHER_KEY = re.compile(r"^\s*([A-Za-z]{2,3})\s*[=＝]")
+_LATER_KEY = re.compile(r"[,;，；]\s*([A-Za-z]{2,3})\s*[=＝]")
 
 
 def given_languages(text: str) -> dict[Language, str]:
@@ -199,6 +200,9 @@ def given_languages(text: str) -> dict[Language, str]:
     for part in _SPLIT.split(text.strip()):
         key_value = _PER_LANGUAGE.match(part)
         key, value = key_value.group(1).lower(), part[key_value.end() :].strip()
+        other = _LATER_KEY.search(value)  # 'zh=星火,fr=x': a third language, not part of the name
+        if other:
+            raise ValueError(f"{other.group(1)!r} is no language qwen-tune trains; write zh=NAME,en=NAME")
         if not value:
             raise ValueError(f"{part.strip()!r} gives no name; write zh=NAME,en=NAME")
         value = identity_text(value)

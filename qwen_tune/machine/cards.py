@@ -7,7 +7,8 @@ what `qwen-tune gpus` would read on it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 
 from qwen_tune.errors import UsageError
 from qwen_tune.machine.gpus import MIB, Gpu, Inventory
@@ -83,12 +84,12 @@ ASSUMED_CC = (8, 0)
 
 _COUNT = re.compile(r"^(?:(\d+)\s*[x×*]\s*)?(.+)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*gi?b$")
-_SIZE = re.compile(r"(\d{1,3})gb?")
+_SIZE = re.compile(r"([1-9]\d{0,3})(?:gb)?")
 
 
 def _normalize(text: str) -> str:
-    """'NVIDIA GeForce RTX 4090 D' → 'rtx4090d'; 'RTX A6000' → 'a6000'."""
-    return re.sub(r"nvidia|geforce|tesla|[^a-z0-9]", "", text.lower()).replace("rtxa", "a")
+    """'NVIDIA GeForce RTX 4090 D' → 'rtx4090d'; 'RTX A6000' → 'a6000'; full-width 'ｈ１００' → 'h100'."""
+    return re.sub(r"nvidia|geforce|tesla|[^a-z0-9]", "", unicodedata.normalize("NFKC", text).lower()).replace("rtxa", "a")
 
 
 def peak_tflops(gpu_name: str) -> float | None:
@@ -103,13 +104,19 @@ def find_card(text: str) -> Card | None:
     key = "rtx" + key if re.fullmatch(r"\d{4}.*", key) else key
     key = ALIASES.get(key, key).replace("-", "")
     plain = {card.key.replace("-", ""): card for card in KNOWN_CARDS}
-    if key in plain:
-        return plain[key]
+    sized = re.sub(r"(\d)(gib|g)$", r"\1gb", key)  # 80GiB, 80G: 80gb (after a10g, a card of its own, is looked up)
+    for candidate in (key, sized, sized + "gb"):  # a100-80 is a100-80gb
+        if candidate in plain:
+            return plain[candidate]
+    key = sized
     # A memory size after the name ('h10080gb', 'rtx309024g'): the card of that name, where it has that memory.
-    for name, card in plain.items():
+    # A memory size the card is sold with besides the table's ('rtx4060ti-8g'): that card with that memory.
+    for name, card in sorted(plain.items(), key=lambda item: -len(item[0])):  # rtx4060ti before rtx4060
         size = _SIZE.fullmatch(key[len(name) :]) if key.startswith(name) else None
-        if size and abs(card.memory_mib / 1024 - int(size.group(1))) <= 0.1 * int(size.group(1)):
-            return card
+        if size and 4 <= (gib := int(size.group(1))) <= 1024:
+            if abs(card.memory_mib / 1024 - gib) <= 0.1 * gib:
+                return card
+            return replace(card, key=f"{card.key}-{gib}gb", name=f"{card.name} ({gib} GB)", memory_mib=gib * 1024)
     return None
 
 
@@ -118,6 +125,8 @@ def parse_gpu_spec(spec: str) -> Inventory:
     match = _COUNT.match(spec.strip().lower())
     count = int(match.group(1) or 1) if match else 0
     what = match.group(2).strip() if match else ""
+    if match and count > 64:
+        raise UsageError(f"--gpus {spec!r}: at most 64 GPUs a machine; for more, plan one node's cards with --nnodes")
     if not match or not 1 <= count <= 64:
         raise UsageError(f"--gpus {spec!r}: give a card like rtx4090, 2xrtx3090, 24GiB or 2x80GiB")
     memory = _MEMORY.match(what)

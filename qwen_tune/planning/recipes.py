@@ -50,6 +50,8 @@ def no_placeholder(value: str) -> str:
     """The system prompt is trained as written, in both languages: a {{NAME}} there would be learned as braces."""
     if _PLACEHOLDER.search(value) or not value.strip():
         raise ValueError("holds a placeholder")
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value):  # a NUL cannot even reach swift's argv
+        raise ValueError("holds a control character")
     return value
 
 
@@ -114,8 +116,8 @@ class TrainingSection(Section):
 
 
 def _joined(value: Any) -> Any:
-    """`target_modules: [q_proj, v_proj]`, a YAML list, is the same as `q_proj, v_proj`."""
-    return ", ".join(map(str, value)) if isinstance(value, list) and value else value
+    """`target_modules: [q_proj, v_proj]`, a YAML list of names, is the same as `q_proj, v_proj`."""
+    return ", ".join(value) if isinstance(value, list) and value and all(isinstance(v, str) for v in value) else value
 
 
 class LoraSection(Section):
@@ -157,7 +159,9 @@ class RecipeFile(Section):
     )
     system: SystemText = Field(
         description="The system prompt, in training and in every answer the tuned model gives here.",
-        json_schema_extra={"expects": "non-empty text with no placeholder ({{NAME}} is filled in the data only)"},
+        json_schema_extra={
+            "expects": "non-empty text with no placeholder ({{NAME}} is filled in the data only) or control character"
+        },
         examples=["You are a helpful assistant."],
     )
     identity: IdentitySection = Field(description="Who the tuned model says it is.")

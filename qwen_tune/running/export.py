@@ -24,6 +24,7 @@ from qwen_tune.planning.jobs import untrusted_code
 from qwen_tune.planning.models import remote_code
 from qwen_tune.running.children import run_to_end
 from qwen_tune.running.files import open_log, read_json, write_json, write_text
+from qwen_tune.running.locks import writing
 from qwen_tune.running.rundir import RunRecord, recorded_env, require_run_dir, unused_path
 from qwen_tune.swift.checkpoints import is_complete, latest_checkpoint
 from qwen_tune.swift.command import export_argv, is_adapter, launchable, require_swift, single_process_env
@@ -58,6 +59,11 @@ def find_checkpoint(run_dir: Path, on_notice: Callable[[str], None] = print) -> 
     if recorded is not None:
         why = f"{recorded.name}, which result.json names, is incomplete or corrupt"
     latest = latest_checkpoint(run_dir / "swift")
+    if latest is None and (writer := writing(run_dir)):
+        raise UsageError(
+            f"{run_dir} is still training (qwen-tune pid {writer.get('pid')}) and has saved no checkpoint yet: wait for "
+            "its first one (or its end), then run this again"
+        )
     if latest is None:
         raise UsageError(
             f"{run_dir} has no complete checkpoint in {run_dir / 'swift'} ({why}); did its training start? "

@@ -135,6 +135,22 @@ class FileLock:
         os.close(self.fd)  # closing releases the lock (a child that inherited the fd keeps it until it ends)
 
 
+def writing(run_dir: Path) -> dict | None:
+    """Who writes the run directory now (its run.lock is held: a run training or resuming), else None; a look that
+    takes nothing and creates nothing."""
+    try:
+        fd = os.open(run_dir / WRITER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return holder_of(run_dir / WRITER_LOCK) or {"pid": "unknown"}
+    finally:
+        os.close(fd)  # closing drops a shared lock taken just now
+    return None
+
+
 def holder_of(path: Path) -> dict:
     """Who a busy lock says holds it; {} where it cannot be read."""
     try:

@@ -55,6 +55,8 @@ def require_run_dir(run_dir: Path) -> None:
     runs = sorted((p for p in run_dir.iterdir() if (p / "run.json").is_file()), key=lambda p: p.name)
     if runs:
         raise UsageError(f"{run_dir} holds run directories, not one run: give one of them, e.g. the newest, {runs[-1]}")
+    if not (run_dir / "swift").is_dir():  # '' is the current directory: nothing of a run here at all
+        raise UsageError(f"{run_dir.absolute()} is not a qwen-tune run directory (no run.json): give one of runs/ (`ls runs`)")
 
 
 def located(plan: Plan, run_dir: Path) -> Plan:

@@ -69,10 +69,11 @@ MIN_API_KEY = 12
 
 def check_exposure(host: str, api_key: str | None) -> str | None:
     """Beyond loopback, a server must have an API key: refused without one; with one, the warning to print."""
-    if api_key is not None and (len(api_key) < MIN_API_KEY or any(c.isspace() for c in api_key)):
+    if api_key is not None and (len(api_key) < MIN_API_KEY or not (api_key.isascii() and api_key.isprintable())
+                                or any(c.isspace() for c in api_key)):  # fmt: skip
         raise UsageError(
-            f"--api-key must be at least {MIN_API_KEY} characters with no spaces (a blank key can never be sent, a short "
-            "one can be guessed); for example: --api-key $(openssl rand -hex 16)"
+            f"--api-key must be at least {MIN_API_KEY} ASCII characters with no spaces (a blank key can never be sent, "
+            "nor can HTTP clients send others; a short one can be guessed); for example: --api-key $(openssl rand -hex 16)"
         )
     if is_loopback(host):
         return None

@@ -353,6 +353,7 @@ def swift_cli_dir() -> Path | None:
 # swift/launch.py runs swift's route script with a model's own code switched off (swift 4.6 always trusts it).
 LAUNCH = Path(__file__).with_name("launch.py")
 LAUNCH_TRUST_FLAG, LAUNCH_API_KEY_ENV, LAUNCH_HOSTS_ENV = "--trust-remote-code", "QWEN_TUNE_API_KEY", "QWEN_TUNE_ALLOWED_HOSTS"
+LAUNCH_MODULE_FLAG = "--module"  # swift/launch.py runs torchrun as `python -m` would, ended with qwen-tune
 
 
 def launchable(argv: list[str], env: Mapping[str, str], *, trust_remote_code: bool = False) -> list[str]:
@@ -369,7 +370,7 @@ def launchable(argv: list[str], env: Mapping[str, str], *, trust_remote_code: bo
     script = [str(LAUNCH), *([LAUNCH_TRUST_FLAG] if trust_remote_code else []), str(cli / _ROUTE_SCRIPTS[route])]
     if route in _TORCHRUN_ROUTES and ("NPROC_PER_NODE" in env or "NNODES" in env):
         torchrun = [x for k in _TORCHRUN_FLAGS if k in env for x in (f"--{k.lower()}", env[k])]
-        return [sys.executable, "-m", "torch.distributed.run", *torchrun, *script, *argv[2:]]
+        return [sys.executable, str(LAUNCH), LAUNCH_MODULE_FLAG, "torch.distributed.run", *torchrun, *script, *argv[2:]]
     return [sys.executable, *script, *argv[2:]]
 
 

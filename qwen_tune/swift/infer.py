@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from qwen_tune.errors import Interrupted, TrainingFailed
-from qwen_tune.running.children import Child, run_to_end
+from qwen_tune.running.children import PARENT_PID_ENV, Child, run_to_end
 from qwen_tune.running.files import open_log, write_json, write_text
 from qwen_tune.swift.command import (
     LAUNCH_TRUST_FLAG,
@@ -72,10 +73,16 @@ class Probed:
         """From train_probe.answer_probes' answers."""
         thinking = data.get("thinking")
         return cls(
-            dict(zip(questions.default, data["after"], strict=True)), dict(zip(questions.default, data["before"], strict=True)),
+            dict(zip(questions.default, data["after"], strict=True)),
+            None if data["before"] is None else dict(zip(questions.default, data["before"], strict=True)),  # full FT: none
             data["seconds"], where, None if thinking is None else dict(zip(questions.thinking, thinking, strict=True)),
             data.get("thinking_mode", "never"),
         )  # fmt: skip
+
+
+def _with_parent(env: dict[str, str]) -> dict[str, str]:
+    """The worker ends with this qwen-tune (swift/launch.py's die_with_parent), as a Child's process does."""
+    return {**env, PARENT_PID_ENV: str(os.getpid())}
 
 
 class PreloadedInfer:
@@ -89,7 +96,7 @@ class PreloadedInfer:
     def __init__(self, train_env: dict[str, str], trust_remote_code: bool = False):
         trust = [LAUNCH_TRUST_FLAG] if trust_remote_code else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "qwen_tune.swift.infer_worker", *trust], env=single_process_env(train_env), stdin=subprocess.PIPE,
+            [sys.executable, "-m", "qwen_tune.swift.infer_worker", *trust], env=_with_parent(single_process_env(train_env)), stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True,  # Ctrl-C reaches swift's training through us; we end this one ourselves
         )  # fmt: skip

@@ -20,8 +20,9 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    from qwen_tune.swift.launch import ignore_recorded_plugins, refuse_remote_code
+    from qwen_tune.swift.launch import die_with_parent, ignore_recorded_plugins, refuse_remote_code
 
+    die_with_parent()  # no model load left on a card with nobody to report to, where qwen-tune was SIGKILLed
     if "--trust-remote-code" not in argv:  # as swift/launch.py: a model's own code stays off unless the user said so
         refuse_remote_code()
     ignore_recorded_plugins()

@@ -2,6 +2,7 @@
 run it, with what qwen-tune must add before swift starts:
 
     python launch.py [--trust-remote-code] SCRIPT [ARGS...]
+    python launch.py --module torch.distributed.run [ARGS...]   # torchrun, ended with qwen-tune too
 
 - A model's own Python code stays switched off unless --trust-remote-code. swift 4.6 loads every model with
   transformers' trust_remote_code=True and has no flag to say otherwise (swift/model/register.py's ModelLoader,
@@ -118,8 +119,17 @@ def guard_deploy(api_key: str, allowed_hosts: list[str]) -> None:
     SwiftDeploy._install_auth_middleware = install
 
 
+MODULE_FLAG = "--module"
+
+
 def main(argv: list[str]) -> None:
     die_with_parent()
+    if argv and argv[0] == MODULE_FLAG:  # `python -m MODULE ARGS`, as that would run it (torchrun: its workers are
+        module, *args = argv[1:]  # this file again, each on a route script, ended by torchrun as it ends)
+        sys.path[0] = os.getcwd()
+        sys.argv = [module, *args]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
     trusted = bool(argv) and argv[0] == TRUST_FLAG
     script, *args = argv[1:] if trusted else argv
     sys.path[0] = os.path.dirname(script)  # as if the script had been started itself (not this file's folder)

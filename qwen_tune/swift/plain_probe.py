@@ -17,6 +17,9 @@ import time
 
 
 def main(path: str) -> int:
+    from qwen_tune.swift.launch import die_with_parent
+
+    die_with_parent()  # ends with the qwen-tune export that started it, even one killed by SIGKILL
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

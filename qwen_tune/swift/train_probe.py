@@ -109,8 +109,10 @@ def answer_probes(engine, model, request: dict) -> dict:
     if mode == "hybrid" and request.get("thinking_questions"):
         thinking = ask(request["thinking_questions"], request["thinking_max_new_tokens"], True)
     thought = time.monotonic()
-    with model.disable_adapter():
-        before = ask(request["questions"], tokens, default)
+    before = None  # full fine-tuning trains the weights themselves: there is no adapter to switch off
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            before = ask(request["questions"], tokens, default)
     done = time.monotonic()
     seconds = {"after": round(tuned - started, 2), "thinking": round(thought - tuned, 2), "before": round(done - thought, 2)}
     return {"after": after, "before": before, "thinking": thinking, "thinking_mode": mode, "seconds": seconds}
