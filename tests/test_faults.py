@@ -96,6 +96,23 @@ def test_every_stop_ends_swifts_whole_group_and_leaves_an_interrupted_run(tiny_m
     assert not group_alive(swift), "swift's process group outlived qwen-tune"
 
 
+def test_a_sigkilled_qwen_tune_leaves_no_torchrun_behind(tiny_model, tmp_path):
+    """SIGKILL reaches no handler of qwen-tune's: torchrun (two CPU processes), started through swift/launch.py, asks
+    Linux to end it with its parent, and ends its workers; nothing keeps its rendezvous port open."""
+    runs, err = tmp_path / "runs", tmp_path / "err"
+    process = start("run", "--recipe", short_recipe(tmp_path / "r.yaml"), "--model", tiny_model, "--gpus", "cpu:2",
+                    "--output-dir", runs, "--no-verify", err=err)  # fmt: skip
+    wait_for(lambda: "step 1/" in err.read_text(), process, "first step")
+    (run_dir,) = runs.iterdir()
+    swift = json.loads((run_dir / "run.lock").read_text())["swift_pid"]
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while group_alive(swift) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not group_alive(swift), "torchrun's process group outlived a SIGKILLed qwen-tune"
+
+
 def test_a_killed_swift_a_second_writer_a_corrupt_checkpoint_and_a_moved_copy_still_finish(tiny_model, tmp_path):
     """swift killed by the kernel (SIGKILL): one line that says so, and --resume. Meanwhile a `--resume --force` of the
     running run is refused, naming its pid. Then the newest checkpoint is corrupt, logging.jsonl torn, run.json's argv
