@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import psutil
 
@@ -76,14 +77,16 @@ class Child:
         if self._first_stop is not None and time.monotonic() - self._first_stop > self.grace:
             self._send(signal.SIGKILL)
 
-    def wait(self) -> int:
-        """The child's exit code, killing it once a stop is overdue."""
+    def wait(self, every_second: Callable[[], None] | None = None) -> int:
+        """The child's exit code, killing it once a stop is overdue; every_second runs while it waits."""
         assert self.process is not None
         while True:
             try:
                 return self.process.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 self.check_overdue()
+            if every_second is not None:
+                every_second()
 
     @property
     def stopped_by(self) -> str | None:

@@ -122,7 +122,9 @@ def serve(
         with open_log(log_path, append=True) as log, Child(grace=30.0) as child:
             child.start(launchable(argv, env, trust_remote_code=trust_remote_code), env=env, stdout=log,
                         stderr=subprocess.STDOUT)  # fmt: skip
-            code = _serve_until_stopped(child, host, port, lambda: on_notice(f"ready: {url} (OpenAI-compatible, text only)"))
+            code = child.wait(
+                every_second=_once_ready(child, host, port, lambda: on_notice(f"ready: {url} (OpenAI-compatible, text only)"))
+            )
     finally:
         shutil.rmtree(no_media, ignore_errors=True)
     if child.stopped_by:  # a stop is how a server ends: swift shut down, then it is a clean stop
@@ -133,18 +135,17 @@ def serve(
     return 0
 
 
-def _serve_until_stopped(child: Child, host: str, port: int, on_ready: Callable[[], None]) -> int:
-    """Wait for the server's end, saying once when its port first accepts a connection."""
-    assert child.process is not None
-    ready = False
-    while True:
-        try:
-            return child.process.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            child.check_overdue()
-        if not ready and child.stopped_by is None and _accepts(host or "127.0.0.1", port):
-            ready = True
+def _once_ready(child: Child, host: str, port: int, on_ready: Callable[[], None]) -> Callable[[], None]:
+    """A check to run while the server runs: on_ready, once, when its port first accepts a connection."""
+    said = False
+
+    def check() -> None:
+        nonlocal said
+        if not said and child.stopped_by is None and _accepts(host or "127.0.0.1", port):
+            said = True
             on_ready()
+
+    return check
 
 
 def _accepts(host: str, port: int) -> bool:
