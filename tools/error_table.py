@@ -10,7 +10,6 @@ tests/test_bad_inputs.py fails when README.md's table is not what this prints.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -47,15 +46,7 @@ def _code(text: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", action="store_true", help="rewrite README.md's table instead of printing it")
-    args = parser.parse_args()
-    table = render(CASES, run_all())
-    if not args.write:
-        print(table, end="")
-        return 0
-    SECTION.write(table)
-    return 0
+    return SECTION.main(__doc__, lambda: render(CASES, run_all()))
 
 
 if __name__ == "__main__":

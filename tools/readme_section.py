@@ -5,7 +5,9 @@ tools/error_table.py and tools/recipe_template.py each own one; their tests fail
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,3 +46,17 @@ class Section:
         if updated != readme:
             path.write_text(updated, encoding="utf-8")
         print(f"{self.tool}: {path.name} {'updated' if updated != readme else 'already up to date'}", file=sys.stderr)
+
+    def main(self, doc: str, render: Callable[[], str]) -> int:
+        """A tool's command line: print what render() gives, or with --write put it in README.md."""
+        parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument(
+            "--write", action="store_true", help=f"rewrite README.md's {self.name} section instead of printing it"
+        )
+        write = parser.parse_args().write
+        text = render()
+        if write:
+            self.write(text)
+        else:
+            print(text, end="")
+        return 0

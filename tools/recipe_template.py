@@ -10,7 +10,6 @@ overrides it; tests/test_configs.py fails when README.md's template is not what 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import textwrap
 from pathlib import Path
@@ -79,15 +78,7 @@ def template_yaml(block: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", action="store_true", help="rewrite README.md's template instead of printing it")
-    args = parser.parse_args()
-    block = render()
-    if not args.write:
-        print(block, end="")
-        return 0
-    SECTION.write(block)
-    return 0
+    return SECTION.main(__doc__, render)
 
 
 if __name__ == "__main__":
